@@ -1,0 +1,149 @@
+//! [`BlobStore`] over any `object_store` backend.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, WriteMultipart};
+
+use super::{BlobMeta, BlobRead, BlobStore, BlobUpload};
+use crate::error::{Error, Result};
+use crate::model::Timestamp;
+
+/// Multipart chunk size: S3's minimum part size, so memory per upload stays ~2 chunks.
+const CHUNK: usize = 5 * 1024 * 1024;
+/// Parts in flight per upload before `write` waits.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Blob store backed by an `object_store` implementation.
+#[derive(Debug, Clone)]
+pub struct ObjectBlobStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl ObjectBlobStore {
+    /// Wraps an object store.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        ObjectBlobStore { inner }
+    }
+
+    /// A local-folder store (the embedded default); creates the folder.
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        let fs =
+            object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|source| Error::Blob {
+                key: dir.display().to_string(),
+                source,
+            })?;
+        Ok(ObjectBlobStore::new(Arc::new(fs)))
+    }
+}
+
+fn blob_err(key: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
+    move |source| Error::Blob {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+struct Upload {
+    key: String,
+    writer: WriteMultipart,
+}
+
+#[async_trait]
+impl BlobUpload for Upload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.writer
+            .wait_for_capacity(MAX_IN_FLIGHT)
+            .await
+            .map_err(blob_err(&self.key))?;
+        self.writer.put(data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<()> {
+        let key = self.key;
+        self.writer.finish().await.map(|_| ()).map_err(blob_err(&key))
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        let key = self.key;
+        self.writer.abort().await.map_err(blob_err(&key))
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn upload(&self, key: &str) -> Result<Box<dyn BlobUpload>> {
+        let upload = self
+            .inner
+            .put_multipart(&Path::from(key))
+            .await
+            .map_err(blob_err(key))?;
+        Ok(Box::new(Upload {
+            key: key.to_owned(),
+            writer: WriteMultipart::new_with_chunk_size(upload, CHUNK),
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<BlobRead> {
+        let res = self.inner.get(&Path::from(key)).await.map_err(blob_err(key))?;
+        let size = res.meta.size;
+        let owned = key.to_owned();
+        let stream = res
+            .into_stream()
+            .map_err(move |source| Error::Blob {
+                key: owned.clone(),
+                source,
+            })
+            .boxed();
+        Ok(BlobRead { size, stream })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inner
+            .get_range(&Path::from(key), range)
+            .await
+            .map_err(blob_err(key))
+    }
+
+    async fn size(&self, key: &str) -> Result<u64> {
+        Ok(self
+            .inner
+            .head(&Path::from(key))
+            .await
+            .map_err(blob_err(key))?
+            .size)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(Error::Blob {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>> {
+        let prefix_path = Path::from(prefix);
+        self.inner
+            .list(Some(&prefix_path))
+            .map_err(|source| Error::Blob {
+                key: prefix.to_owned(),
+                source,
+            })
+            .map_ok(|m| BlobMeta {
+                key: m.location.to_string(),
+                size: m.size,
+                last_modified: Timestamp(m.last_modified.timestamp_millis()),
+            })
+            .try_collect()
+            .await
+    }
+}

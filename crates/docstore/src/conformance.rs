@@ -1,0 +1,671 @@
+//! The conformance suite every backend runs, in the spirit of `object_store`'s `integration.rs`.
+//!
+//! Each function takes a backend (or a whole [`DocStore`]) and panics with a message on the first
+//! broken guarantee. Ids are fresh per call, so suites can share one server. Backends' test files
+//! call these; nothing here knows which backend it runs on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::audit::AuditSink;
+use crate::blob::BlobStore;
+use crate::envelope::EncryptionContext;
+use crate::keys::KeyProvider;
+use crate::meta::{HoldChange, MetadataStore};
+use crate::{
+    DocStore, DocumentRecord, Error, Identity, IntegrityError, Kind, NewVersion, OutboxEntry, PutRequest,
+    Result, Timestamp, VersionRecord,
+};
+
+fn fresh(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A put request for a new or existing document.
+pub fn request(document_id: Option<&str>, patient: &str, exam: &str) -> PutRequest {
+    PutRequest {
+        document_id: document_id.map(str::to_owned),
+        patient_id: patient.into(),
+        exam_id: exam.into(),
+        kind: Kind::Report,
+        media_type: "application/pdf".into(),
+        expected_version: None,
+    }
+}
+
+/// Blob store guarantees: streaming upload, whole and ranged reads, listing, idempotent delete,
+/// abort leaves nothing.
+pub async fn blob_store(store: &dyn BlobStore) {
+    let prefix = fresh("conformance");
+    let key = format!("{prefix}/a");
+    let data = pattern(6 * 1024 * 1024 + 123, 1);
+    let mut up = store.upload(&key).await.expect("upload");
+    for chunk in data.chunks(100_000) {
+        up.write(Bytes::copy_from_slice(chunk)).await.expect("write");
+    }
+    up.finish().await.expect("finish");
+    assert_eq!(store.size(&key).await.unwrap(), data.len() as u64);
+    let read = store.get(&key).await.unwrap();
+    assert_eq!(read.size, data.len() as u64);
+    let mut got = Vec::new();
+    let mut s = read.stream;
+    while let Some(c) = s.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == data, "whole read differs");
+    assert_eq!(
+        &store.get_range(&key, 5..70_000).await.unwrap()[..],
+        &data[5..70_000]
+    );
+
+    let aborted = format!("{prefix}/aborted");
+    let mut up = store.upload(&aborted).await.unwrap();
+    up.write(Bytes::from_static(b"partial")).await.unwrap();
+    up.abort().await.unwrap();
+    let listed: Vec<String> = store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.key)
+        .collect();
+    assert_eq!(listed, vec![key.clone()], "abort must leave no blob");
+
+    assert!(matches!(
+        store.get(&format!("{prefix}/missing")).await,
+        Err(Error::Blob { .. })
+    ));
+    store.delete(&key).await.unwrap();
+    store
+        .delete(&key)
+        .await
+        .expect("deleting a missing blob succeeds");
+    assert!(store.list(&prefix).await.unwrap().is_empty());
+}
+
+/// Key provider guarantees: data keys unwrap only under the same context and unmodified ciphertext.
+pub async fn key_provider(keys: &dyn KeyProvider) {
+    let ctx = EncryptionContext::new([
+        ("docstore.document", fresh("d")),
+        ("docstore.version_id", fresh("v")),
+    ]);
+    let (key, wrapped) = keys.generate_data_key(&ctx).await.unwrap();
+    let (key2, _) = keys.generate_data_key(&ctx).await.unwrap();
+    assert_ne!(*key, *key2, "data keys must be fresh");
+    assert_eq!(wrapped.provider, keys.name());
+    assert_eq!(*keys.decrypt_data_key(&wrapped, &ctx).await.unwrap(), *key);
+    let other = EncryptionContext::new([("docstore.document", "x"), ("docstore.version_id", "y")]);
+    assert!(matches!(
+        keys.decrypt_data_key(&wrapped, &other).await,
+        Err(Error::Integrity {
+            kind: IntegrityError::KeyUnwrap,
+            ..
+        })
+    ));
+    let mut bad = wrapped.clone();
+    let last = bad.ciphertext.len() - 1;
+    bad.ciphertext[last] ^= 1;
+    assert!(keys.decrypt_data_key(&bad, &ctx).await.is_err());
+}
+
+fn new_version(doc: &str, patient: &str, exam: &str) -> NewVersion {
+    let vid = uuid::Uuid::new_v4().to_string();
+    NewVersion {
+        document_id: doc.into(),
+        blob_key: format!("blobs/{doc}/{vid}"),
+        version_id: vid,
+        patient_id: patient.into(),
+        exam_id: exam.into(),
+        kind: Kind::Report,
+        media_type: "application/pdf".into(),
+        size: 3,
+        sha256: [7; 32],
+        created_at: Timestamp::now(),
+        created_by: "conformance".into(),
+        key_block: vec![1, 2, 3],
+    }
+}
+
+/// Metadata store guarantees: gap-free versions, compare-and-swap, owner checks, tombstones, holds,
+/// purge, queries, blob references and the outbox.
+pub async fn metadata_store(meta: &dyn MetadataStore) {
+    let (doc, patient, exam) = (fresh("doc"), fresh("pat"), fresh("exam"));
+    assert!(matches!(meta.document(&doc).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        meta.commit_version(new_version(&doc, &patient, &exam), Some(1))
+            .await,
+        Err(Error::Conflict {
+            expected: 1,
+            actual: 0,
+            ..
+        })
+    ));
+    assert!(
+        matches!(meta.document(&doc).await, Err(Error::NotFound { .. })),
+        "failed CAS created a document"
+    );
+    let v1 = meta
+        .commit_version(new_version(&doc, &patient, &exam), Some(0))
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    let v2 = meta
+        .commit_version(new_version(&doc, &patient, &exam), None)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert!(matches!(
+        meta.commit_version(new_version(&doc, &patient, &exam), Some(1))
+            .await,
+        Err(Error::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        meta.commit_version(new_version(&doc, "other-patient", &exam), None)
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(meta.version(&doc, None).await.unwrap(), v2);
+    assert_eq!(meta.version(&doc, Some(1)).await.unwrap(), v1);
+    assert!(matches!(
+        meta.version(&doc, Some(3)).await,
+        Err(Error::NotFound { version: Some(3), .. })
+    ));
+    let all = meta.versions(&doc).await.unwrap();
+    assert_eq!(all.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(all[0].key_block, vec![1, 2, 3]);
+
+    let docs = meta.documents_by_patient(&patient).await.unwrap();
+    assert_eq!(
+        docs.iter().map(|d| d.document_id.as_str()).collect::<Vec<_>>(),
+        vec![doc.as_str()]
+    );
+    assert_eq!(docs[0].latest_version, 2);
+    assert_eq!(meta.documents_by_exam(&exam).await.unwrap().len(), 1);
+    assert!(
+        meta.documents_by_patient(&fresh("nobody"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let refs = meta
+        .referenced_blobs(&[v1.blob_key.clone(), "blobs/none/none".into()])
+        .await
+        .unwrap();
+    assert_eq!(refs, HashSet::from([v1.blob_key.clone()]));
+
+    // Outbox: one file.uploaded per version, in commit order, until marked sent.
+    let pending = outbox_for(meta, &doc).await;
+    assert_eq!(pending.len(), 2);
+    assert!(pending[0].seq < pending[1].seq);
+    for (entry, v) in pending.iter().zip([&v1, &v2]) {
+        assert_eq!(entry.event_type, "file.uploaded");
+        assert_eq!(entry.key, doc);
+        let ev: serde_json::Value = serde_json::from_str(&entry.payload).unwrap();
+        assert_eq!(ev["specversion"], "1.0");
+        assert_eq!(ev["data"]["version"], v.version);
+    }
+    meta.outbox_mark_sent(&[pending[0].seq]).await.unwrap();
+    assert_eq!(outbox_for(meta, &doc).await.len(), 1);
+    meta.outbox_mark_sent(&[pending[1].seq]).await.unwrap();
+    assert!(outbox_for(meta, &doc).await.is_empty());
+
+    // Purge rules: not before delete, not under hold or retention.
+    assert!(matches!(
+        meta.purge(&doc, Timestamp::now()).await,
+        Err(Error::Refused { .. })
+    ));
+    let deleted = meta
+        .set_tombstone(&doc, Some((Timestamp::now(), "t".into())))
+        .await
+        .unwrap();
+    assert!(deleted.deleted_at.is_some());
+    assert!(matches!(
+        meta.commit_version(new_version(&doc, &patient, &exam), None)
+            .await,
+        Err(Error::Deleted { .. })
+    ));
+    let held = meta
+        .set_hold(
+            &doc,
+            HoldChange {
+                legal_hold: Some(true),
+                retain_until: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(held.legal_hold);
+    assert!(matches!(
+        meta.purge(&doc, Timestamp::now()).await,
+        Err(Error::Refused { .. })
+    ));
+    let later = Timestamp::now().plus(Duration::from_secs(3600));
+    meta.set_hold(
+        &doc,
+        HoldChange {
+            legal_hold: Some(false),
+            retain_until: Some(Some(later)),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        meta.purge(&doc, Timestamp::now()).await,
+        Err(Error::Refused { .. })
+    ));
+    assert_eq!(
+        meta.versions(&doc).await.unwrap().len(),
+        2,
+        "refused purge removed versions"
+    );
+    let keys = meta
+        .purge(&doc, later.plus(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.into_iter().collect::<HashSet<_>>(),
+        HashSet::from([v1.blob_key.clone(), v2.blob_key.clone()])
+    );
+    assert!(matches!(meta.document(&doc).await, Err(Error::NotFound { .. })));
+    assert!(meta.versions(&doc).await.unwrap().is_empty());
+    assert!(matches!(
+        meta.set_tombstone(&doc, None).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn outbox_for(meta: &dyn MetadataStore, doc: &str) -> Vec<OutboxEntry> {
+    let mut out = Vec::new();
+    // Other suites may share the store: scan a generous window and keep this document's entries.
+    for e in meta.outbox_pending(100_000).await.unwrap() {
+        if e.key == doc {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Whole-store guarantees through the public API: round trips across frame boundaries, versions,
+/// ranged reads, typed errors for bad input, delete/restore/purge rules, and audit records.
+pub async fn docstore(store: &DocStore) {
+    let who = Identity::new("staff:conformance");
+    let (patient, exam) = (fresh("pat"), fresh("exam"));
+    let body1 = pattern(3 * 64 * 1024 + 17, 11);
+    let v1 = store
+        .put(&who, request(None, &patient, &exam), &body1[..])
+        .await
+        .expect("put v1");
+    let doc = v1.document_id.clone();
+    assert_eq!((v1.version, v1.size), (1, body1.len() as u64));
+    assert_eq!(v1.sha256, sha256_hex(&body1));
+    let body2 = pattern(64 * 1024, 12);
+    let v2 = store
+        .put(&who, request(Some(&doc), &patient, &exam), &body2[..])
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+
+    let latest = store.get(&who, &doc, None).await.unwrap();
+    assert_eq!(latest.record.version, 2);
+    assert!(latest.read_all().await.unwrap()[..] == body2[..]);
+    let first = store
+        .get(&who, &doc, Some(1))
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    assert!(first[..] == body1[..]);
+    for (a, b) in [
+        (0u64, 1u64),
+        (65_535, 65_537),
+        (65_536, 131_072),
+        (100, body1.len() as u64 - 1),
+    ] {
+        let got = store.get_range(&who, &doc, Some(1), a..b).await.unwrap();
+        assert!(got[..] == body1[a as usize..b as usize], "range {a}..{b}");
+    }
+    assert!(matches!(
+        store.get_range(&who, &doc, Some(1), 5..5).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store
+            .get_range(&who, &doc, Some(1), 0..body1.len() as u64 + 1)
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    let versions = store.versions(&who, &doc).await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+
+    // Bad input and unknown things: typed errors, nothing stored.
+    assert!(matches!(
+        store
+            .put(&who, request(Some(&doc), &patient, &exam), &b""[..])
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store
+            .put(&who, request(Some("bad id/.."), &patient, &exam), &b"x"[..])
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    let mut cas = request(Some(&doc), &patient, &exam);
+    cas.expected_version = Some(1);
+    assert!(matches!(
+        store.put(&who, cas, &b"late"[..]).await,
+        Err(Error::Conflict {
+            expected: 1,
+            actual: 2,
+            ..
+        })
+    ));
+    assert_eq!(store.versions(&who, &doc).await.unwrap().len(), 2);
+    assert!(matches!(
+        store.get(&who, &fresh("nodoc"), None).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get(&who, &doc, Some(9)).await,
+        Err(Error::NotFound { version: Some(9), .. })
+    ));
+
+    let listed: Vec<DocumentRecord> = store.documents_of_patient(&who, &patient).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        store.documents_of_exam(&who, &exam).await.unwrap()[0].document_id,
+        doc
+    );
+
+    // Tombstone, restore, hold, purge.
+    store.delete(&who, &doc).await.unwrap();
+    assert!(matches!(
+        store.get(&who, &doc, None).await,
+        Err(Error::Deleted { .. })
+    ));
+    assert!(matches!(
+        store.get_range(&who, &doc, None, 0..1).await,
+        Err(Error::Deleted { .. })
+    ));
+    store.restore(&who, &doc).await.unwrap();
+    assert!(
+        store
+            .get(&who, &doc, None)
+            .await
+            .unwrap()
+            .read_all()
+            .await
+            .unwrap()[..]
+            == body2[..]
+    );
+    store
+        .set_hold(
+            &who,
+            &doc,
+            HoldChange {
+                legal_hold: Some(true),
+                retain_until: None,
+            },
+        )
+        .await
+        .unwrap();
+    store.delete(&who, &doc).await.unwrap();
+    assert!(matches!(
+        store.purge(&who, &doc).await,
+        Err(Error::Refused { .. })
+    ));
+    assert_eq!(
+        store.versions(&who, &doc).await.unwrap().len(),
+        2,
+        "refused purge changed something"
+    );
+    store
+        .set_hold(
+            &who,
+            &doc,
+            HoldChange {
+                legal_hold: Some(false),
+                retain_until: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge(&who, &doc).await.unwrap(), 2);
+    assert!(matches!(
+        store.versions(&who, &doc).await,
+        Err(Error::NotFound { .. })
+    ));
+    for v in [&v1, &v2] {
+        assert!(
+            store.blobs().get(&v.blob_key).await.is_err(),
+            "purge left {}",
+            v.blob_key
+        );
+    }
+
+    // Audit: every call above left a record naming the caller; failures record their class.
+    let trail = store.audit_log(&who, Some(&doc), 10_000).await.unwrap();
+    let actions: HashSet<&str> = trail.iter().map(|r| r.action.as_str()).collect();
+    for a in [
+        "put",
+        "get",
+        "get_range",
+        "versions",
+        "delete",
+        "restore",
+        "hold",
+        "purge",
+        "key_generate",
+        "key_unwrap",
+    ] {
+        assert!(actions.contains(a), "no audit record for {a}");
+    }
+    assert!(trail.iter().all(|r| r.actor == who.subject));
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.action == "purge" && r.outcome == "refused")
+    );
+    assert!(trail.iter().any(|r| r.action == "put" && r.outcome == "conflict"));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `writers` tasks each put `puts` versions of one document at once: versions must be exactly
+/// 1..=writers×puts, each body readable back under its own number.
+pub async fn concurrent_writers(store: &DocStore, writers: usize, puts: usize) {
+    let (patient, exam) = (fresh("pat"), fresh("exam"));
+    let who = Identity::new("staff:concurrency");
+    let doc = fresh("doc");
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let (doc, patient, exam, who) = (doc.clone(), patient.clone(), exam.clone(), who.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for p in 0..puts {
+                let body = format!("writer {w} put {p}");
+                let rec = store
+                    .put(&who, request(Some(&doc), &patient, &exam), body.as_bytes())
+                    .await
+                    .expect("concurrent put");
+                mine.push((rec.version, body));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer task"));
+    }
+    let total = (writers * puts) as u64;
+    let numbers: HashSet<u64> = all.iter().map(|(v, _)| *v).collect();
+    assert_eq!(numbers.len() as u64, total, "duplicate version numbers");
+    assert_eq!(
+        numbers,
+        (1..=total).collect::<HashSet<_>>(),
+        "gaps in version numbers"
+    );
+    let listed = store.versions(&who, &doc).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|v| v.version).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    for (v, body) in all.iter().step_by(37) {
+        let got = store
+            .get(&who, &doc, Some(*v))
+            .await
+            .unwrap()
+            .read_all()
+            .await
+            .unwrap();
+        assert_eq!(
+            &got[..],
+            body.as_bytes(),
+            "version {v} holds another writer's body"
+        );
+    }
+}
+
+/// A metadata store whose commits never return: dropping the put future models a crash between the
+/// blob write and the metadata commit.
+#[derive(Debug)]
+struct StallingCommit(Arc<dyn MetadataStore>);
+
+#[async_trait]
+impl MetadataStore for StallingCommit {
+    async fn commit_version(&self, _new: NewVersion, _expected: Option<u64>) -> Result<VersionRecord> {
+        futures::future::pending().await
+    }
+    async fn document(&self, d: &str) -> Result<DocumentRecord> {
+        self.0.document(d).await
+    }
+    async fn version(&self, d: &str, v: Option<u64>) -> Result<VersionRecord> {
+        self.0.version(d, v).await
+    }
+    async fn versions(&self, d: &str) -> Result<Vec<VersionRecord>> {
+        self.0.versions(d).await
+    }
+    async fn set_tombstone(&self, d: &str, t: Option<(Timestamp, String)>) -> Result<DocumentRecord> {
+        self.0.set_tombstone(d, t).await
+    }
+    async fn set_hold(&self, d: &str, c: HoldChange) -> Result<DocumentRecord> {
+        self.0.set_hold(d, c).await
+    }
+    async fn purge(&self, d: &str, now: Timestamp) -> Result<Vec<String>> {
+        self.0.purge(d, now).await
+    }
+    async fn documents_by_patient(&self, p: &str) -> Result<Vec<DocumentRecord>> {
+        self.0.documents_by_patient(p).await
+    }
+    async fn documents_by_exam(&self, e: &str) -> Result<Vec<DocumentRecord>> {
+        self.0.documents_by_exam(e).await
+    }
+    async fn referenced_blobs(&self, k: &[String]) -> Result<HashSet<String>> {
+        self.0.referenced_blobs(k).await
+    }
+    async fn outbox_pending(&self, l: usize) -> Result<Vec<OutboxEntry>> {
+        self.0.outbox_pending(l).await
+    }
+    async fn outbox_mark_sent(&self, s: &[i64]) -> Result<()> {
+        self.0.outbox_mark_sent(s).await
+    }
+}
+
+/// A crash between blob write and metadata commit leaves no record and one orphan blob, which `gc`
+/// keeps during the grace period and removes after it. `blobs` must hold no other blob under
+/// [`crate::BLOB_PREFIX`] for the counts to hold.
+pub async fn crash_before_commit(
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    keys: Arc<dyn KeyProvider>,
+    audit: Arc<dyn AuditSink>,
+) {
+    let who = Identity::new("staff:crash");
+    let crashing = DocStore::new(
+        blobs.clone(),
+        Arc::new(StallingCommit(meta.clone())),
+        keys.clone(),
+        audit.clone(),
+    );
+    let doc = fresh("doc");
+    let body = pattern(200_000, 3);
+    let put = crashing.put(&who, request(Some(&doc), "pat-crash", "exam-crash"), &body[..]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), put)
+            .await
+            .is_err(),
+        "the stalled commit should not return"
+    );
+    let store = DocStore::new(blobs.clone(), meta, keys, audit);
+    assert!(matches!(
+        store.get(&who, &doc, None).await,
+        Err(Error::NotFound { .. })
+    ));
+    let orphans = blobs
+        .list(&format!("{}/{doc}", crate::BLOB_PREFIX))
+        .await
+        .unwrap();
+    assert_eq!(orphans.len(), 1, "the blob is written before the commit");
+    let kept = store.gc(&who, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        (kept.removed, kept.young_orphans),
+        (0, 1),
+        "young orphans are kept"
+    );
+    // Let the orphan age past a zero grace period (mtime granularity).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let swept = store.gc(&who, Duration::ZERO).await.unwrap();
+    assert_eq!(swept.removed, 1);
+    assert!(
+        blobs
+            .list(&format!("{}/{doc}", crate::BLOB_PREFIX))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Committed documents survive gc.
+    let v = store
+        .put(&who, request(None, "pat-crash", "exam-crash"), &body[..])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.gc(&who, Duration::ZERO).await.unwrap().removed, 0);
+    assert!(
+        store
+            .get(&who, &v.document_id, None)
+            .await
+            .unwrap()
+            .read_all()
+            .await
+            .unwrap()[..]
+            == body[..]
+    );
+}

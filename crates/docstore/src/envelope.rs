@@ -1,0 +1,575 @@
+//! Envelope format v1: framed AES-256-GCM with HKDF-derived frame keys and key commitment.
+//!
+//! The byte layout is specified in `docs/envelope-v1.md`; known-answer vectors live in
+//! `crates/docstore/tests/vectors/`. This module is synchronous and does no I/O: the store drives it
+//! one frame at a time, so memory stays O(frame size) whatever the document size.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::error::IntegrityError;
+
+/// Magic bytes at offset 0 of every envelope.
+pub const MAGIC: [u8; 4] = *b"DSTE";
+/// The format version this module writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// AES-256-GCM, HKDF-SHA-256 frame key, HKDF-SHA-256 key commitment.
+pub const ALG_AES256GCM_HKDF_COMMIT: u16 = 0x0001;
+/// Default plaintext bytes per frame: large enough that per-frame cost vanishes, small enough for
+/// cheap ranged reads.
+pub const DEFAULT_FRAME_SIZE: u32 = 64 * 1024;
+/// Smallest frame size accepted (keeps the tag overhead under 6.25 %).
+pub const MIN_FRAME_SIZE: u32 = 256;
+/// Largest frame size accepted: a hostile header must not make a reader allocate more.
+pub const MAX_FRAME_SIZE: u32 = 16 * 1024 * 1024;
+/// AES-GCM tag length appended to every frame.
+pub const TAG_LEN: usize = 16;
+/// Length of the random message id (HKDF salt).
+pub const MESSAGE_ID_LEN: usize = 32;
+/// Length of the key commitment.
+pub const COMMITMENT_LEN: usize = 32;
+/// Fixed part of the header before the encryption context.
+const FIXED_PREFIX: usize = 4 + 1 + 2 + 4 + MESSAGE_ID_LEN + 2;
+/// Largest encoded encryption context accepted.
+pub const MAX_CONTEXT_LEN: usize = 4096;
+/// GCM with a counter nonce under one key: stay far below 2^32 invocations.
+const MAX_FRAMES: u64 = 1 << 32;
+
+const INFO_FRAME_KEY: &[u8] = b"docstore envelope v1 frame key";
+const INFO_COMMIT: &[u8] = b"docstore envelope v1 key commitment";
+
+/// A 256-bit data key, zeroized on drop.
+pub type DataKey = Zeroizing<[u8; 32]>;
+
+/// Ordered key/value pairs bound to an envelope (and to the wrapped data key).
+///
+/// Pairs are kept sorted by key, so the canonical encoding is unique.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncryptionContext(Vec<(String, String)>);
+
+impl EncryptionContext {
+    /// Builds a context from pairs; later duplicates replace earlier ones.
+    pub fn new<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut map = std::collections::BTreeMap::new();
+        for (k, v) in pairs {
+            map.insert(k.into(), v.into());
+        }
+        EncryptionContext(map.into_iter().collect())
+    }
+
+    /// The pairs, sorted by key.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// Canonical encoding: u16 count, then per pair u16 length + UTF-8 key, u16 length + UTF-8 value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.0.len() as u16).to_be_bytes());
+        for (k, v) in &self.0 {
+            for s in [k, v] {
+                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes the canonical encoding, rejecting unsorted or duplicate keys.
+    pub fn decode(bytes: &[u8]) -> Result<Self, IntegrityError> {
+        let mut r = ByteReader(bytes);
+        let count = r.u16()?;
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(count.min(64) as usize);
+        for _ in 0..count {
+            let k = r.string()?;
+            let v = r.string()?;
+            if let Some((prev, _)) = pairs.last()
+                && prev >= &k
+            {
+                return Err(IntegrityError::MalformedHeader(
+                    "context keys not strictly sorted",
+                ));
+            }
+            pairs.push((k, v));
+        }
+        if !r.0.is_empty() {
+            return Err(IntegrityError::MalformedHeader("trailing bytes in context"));
+        }
+        Ok(EncryptionContext(pairs))
+    }
+}
+
+/// Reads big-endian fields from a slice, failing instead of panicking on short input.
+struct ByteReader<'a>(&'a [u8]);
+
+impl<'a> ByteReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IntegrityError> {
+        if self.0.len() < n {
+            return Err(IntegrityError::MalformedHeader("truncated field"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, IntegrityError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, IntegrityError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn string(&mut self) -> Result<String, IntegrityError> {
+        let n = self.u16()? as usize;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| IntegrityError::MalformedHeader("context is not UTF-8"))
+    }
+}
+
+/// The immutable envelope header. Its SHA-256 is bound into every frame's AAD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Plaintext bytes per full frame.
+    pub frame_size: u32,
+    /// Random per-envelope salt for HKDF.
+    pub message_id: [u8; MESSAGE_ID_LEN],
+    /// Context bound to the envelope and to the data key.
+    pub context: EncryptionContext,
+    /// HKDF-derived key commitment.
+    pub commitment: [u8; COMMITMENT_LEN],
+    encoded: Vec<u8>,
+    digest: [u8; 32],
+}
+
+impl Header {
+    /// The encoded header bytes as stored.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// SHA-256 of the encoded header.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+
+    fn build(
+        frame_size: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+        context: EncryptionContext,
+        commitment: [u8; COMMITMENT_LEN],
+    ) -> Result<Self, IntegrityError> {
+        let ctx = context.encode();
+        if ctx.len() > MAX_CONTEXT_LEN {
+            return Err(IntegrityError::MalformedHeader("encryption context too long"));
+        }
+        let mut encoded = Vec::with_capacity(FIXED_PREFIX + ctx.len() + COMMITMENT_LEN);
+        encoded.extend_from_slice(&MAGIC);
+        encoded.push(FORMAT_VERSION);
+        encoded.extend_from_slice(&ALG_AES256GCM_HKDF_COMMIT.to_be_bytes());
+        encoded.extend_from_slice(&frame_size.to_be_bytes());
+        encoded.extend_from_slice(&message_id);
+        encoded.extend_from_slice(&(ctx.len() as u16).to_be_bytes());
+        encoded.extend_from_slice(&ctx);
+        encoded.extend_from_slice(&commitment);
+        let digest = Sha256::digest(&encoded).into();
+        Ok(Header {
+            frame_size,
+            message_id,
+            context,
+            commitment,
+            encoded,
+            digest,
+        })
+    }
+
+    /// Length of the header that starts `prefix`, once at least [`Header::MIN_PREFIX`] bytes are
+    /// available; lets a ranged reader fetch exactly the header.
+    pub fn encoded_len(prefix: &[u8]) -> Result<usize, IntegrityError> {
+        if prefix.len() < FIXED_PREFIX {
+            return Err(IntegrityError::MalformedHeader("truncated header"));
+        }
+        check_prefix(prefix)?;
+        let ctx_len = u16::from_be_bytes([prefix[FIXED_PREFIX - 2], prefix[FIXED_PREFIX - 1]]) as usize;
+        Ok(FIXED_PREFIX + ctx_len + COMMITMENT_LEN)
+    }
+
+    /// Bytes needed to call [`Header::encoded_len`].
+    pub const MIN_PREFIX: usize = FIXED_PREFIX;
+
+    /// Parses a header from the start of `bytes`; returns it and the bytes consumed.
+    pub fn parse(bytes: &[u8]) -> Result<(Header, usize), IntegrityError> {
+        let len = Header::encoded_len(bytes)?;
+        if bytes.len() < len {
+            return Err(IntegrityError::MalformedHeader("truncated header"));
+        }
+        let mut r = ByteReader(&bytes[..len]);
+        r.take(7)?; // magic, version, algorithm: checked by encoded_len
+        let frame_size = r.u32()?;
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&frame_size) {
+            return Err(IntegrityError::FrameSize(frame_size));
+        }
+        let message_id: [u8; MESSAGE_ID_LEN] = r.take(MESSAGE_ID_LEN)?.try_into().expect("len");
+        let ctx_len = r.u16()? as usize;
+        if ctx_len > MAX_CONTEXT_LEN {
+            return Err(IntegrityError::MalformedHeader("encryption context too long"));
+        }
+        let context = EncryptionContext::decode(r.take(ctx_len)?)?;
+        let commitment: [u8; COMMITMENT_LEN] = r.take(COMMITMENT_LEN)?.try_into().expect("len");
+        let encoded = bytes[..len].to_vec();
+        let digest = Sha256::digest(&encoded).into();
+        Ok((
+            Header {
+                frame_size,
+                message_id,
+                context,
+                commitment,
+                encoded,
+                digest,
+            },
+            len,
+        ))
+    }
+
+    /// Geometry of a body of `body_len` ciphertext bytes under this header.
+    pub fn layout(&self, body_len: u64) -> Result<Layout, IntegrityError> {
+        Layout::from_body_len(self.frame_size, body_len)
+    }
+}
+
+fn check_prefix(prefix: &[u8]) -> Result<(), IntegrityError> {
+    if prefix[..4] != MAGIC {
+        return Err(IntegrityError::BadMagic);
+    }
+    if prefix[4] != FORMAT_VERSION {
+        return Err(IntegrityError::UnsupportedVersion(prefix[4]));
+    }
+    let alg = u16::from_be_bytes([prefix[5], prefix[6]]);
+    if alg != ALG_AES256GCM_HKDF_COMMIT {
+        return Err(IntegrityError::UnsupportedAlgorithm(alg));
+    }
+    Ok(())
+}
+
+/// How a body splits into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Plaintext bytes per full frame.
+    pub frame_size: u32,
+    /// Number of frames (at least 1: empty plaintext is one empty final frame).
+    pub frames: u64,
+    /// Plaintext length of the whole body.
+    pub plaintext_len: u64,
+}
+
+impl Layout {
+    /// Layout for a known plaintext length.
+    pub fn from_plaintext_len(frame_size: u32, plaintext_len: u64) -> Layout {
+        let fs = frame_size as u64;
+        Layout {
+            frame_size,
+            frames: plaintext_len.div_ceil(fs).max(1),
+            plaintext_len,
+        }
+    }
+
+    /// Layout for a ciphertext body length; fails when no frame sequence has that length.
+    pub fn from_body_len(frame_size: u32, body_len: u64) -> Result<Layout, IntegrityError> {
+        let full = frame_size as u64 + TAG_LEN as u64;
+        if body_len < TAG_LEN as u64 {
+            return Err(IntegrityError::Length(body_len));
+        }
+        let frames = body_len.div_ceil(full);
+        let last = body_len - (frames - 1) * full;
+        if last < TAG_LEN as u64 || frames > MAX_FRAMES {
+            return Err(IntegrityError::Length(body_len));
+        }
+        Ok(Layout {
+            frame_size,
+            frames,
+            plaintext_len: body_len - frames * TAG_LEN as u64,
+        })
+    }
+
+    /// Ciphertext length of the body.
+    pub fn body_len(&self) -> u64 {
+        self.plaintext_len + self.frames * TAG_LEN as u64
+    }
+
+    /// Plaintext length of frame `index`.
+    pub fn frame_plaintext_len(&self, index: u64) -> u64 {
+        if index + 1 == self.frames {
+            self.plaintext_len - index * self.frame_size as u64
+        } else {
+            self.frame_size as u64
+        }
+    }
+
+    /// Offset of frame `index` within the body.
+    pub fn frame_offset(&self, index: u64) -> u64 {
+        index * (self.frame_size as u64 + TAG_LEN as u64)
+    }
+
+    /// Frames `first..=last` covering plaintext `start..end` (`end` > `start`, `end` ≤ length).
+    pub fn frames_for(&self, start: u64, end: u64) -> (u64, u64) {
+        let fs = self.frame_size as u64;
+        (start / fs, (end - 1) / fs)
+    }
+}
+
+/// Derives the frame key and key commitment from a data key and message id.
+fn derive(
+    data_key: &[u8; 32],
+    message_id: &[u8; MESSAGE_ID_LEN],
+) -> (Zeroizing<[u8; 32]>, [u8; COMMITMENT_LEN]) {
+    let hk = Hkdf::<Sha256>::new(Some(message_id), data_key);
+    let alg = ALG_AES256GCM_HKDF_COMMIT.to_be_bytes();
+    let mut frame_key = Zeroizing::new([0u8; 32]);
+    let mut commitment = [0u8; COMMITMENT_LEN];
+    hk.expand_multi_info(&[INFO_FRAME_KEY, &alg], frame_key.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA-256 length");
+    hk.expand_multi_info(&[INFO_COMMIT, &alg], &mut commitment)
+        .expect("32 bytes is a valid HKDF-SHA-256 length");
+    (frame_key, commitment)
+}
+
+fn nonce(index: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    n
+}
+
+fn aad(digest: &[u8; 32], index: u64, is_final: bool) -> [u8; 41] {
+    let mut a = [0u8; 41];
+    a[..32].copy_from_slice(digest);
+    a[32..40].copy_from_slice(&index.to_be_bytes());
+    a[40] = is_final as u8;
+    a
+}
+
+/// Seals frames of one envelope, in order.
+pub struct Sealer {
+    cipher: Aes256Gcm,
+    header: Header,
+    next: u64,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// Starts an envelope. `message_id` must be fresh random bytes (tests pass fixed ones for
+    /// known-answer vectors).
+    pub fn new(
+        data_key: &DataKey,
+        context: EncryptionContext,
+        frame_size: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> Result<Self, IntegrityError> {
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&frame_size) {
+            return Err(IntegrityError::FrameSize(frame_size));
+        }
+        let (frame_key, commitment) = derive(data_key, &message_id);
+        let header = Header::build(frame_size, message_id, context, commitment)?;
+        Ok(Sealer {
+            cipher: Aes256Gcm::new(frame_key.as_ref().into()),
+            header,
+            next: 0,
+            finished: false,
+        })
+    }
+
+    /// Starts an envelope with a random message id.
+    pub fn with_random_id(
+        data_key: &DataKey,
+        context: EncryptionContext,
+        frame_size: u32,
+    ) -> Result<Self, IntegrityError> {
+        Sealer::new(data_key, context, frame_size, rand::random())
+    }
+
+    /// The header to write before the first frame.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Encrypts `buf` in place as the next frame and appends its tag. Non-final frames must hold
+    /// exactly `frame_size` bytes; the final frame holds 0..=`frame_size`.
+    pub fn seal_frame(&mut self, buf: &mut Vec<u8>, is_final: bool) -> Result<(), IntegrityError> {
+        let fs = self.header.frame_size as usize;
+        if self.finished || buf.len() > fs || (!is_final && buf.len() != fs) || self.next >= MAX_FRAMES {
+            return Err(IntegrityError::Length(buf.len() as u64));
+        }
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce(self.next)),
+                &aad(&self.header.digest, self.next, is_final),
+                buf,
+            )
+            .map_err(|_| IntegrityError::Length(buf.len() as u64))?;
+        buf.extend_from_slice(&tag);
+        self.next += 1;
+        self.finished = is_final;
+        Ok(())
+    }
+}
+
+/// Opens frames of one envelope, in any order (ranged reads open only the frames they need).
+pub struct Opener {
+    cipher: Aes256Gcm,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener").finish_non_exhaustive()
+    }
+}
+
+impl Opener {
+    /// Checks the key commitment (in constant time) before any frame is touched.
+    pub fn new(header: &Header, data_key: &DataKey) -> Result<Self, IntegrityError> {
+        let (frame_key, commitment) = derive(data_key, &header.message_id);
+        if !bool::from(commitment.ct_eq(&header.commitment)) {
+            return Err(IntegrityError::Commitment);
+        }
+        Ok(Opener {
+            cipher: Aes256Gcm::new(frame_key.as_ref().into()),
+            digest: header.digest,
+        })
+    }
+
+    /// Authenticates and decrypts frame `index` in place (ciphertext + tag in, plaintext out). On
+    /// failure the buffer is wiped, so no unauthenticated byte can leak.
+    pub fn open_frame(&self, index: u64, is_final: bool, buf: &mut Vec<u8>) -> Result<(), IntegrityError> {
+        if buf.len() < TAG_LEN {
+            buf.clear();
+            return Err(IntegrityError::Frame { index });
+        }
+        let split = buf.len() - TAG_LEN;
+        let tag = *Tag::from_slice(&buf[split..]);
+        buf.truncate(split);
+        let res = self.cipher.decrypt_in_place_detached(
+            Nonce::from_slice(&nonce(index)),
+            &aad(&self.digest, index, is_final),
+            buf,
+            &tag,
+        );
+        if res.is_err() {
+            zeroize::Zeroize::zeroize(buf);
+            return Err(IntegrityError::Frame { index });
+        }
+        Ok(())
+    }
+}
+
+/// Seals a whole plaintext held in memory (tests, vectors, small renditions).
+pub fn seal_to_vec(
+    data_key: &DataKey,
+    context: EncryptionContext,
+    frame_size: u32,
+    message_id: [u8; MESSAGE_ID_LEN],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, IntegrityError> {
+    let mut sealer = Sealer::new(data_key, context, frame_size, message_id)?;
+    let layout = Layout::from_plaintext_len(frame_size, plaintext.len() as u64);
+    let mut out = Vec::with_capacity(sealer.header().as_bytes().len() + layout.body_len() as usize);
+    out.extend_from_slice(sealer.header().as_bytes());
+    let mut frame = Vec::with_capacity(frame_size as usize + TAG_LEN);
+    for i in 0..layout.frames {
+        let start = (i * frame_size as u64) as usize;
+        let end = start + layout.frame_plaintext_len(i) as usize;
+        frame.clear();
+        frame.extend_from_slice(&plaintext[start..end]);
+        sealer.seal_frame(&mut frame, i + 1 == layout.frames)?;
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
+/// Opens a whole envelope held in memory, checking that its context is `expected`. Returns nothing
+/// unless every frame authenticates.
+pub fn open_from_slice(
+    data_key: &DataKey,
+    expected: &EncryptionContext,
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
+    let (header, consumed) = Header::parse(envelope)?;
+    if &header.context != expected {
+        return Err(IntegrityError::Context);
+    }
+    let opener = Opener::new(&header, data_key)?;
+    let body = &envelope[consumed..];
+    let layout = header.layout(body.len() as u64)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(layout.plaintext_len as usize));
+    let mut frame = Zeroizing::new(Vec::with_capacity(header.frame_size as usize + TAG_LEN));
+    for i in 0..layout.frames {
+        let off = layout.frame_offset(i) as usize;
+        let len = layout.frame_plaintext_len(i) as usize + TAG_LEN;
+        frame.clear();
+        frame.extend_from_slice(&body[off..off + len]);
+        opener.open_frame(i, i + 1 == layout.frames, &mut frame)?;
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> DataKey {
+        Zeroizing::new([b; 32])
+    }
+
+    fn ctx() -> EncryptionContext {
+        EncryptionContext::new([("docstore.document", "d1"), ("docstore.version_id", "v1")])
+    }
+
+    #[test]
+    fn round_trips_every_boundary() {
+        for len in [0usize, 1, 255, 256, 257, 511, 512, 513, 2048] {
+            let pt: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let env = seal_to_vec(&key(1), ctx(), 256, [9; 32], &pt).unwrap();
+            assert_eq!(
+                &open_from_slice(&key(1), &ctx(), &env).unwrap()[..],
+                &pt[..],
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_key_fails_commitment() {
+        let env = seal_to_vec(&key(1), ctx(), 256, [9; 32], b"hello").unwrap();
+        assert_eq!(
+            open_from_slice(&key(2), &ctx(), &env).unwrap_err(),
+            IntegrityError::Commitment
+        );
+    }
+
+    #[test]
+    fn layout_rejects_impossible_lengths() {
+        assert!(Layout::from_body_len(256, 15).is_err());
+        assert!(Layout::from_body_len(256, 272 + 5).is_err());
+        assert_eq!(Layout::from_body_len(256, 272 + 16).unwrap().frames, 2);
+    }
+
+    #[test]
+    fn context_decode_rejects_unsorted() {
+        let mut bytes = vec![0, 2];
+        for s in ["b", "1", "a", "2"] {
+            bytes.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(s.as_bytes());
+        }
+        assert!(EncryptionContext::decode(&bytes).is_err());
+    }
+}

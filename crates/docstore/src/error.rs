@@ -1,0 +1,192 @@
+//! The one error type of the `docstore` crate.
+//!
+//! Messages name documents, versions, keys ids and paths, never content, key bytes or tokens: they end
+//! up in logs and in audit records.
+
+use std::path::PathBuf;
+
+/// Why stored bytes failed verification. Every variant means "do not trust these bytes"; none of them
+/// carries plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityError {
+    /// The envelope does not start with the docstore magic bytes.
+    #[error("not a docstore envelope (bad magic)")]
+    BadMagic,
+    /// The envelope format version is not one this build reads.
+    #[error("unsupported envelope format version {0}")]
+    UnsupportedVersion(u8),
+    /// The algorithm id is not one this build knows.
+    #[error("unsupported envelope algorithm 0x{0:04x}")]
+    UnsupportedAlgorithm(u16),
+    /// The header or key block is malformed (bad lengths, bad UTF-8, bad field order).
+    #[error("malformed envelope header: {0}")]
+    MalformedHeader(&'static str),
+    /// The frame size in the header is outside the range this build accepts.
+    #[error("frame size {0} outside the accepted range")]
+    FrameSize(u32),
+    /// The key commitment in the header does not match the data key.
+    #[error("key commitment mismatch: the data key does not belong to this envelope")]
+    Commitment,
+    /// A frame failed authentication (bit flip, reordering, truncation or extension).
+    #[error("frame {index} failed authentication")]
+    Frame {
+        /// Zero-based frame index.
+        index: u64,
+    },
+    /// The ciphertext length cannot be split into valid frames.
+    #[error("envelope body has an impossible length ({0} bytes)")]
+    Length(u64),
+    /// The encryption context in the header is not the one expected for this version.
+    #[error("encryption context does not match the document version")]
+    Context,
+    /// The wrapped data key could not be unwrapped (tampered, wrong key, or wrong context).
+    #[error("wrapped data key failed to unwrap")]
+    KeyUnwrap,
+    /// The plaintext digest differs from the recorded SHA-256.
+    #[error("plaintext SHA-256 differs from the recorded digest")]
+    Digest,
+    /// The plaintext length differs from the recorded size.
+    #[error("plaintext size {actual} differs from the recorded {expected}")]
+    Size {
+        /// Size recorded in metadata.
+        expected: u64,
+        /// Size actually decrypted.
+        actual: u64,
+    },
+}
+
+/// Errors returned by the docstore library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The document, or the requested version of it, does not exist.
+    #[error("document {document} not found{}", version.map(|v| format!(" at version {v}")).unwrap_or_default())]
+    NotFound {
+        /// Document id.
+        document: String,
+        /// Version asked for, if any.
+        version: Option<u64>,
+    },
+    /// The document is soft-deleted (tombstoned); restore it first.
+    #[error("document {document} is deleted")]
+    Deleted {
+        /// Document id.
+        document: String,
+    },
+    /// `expected_version` did not match the latest version.
+    #[error("version conflict on {document}: expected latest version {expected}, found {actual}")]
+    Conflict {
+        /// Document id.
+        document: String,
+        /// What the caller expected as latest version (0: no version yet).
+        expected: u64,
+        /// What the store holds.
+        actual: u64,
+    },
+    /// Stored bytes failed verification; nothing unverified was released.
+    #[error("integrity failure on {document} v{version}: {kind}")]
+    Integrity {
+        /// Document id ("-" when not known, e.g. a bare envelope).
+        document: String,
+        /// Version number (0 when not known).
+        version: u64,
+        /// What failed.
+        kind: IntegrityError,
+    },
+    /// The operation is refused by a retention rule or legal hold, or needs a prior step.
+    #[error("refused on {document}: {reason}")]
+    Refused {
+        /// Document id.
+        document: String,
+        /// Why.
+        reason: String,
+    },
+    /// The caller's input is invalid (empty body, bad range, mismatched patient ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A key provider failed (unknown key, disabled key, bad keyring).
+    #[error("key provider: {0}")]
+    Key(String),
+    /// The local keyring file is readable by group or others, or is not a regular file.
+    #[error("keyring {path} has unsafe permissions {mode:o}; it must be 0600 and owned by you")]
+    KeyringPermissions {
+        /// Keyring path.
+        path: PathBuf,
+        /// File mode found.
+        mode: u32,
+    },
+    /// The metadata database is not a database this build can read.
+    #[error("metadata database {path} is corrupted or not a docstore database: {detail}")]
+    MetadataCorrupt {
+        /// Database path.
+        path: String,
+        /// What the database engine said.
+        detail: String,
+    },
+    /// A metadata backend failed.
+    #[error("metadata store: {0}")]
+    Metadata(String),
+    /// A blob backend failed.
+    #[error("blob store ({key}): {source}")]
+    Blob {
+        /// Blob key.
+        key: String,
+        /// The backend error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The data directory is missing or was never initialised.
+    #[error("no docstore at {path}: run `docstore init` first")]
+    NotInitialized {
+        /// Data directory.
+        path: PathBuf,
+    },
+    /// Local I/O failed (reading the upload body, the keyring, the audit log).
+    #[error("i/o on {path}: {source}")]
+    Io {
+        /// What was being read or written.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn integrity(document: &str, version: u64, kind: IntegrityError) -> Self {
+        Error::Integrity {
+            document: document.to_owned(),
+            version,
+            kind,
+        }
+    }
+
+    /// A short stable name for the error class, used in audit records and CLI JSON output.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Deleted { .. } => "deleted",
+            Error::Conflict { .. } => "conflict",
+            Error::Integrity { .. } => "integrity",
+            Error::Refused { .. } => "refused",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::Key(_) | Error::KeyringPermissions { .. } => "key",
+            Error::MetadataCorrupt { .. } => "metadata_corrupt",
+            Error::Metadata(_) => "metadata",
+            Error::Blob { .. } => "blob",
+            Error::NotInitialized { .. } => "not_initialized",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,48 @@
+//! # docstore
+//!
+//! Versioned, envelope-encrypted storage for clinical exam documents.
+//!
+//! A document has a stable id and immutable versions 1, 2, 3 …; each version's content is sealed
+//! with its own data key in the framed format of [`envelope`] (spec: `docs/envelope-v1.md`), stored
+//! in a [`blob::BlobStore`], and described by a record in a [`meta::MetadataStore`] that also holds
+//! the wrapped data key and the `file.uploaded` outbox event. Every call takes an
+//! [`Identity`] and leaves an [`audit::AuditRecord`].
+//!
+//! ```no_run
+//! # async fn demo() -> docstore::Result<()> {
+//! use docstore::{DocStore, Identity, Kind, PutRequest};
+//! let store = DocStore::init_local(std::path::Path::new("/tmp/docstore-example")).await?;
+//! let who = Identity::new("staff:ana");
+//! let req = PutRequest {
+//!     document_id: None,
+//!     patient_id: "p-1".into(),
+//!     exam_id: "e-1".into(),
+//!     kind: Kind::Report,
+//!     media_type: "application/pdf".into(),
+//!     expected_version: None,
+//! };
+//! let v1 = store.put(&who, req, &b"%PDF-1.7 ..."[..]).await?;
+//! let bytes = store.get(&who, &v1.document_id, None).await?.read_all().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+pub mod blob;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod envelope;
+mod error;
+pub mod keys;
+pub mod meta;
+mod model;
+pub mod outbox;
+mod store;
+
+pub use error::{Error, IntegrityError, Result};
+pub use model::{
+    DocumentRecord, Identity, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition, Timestamp,
+    VersionRecord, validate_id,
+};
+pub use store::{
+    BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, Document, GcReport, LocalLayout, PutRequest,
+};

@@ -1,0 +1,500 @@
+//! [`MetadataStore`] on SQLite through `sqlx`: the embedded default.
+//!
+//! WAL journal, `synchronous=FULL` (a committed version survives power loss), one writer at a time
+//! by SQLite's design; every commit starts with a write so concurrent writers queue on the busy
+//! timeout instead of failing on a read-to-write lock upgrade.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{HoldChange, MetadataStore};
+use crate::error::{Error, Result};
+use crate::model::{
+    DocumentRecord, Kind, NewVersion, OutboxEntry, ProcessingState, Timestamp, VersionRecord,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite metadata store.
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    pool: SqlitePool,
+    path: String,
+}
+
+const VERSION_COLUMNS: &str = "document_id, version, version_id, patient_id, exam_id, kind, media_type, size, sha256, created_at, created_by, blob_key, key_block, state, renditions";
+const DOCUMENT_COLUMNS: &str = "document_id, patient_id, exam_id, kind, latest_version, created_at, deleted_at, deleted_by, legal_hold, retain_until";
+
+impl SqliteMetadata {
+    /// Opens the database at `path`, creating it when `create` is set, and applies migrations.
+    pub async fn open(path: &Path, create: bool) -> Result<Self> {
+        let display = path.display().to_string();
+        if !create && !path.exists() {
+            return Err(Error::NotInitialized {
+                path: path.parent().unwrap_or(path).to_owned(),
+            });
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        Self::connect(opts, display).await
+    }
+
+    /// An in-memory database (tests, examples).
+    pub async fn in_memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| Error::Metadata(e.to_string()))?
+            .foreign_keys(true);
+        // One connection: each in-memory connection would otherwise be its own database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| map_err(e, ":memory:"))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| migrate_err(e, ":memory:"))?;
+        Ok(SqliteMetadata {
+            pool,
+            path: ":memory:".into(),
+        })
+    }
+
+    async fn connect(opts: SqliteConnectOptions, path: String) -> Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await
+            .map_err(|e| map_err(e, &path))?;
+        MIGRATOR.run(&pool).await.map_err(|e| migrate_err(e, &path))?;
+        Ok(SqliteMetadata { pool, path })
+    }
+
+    fn err(&self) -> impl Fn(sqlx::Error) -> Error + '_ {
+        |e| map_err(e, &self.path)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool.begin().await.map_err(self.err())
+    }
+
+    async fn document_in(&self, tx: &mut Transaction<'static, Sqlite>, id: &str) -> Result<DocumentRecord> {
+        let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| document_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: id.to_owned(),
+                version: None,
+            })
+    }
+}
+
+fn map_err(e: sqlx::Error, path: &str) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26), with or without extended bits.
+        if let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok())
+            && matches!(code & 0xff, 11 | 26)
+        {
+            return Error::MetadataCorrupt {
+                path: path.to_owned(),
+                detail: db.message().to_owned(),
+            };
+        }
+    }
+    Error::Metadata(e.to_string())
+}
+
+fn migrate_err(e: sqlx::migrate::MigrateError, path: &str) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => map_err(inner, path),
+        other => Error::Metadata(other.to_string()),
+    }
+}
+
+fn kind_of(s: &str) -> Result<Kind> {
+    Kind::from_str(s).map_err(|_| Error::Metadata(format!("unknown kind {s:?} in database")))
+}
+
+fn document_from_row(r: &SqliteRow) -> Result<DocumentRecord> {
+    let g = |e: sqlx::Error| Error::Metadata(e.to_string());
+    Ok(DocumentRecord {
+        document_id: r.try_get("document_id").map_err(g)?,
+        patient_id: r.try_get("patient_id").map_err(g)?,
+        exam_id: r.try_get("exam_id").map_err(g)?,
+        kind: kind_of(r.try_get::<&str, _>("kind").map_err(g)?)?,
+        latest_version: r.try_get::<i64, _>("latest_version").map_err(g)? as u64,
+        created_at: Timestamp(r.try_get("created_at").map_err(g)?),
+        deleted_at: r
+            .try_get::<Option<i64>, _>("deleted_at")
+            .map_err(g)?
+            .map(Timestamp),
+        deleted_by: r.try_get("deleted_by").map_err(g)?,
+        legal_hold: r.try_get::<i64, _>("legal_hold").map_err(g)? != 0,
+        retain_until: r
+            .try_get::<Option<i64>, _>("retain_until")
+            .map_err(g)?
+            .map(Timestamp),
+    })
+}
+
+fn version_from_row(r: &SqliteRow) -> Result<VersionRecord> {
+    let g = |e: sqlx::Error| Error::Metadata(e.to_string());
+    let renditions: String = r.try_get("renditions").map_err(g)?;
+    Ok(VersionRecord {
+        document_id: r.try_get("document_id").map_err(g)?,
+        version: r.try_get::<i64, _>("version").map_err(g)? as u64,
+        version_id: r.try_get("version_id").map_err(g)?,
+        patient_id: r.try_get("patient_id").map_err(g)?,
+        exam_id: r.try_get("exam_id").map_err(g)?,
+        kind: kind_of(r.try_get::<&str, _>("kind").map_err(g)?)?,
+        media_type: r.try_get("media_type").map_err(g)?,
+        size: r.try_get::<i64, _>("size").map_err(g)? as u64,
+        sha256: r.try_get("sha256").map_err(g)?,
+        created_at: Timestamp(r.try_get("created_at").map_err(g)?),
+        created_by: r.try_get("created_by").map_err(g)?,
+        blob_key: r.try_get("blob_key").map_err(g)?,
+        key_block: r.try_get("key_block").map_err(g)?,
+        state: ProcessingState::parse(r.try_get::<&str, _>("state").map_err(g)?)?,
+        renditions: serde_json::from_str(&renditions).map_err(|e| Error::Metadata(e.to_string()))?,
+    })
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn commit_version(&self, new: NewVersion, expected_latest: Option<u64>) -> Result<VersionRecord> {
+        let mut tx = self.begin().await?;
+        // A write first: takes SQLite's write lock for the whole transaction (see module docs).
+        sqlx::query(
+            "INSERT INTO documents (document_id, patient_id, exam_id, kind, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (document_id) DO NOTHING",
+        )
+        .bind(&new.document_id)
+        .bind(&new.patient_id)
+        .bind(&new.exam_id)
+        .bind(new.kind.as_str())
+        .bind(new.created_at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        let doc = self.document_in(&mut tx, &new.document_id).await?;
+        check_owner(&doc, &new)?;
+        if doc.deleted_at.is_some() {
+            return Err(Error::Deleted {
+                document: new.document_id,
+            });
+        }
+        if let Some(expected) = expected_latest
+            && expected != doc.latest_version
+        {
+            return Err(Error::Conflict {
+                document: new.document_id,
+                expected,
+                actual: doc.latest_version,
+            });
+        }
+        let record = VersionRecord {
+            document_id: new.document_id,
+            version: doc.latest_version + 1,
+            version_id: new.version_id,
+            patient_id: new.patient_id,
+            exam_id: new.exam_id,
+            kind: new.kind,
+            media_type: new.media_type,
+            size: new.size,
+            sha256: hex::encode(new.sha256),
+            created_at: new.created_at,
+            created_by: new.created_by,
+            blob_key: new.blob_key,
+            key_block: new.key_block,
+            state: ProcessingState::Pending,
+            renditions: Vec::new(),
+        };
+        let sql = format!(
+            "INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        sqlx::query(&sql)
+            .bind(&record.document_id)
+            .bind(record.version as i64)
+            .bind(&record.version_id)
+            .bind(&record.patient_id)
+            .bind(&record.exam_id)
+            .bind(record.kind.as_str())
+            .bind(&record.media_type)
+            .bind(record.size as i64)
+            .bind(&record.sha256)
+            .bind(record.created_at.0)
+            .bind(&record.created_by)
+            .bind(&record.blob_key)
+            .bind(&record.key_block)
+            .bind(record.state.as_str())
+            .bind("[]")
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let updated = sqlx::query(
+            "UPDATE documents SET latest_version = ? WHERE document_id = ? AND latest_version = ?",
+        )
+        .bind(record.version as i64)
+        .bind(&record.document_id)
+        .bind(doc.latest_version as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        if updated.rows_affected() != 1 {
+            return Err(Error::Metadata("concurrent version commit detected".into()));
+        }
+        let (event_id, payload) = crate::outbox::file_uploaded(&record);
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(crate::outbox::FILE_UPLOADED)
+        .bind(&record.document_id)
+        .bind(payload)
+        .bind(record.created_at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(record)
+    }
+
+    async fn document(&self, document_id: &str) -> Result<DocumentRecord> {
+        let mut tx = self.begin().await?;
+        let doc = self.document_in(&mut tx, document_id).await;
+        tx.rollback().await.map_err(self.err())?;
+        doc
+    }
+
+    async fn version(&self, document_id: &str, version: Option<u64>) -> Result<VersionRecord> {
+        let row = match version {
+            Some(v) => {
+                let sql = format!("SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = ? AND version = ?");
+                sqlx::query(&sql)
+                    .bind(document_id)
+                    .bind(v as i64)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = ? ORDER BY version DESC LIMIT 1"
+                );
+                sqlx::query(&sql).bind(document_id).fetch_optional(&self.pool).await
+            }
+        }
+        .map_err(self.err())?;
+        row.map(|r| version_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: document_id.to_owned(),
+                version,
+            })
+    }
+
+    async fn versions(&self, document_id: &str) -> Result<Vec<VersionRecord>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = ? ORDER BY version");
+        let rows = sqlx::query(&sql)
+            .bind(document_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn set_tombstone(
+        &self,
+        document_id: &str,
+        tombstone: Option<(Timestamp, String)>,
+    ) -> Result<DocumentRecord> {
+        let mut tx = self.begin().await?;
+        let (at, by) = tombstone
+            .map(|(t, b)| (Some(t.0), Some(b)))
+            .unwrap_or((None, None));
+        let res = sqlx::query("UPDATE documents SET deleted_at = ?, deleted_by = ? WHERE document_id = ?")
+            .bind(at)
+            .bind(by)
+            .bind(document_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                document: document_id.to_owned(),
+                version: None,
+            });
+        }
+        let doc = self.document_in(&mut tx, document_id).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(doc)
+    }
+
+    async fn set_hold(&self, document_id: &str, change: HoldChange) -> Result<DocumentRecord> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query(
+            "UPDATE documents SET legal_hold = COALESCE(?, legal_hold), \
+             retain_until = CASE WHEN ? THEN ? ELSE retain_until END WHERE document_id = ?",
+        )
+        .bind(change.legal_hold.map(i64::from))
+        .bind(change.retain_until.is_some())
+        .bind(change.retain_until.flatten().map(|t| t.0))
+        .bind(document_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                document: document_id.to_owned(),
+                version: None,
+            });
+        }
+        let doc = self.document_in(&mut tx, document_id).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(doc)
+    }
+
+    async fn purge(&self, document_id: &str, now: Timestamp) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        // Take the write lock before reading the hold flags, so the check and the delete are atomic.
+        sqlx::query("UPDATE documents SET latest_version = latest_version WHERE document_id = ?")
+            .bind(document_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let doc = self.document_in(&mut tx, document_id).await?;
+        if let Some(reason) = doc.purge_refusal(now) {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason,
+            });
+        }
+        let rows = sqlx::query("SELECT blob_key, renditions FROM versions WHERE document_id = ?")
+            .bind(document_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let mut keys = Vec::new();
+        for r in &rows {
+            keys.push(r.try_get::<String, _>("blob_key").map_err(self.err())?);
+            let rend: String = r.try_get("renditions").map_err(self.err())?;
+            let rend: Vec<crate::model::Rendition> =
+                serde_json::from_str(&rend).map_err(|e| Error::Metadata(e.to_string()))?;
+            keys.extend(rend.into_iter().map(|r| r.blob_key));
+        }
+        for table in ["versions", "documents"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE document_id = ?"))
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err())?;
+        }
+        tx.commit().await.map_err(self.err())?;
+        Ok(keys)
+    }
+
+    async fn documents_by_patient(&self, patient_id: &str) -> Result<Vec<DocumentRecord>> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE patient_id = ? ORDER BY created_at, document_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(patient_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    async fn documents_by_exam(&self, exam_id: &str) -> Result<Vec<DocumentRecord>> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE exam_id = ? ORDER BY created_at, document_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(exam_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for key in keys {
+            let hit = sqlx::query(
+                "SELECT 1 FROM versions WHERE blob_key = ?1 \
+                 OR EXISTS (SELECT 1 FROM json_each(versions.renditions) WHERE json_extract(value, '$.blob_key') = ?1) LIMIT 1",
+            )
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+            if hit.is_some() {
+                found.insert(key.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, event_type, key, payload, created_at FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    seq: r.try_get("seq").map_err(self.err())?,
+                    event_id: r.try_get("event_id").map_err(self.err())?,
+                    event_type: r.try_get("event_type").map_err(self.err())?,
+                    key: r.try_get("key").map_err(self.err())?,
+                    payload: r.try_get("payload").map_err(self.err())?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(self.err())?),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = Timestamp::now().0;
+        for seq in seqs {
+            sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL")
+                .bind(now)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err())?;
+        }
+        tx.commit().await.map_err(self.err())
+    }
+}
+
+fn check_owner(doc: &DocumentRecord, new: &NewVersion) -> Result<()> {
+    if doc.patient_id != new.patient_id || doc.exam_id != new.exam_id || doc.kind != new.kind {
+        return Err(Error::InvalidInput(format!(
+            "document {} belongs to another patient, exam or kind; a new version must keep them",
+            doc.document_id
+        )));
+    }
+    Ok(())
+}

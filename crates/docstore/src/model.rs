@@ -1,0 +1,293 @@
+//! The document/version model shared by every backend.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
+    }
+
+    /// RFC 3339 rendering, for humans and events.
+    pub fn to_rfc3339(self) -> String {
+        time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| self.0.to_string())
+    }
+
+    /// Parses RFC 3339 (`2027-01-31T00:00:00Z`) or a plain date (`2027-01-31`, midnight UTC).
+    pub fn parse(s: &str) -> Result<Self> {
+        use time::format_description::well_known::Rfc3339;
+        let t = time::OffsetDateTime::parse(s, &Rfc3339).or_else(|_| {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(s, &fmt).map(|d| d.midnight().assume_utc())
+        });
+        t.map(|t| Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+            .map_err(|_| Error::InvalidInput(format!("not a date: {s:?} (want 2027-01-31 or RFC 3339)")))
+    }
+
+    /// This time plus `d`.
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        Timestamp(self.0.saturating_add(d.as_millis() as i64))
+    }
+}
+
+/// Who is calling. Every operation takes one and records it in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Stable principal name, e.g. `staff:ana`, `service:stamp-worker`.
+    pub subject: String,
+}
+
+impl Identity {
+    /// An identity for `subject`.
+    pub fn new(subject: impl Into<String>) -> Self {
+        Identity {
+            subject: subject.into(),
+        }
+    }
+}
+
+/// Validates an identifier (document, patient, exam): 1–128 printable ASCII characters without
+/// spaces or path separators, so ids are safe in blob keys, logs and URLs.
+pub fn validate_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && id != "."
+        && id != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{what} id must be 1-128 characters of [A-Za-z0-9._:-]"
+        )))
+    }
+}
+
+/// What an exam document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Kind {
+    /// A written exam report (usually PDF).
+    Report,
+    /// An exam image (photo, scan, radiograph export).
+    Image,
+    /// Anything else attached to an exam.
+    Attachment,
+}
+
+impl Kind {
+    /// The stable name used in storage and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Report => "report",
+            Kind::Image => "image",
+            Kind::Attachment => "attachment",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "report" => Ok(Kind::Report),
+            "image" => Ok(Kind::Image),
+            "attachment" => Ok(Kind::Attachment),
+            other => Err(Error::InvalidInput(format!(
+                "unknown kind {other:?} (report, image, attachment)"
+            ))),
+        }
+    }
+}
+
+/// Where a version is in the processing pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProcessingState {
+    /// Stored; stages have not finished.
+    Pending,
+    /// Every configured stage succeeded and `file.processed` was published.
+    Processed,
+    /// A stage failed permanently (see the dead-letter topic).
+    Failed,
+}
+
+impl ProcessingState {
+    /// Stable name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingState::Pending => "pending",
+            ProcessingState::Processed => "processed",
+            ProcessingState::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "pending" => Ok(ProcessingState::Pending),
+            "processed" => Ok(ProcessingState::Processed),
+            "failed" => Ok(ProcessingState::Failed),
+            other => Err(Error::Metadata(format!("unknown processing state {other:?}"))),
+        }
+    }
+}
+
+/// A derived artefact of a version (stamped PDF, thumbnail, extracted text), stored encrypted like
+/// the original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendition {
+    /// Stage that produced it (`stamp`, `thumbnail`, `text`).
+    pub stage: String,
+    /// Stage version, so a new stage release reprocesses.
+    pub stage_version: u32,
+    /// Blob key of the encrypted rendition.
+    pub blob_key: String,
+    /// Media type of the rendition.
+    pub media_type: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// A version about to be committed: the blob is already written.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Document id.
+    pub document_id: String,
+    /// Unique id of this version, fixed before the blob is written and bound into the envelope's
+    /// encryption context (the ordinal number is only known at commit).
+    pub version_id: String,
+    /// Patient the document belongs to.
+    pub patient_id: String,
+    /// Exam the document belongs to.
+    pub exam_id: String,
+    /// Document kind.
+    pub kind: Kind,
+    /// Media type of the plaintext.
+    pub media_type: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+    /// When the put started.
+    pub created_at: Timestamp,
+    /// Who put it.
+    pub created_by: String,
+    /// Blob key of the envelope.
+    pub blob_key: String,
+    /// Encoded key block (wrapped data keys), stored here rather than in the blob so that re-wrap
+    /// and crypto-shredding never touch content.
+    pub key_block: Vec<u8>,
+}
+
+/// One committed, immutable version of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Document id.
+    pub document_id: String,
+    /// Version number, 1-based, gap-free.
+    pub version: u64,
+    /// Unique id bound into the envelope's encryption context.
+    pub version_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Exam id.
+    pub exam_id: String,
+    /// Document kind.
+    pub kind: Kind,
+    /// Media type of the plaintext.
+    pub media_type: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+    /// Commit time.
+    pub created_at: Timestamp,
+    /// Who committed it.
+    pub created_by: String,
+    /// Blob key of the envelope.
+    pub blob_key: String,
+    /// Encoded key block; empty once the version is crypto-shredded.
+    #[serde(skip)]
+    pub key_block: Vec<u8>,
+    /// Processing state.
+    pub state: ProcessingState,
+    /// Renditions produced so far.
+    pub renditions: Vec<Rendition>,
+}
+
+/// Document-level state: owner, deletion and retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    /// Document id.
+    pub document_id: String,
+    /// Patient id (fixed at the first version).
+    pub patient_id: String,
+    /// Exam id (fixed at the first version).
+    pub exam_id: String,
+    /// Kind (fixed at the first version).
+    pub kind: Kind,
+    /// Latest committed version.
+    pub latest_version: u64,
+    /// First version's commit time.
+    pub created_at: Timestamp,
+    /// Tombstone time, if soft-deleted.
+    pub deleted_at: Option<Timestamp>,
+    /// Who soft-deleted it.
+    pub deleted_by: Option<String>,
+    /// Legal hold: purge refused while set.
+    pub legal_hold: bool,
+    /// Retention: purge refused before this time.
+    pub retain_until: Option<Timestamp>,
+}
+
+impl DocumentRecord {
+    /// Why a purge at `now` is refused, if it is.
+    pub fn purge_refusal(&self, now: Timestamp) -> Option<String> {
+        if self.deleted_at.is_none() {
+            Some("delete the document before purging it".into())
+        } else if self.legal_hold {
+            Some("legal hold is set".into())
+        } else if let Some(t) = self.retain_until.filter(|t| *t > now) {
+            Some(format!("retained until {}", t.to_rfc3339()))
+        } else {
+            None
+        }
+    }
+}
+
+/// An event waiting in the outbox, committed with the metadata change that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Monotonic sequence number within the store.
+    pub seq: i64,
+    /// Event id (the CloudEvents `id`).
+    pub event_id: String,
+    /// Event type, e.g. `file.uploaded`; also the topic.
+    pub event_type: String,
+    /// Partition key: the document id.
+    pub key: String,
+    /// The CloudEvents JSON document.
+    pub payload: String,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}

@@ -1,0 +1,42 @@
+//! Events recorded in the metadata commit (the transactional outbox).
+//!
+//! The store never publishes: the metadata backend writes the event in the same conditional write or
+//! transaction as the version, and a relay (the pipeline crate) publishes and marks it sent. So a
+//! crash between commit and publish loses nothing, and a duplicate publish is absorbed by idempotent
+//! consumers keyed by the event id.
+
+use crate::model::VersionRecord;
+
+/// CloudEvents `source` of events produced by the store.
+pub const SOURCE: &str = "urn:docstore:store";
+/// Event type recorded for every committed version.
+pub const FILE_UPLOADED: &str = "file.uploaded";
+
+/// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
+///
+/// Carries identifiers and digests only, never content. The id is derived from the version id, so a
+/// re-recorded event for the same version is recognisably the same event.
+pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
+    let event_id = format!("file.uploaded:{}", record.version_id);
+    let event = serde_json::json!({
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": FILE_UPLOADED,
+        "time": record.created_at.to_rfc3339(),
+        "subject": record.document_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "document_id": record.document_id,
+            "version": record.version,
+            "version_id": record.version_id,
+            "patient_id": record.patient_id,
+            "exam_id": record.exam_id,
+            "kind": record.kind,
+            "media_type": record.media_type,
+            "size": record.size,
+            "sha256": record.sha256,
+        }
+    });
+    (event_id, event.to_string())
+}

@@ -1,0 +1,761 @@
+//! [`DocStore`]: the public API. It composes a blob store, a metadata store, a key provider and an
+//! audit sink, and owns the write order (blob first, then the metadata commit with its outbox entry).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditRecord, AuditSink, JsonlAudit};
+use crate::blob::{BlobStore, ObjectBlobStore};
+use crate::envelope::{self, EncryptionContext, Header, Layout, Opener, Sealer, TAG_LEN};
+use crate::error::{Error, IntegrityError, Result};
+use crate::keys::{self, KeyProvider, keyring::Keyring};
+use crate::meta::{HoldChange, MetadataStore, sqlite::SqliteMetadata};
+use crate::model::{DocumentRecord, Identity, Kind, NewVersion, Timestamp, VersionRecord, validate_id};
+
+/// Context key naming the document in every envelope and wrapped key.
+pub const CTX_DOCUMENT: &str = "docstore.document";
+/// Context key naming the version id in every envelope and wrapped key.
+pub const CTX_VERSION_ID: &str = "docstore.version_id";
+/// Prefix under which version envelopes are stored.
+pub const BLOB_PREFIX: &str = "blobs";
+
+/// What to store with a new version.
+#[derive(Debug, Clone)]
+pub struct PutRequest {
+    /// Existing document to add a version to; `None` creates a new document with a fresh id.
+    pub document_id: Option<String>,
+    /// Patient the document belongs to.
+    pub patient_id: String,
+    /// Exam the document belongs to.
+    pub exam_id: String,
+    /// Document kind.
+    pub kind: Kind,
+    /// Media type of the body, e.g. `application/pdf`.
+    pub media_type: String,
+    /// Compare-and-swap: commit only if the latest version is this (0: the document must be new).
+    pub expected_version: Option<u64>,
+}
+
+/// Result of a [`DocStore::gc`] pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Blobs listed.
+    pub scanned: usize,
+    /// Unreferenced blobs older than the grace period, deleted.
+    pub removed: usize,
+    /// Unreferenced blobs younger than the grace period, kept (a put may still commit them).
+    pub young_orphans: usize,
+}
+
+/// A version being read: its record and a stream of authenticated plaintext.
+pub struct Document {
+    /// The version's metadata.
+    pub record: VersionRecord,
+    body: BoxStream<'static, Result<Bytes>>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Document {
+    /// The plaintext as a stream of chunks. Every chunk has been authenticated; the stream ends with
+    /// an error if a later frame fails, and the last chunk is held back until the whole-document
+    /// SHA-256 matches, so a consumer that keeps only fully successful reads never keeps bad bytes.
+    pub fn into_stream(self) -> BoxStream<'static, Result<Bytes>> {
+        self.body
+    }
+
+    /// Reads the whole plaintext into memory (zeroized on drop).
+    pub async fn read_all(mut self) -> Result<Zeroizing<Vec<u8>>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(self.record.size as usize));
+        while let Some(chunk) = self.body.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+}
+
+/// File layout of the embedded default under one data directory.
+#[derive(Debug, Clone)]
+pub struct LocalLayout {
+    /// The data directory.
+    pub root: PathBuf,
+}
+
+impl LocalLayout {
+    /// Layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalLayout { root: root.into() }
+    }
+    /// Folder holding blobs.
+    pub fn objects(&self) -> PathBuf {
+        self.root.join("objects")
+    }
+    /// SQLite metadata database.
+    pub fn metadata(&self) -> PathBuf {
+        self.root.join("metadata.sqlite")
+    }
+    /// Local keyring file.
+    pub fn keyring(&self) -> PathBuf {
+        self.root.join("keyring.json")
+    }
+    /// Audit log.
+    pub fn audit(&self) -> PathBuf {
+        self.root.join("audit.jsonl")
+    }
+}
+
+/// Versioned, envelope-encrypted document storage.
+#[derive(Debug, Clone)]
+pub struct DocStore {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    keys: Arc<dyn KeyProvider>,
+    audit: Arc<dyn AuditSink>,
+    frame_size: u32,
+}
+
+impl DocStore {
+    /// Composes a store from its parts.
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetadataStore>,
+        keys: Arc<dyn KeyProvider>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        DocStore {
+            blobs,
+            meta,
+            keys,
+            audit,
+            frame_size: envelope::DEFAULT_FRAME_SIZE,
+        }
+    }
+
+    /// Sets the plaintext frame size for new versions (existing envelopes keep theirs).
+    pub fn with_frame_size(mut self, frame_size: u32) -> Result<Self> {
+        if !(envelope::MIN_FRAME_SIZE..=envelope::MAX_FRAME_SIZE).contains(&frame_size) {
+            return Err(Error::InvalidInput(format!(
+                "frame size {frame_size} out of range"
+            )));
+        }
+        self.frame_size = frame_size;
+        Ok(self)
+    }
+
+    /// Creates the embedded default in `root`: a local object folder, SQLite, a local keyring (0600)
+    /// and an audit log. Fails if `root` is already initialised.
+    pub async fn init_local(root: &Path) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let layout = LocalLayout::new(root);
+        if layout.keyring().exists() || layout.metadata().exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} is already initialised",
+                root.display()
+            )));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| Error::io(root.display().to_string(), e))?;
+        let keys = Keyring::create(&layout.keyring())?;
+        let meta = SqliteMetadata::open(&layout.metadata(), true).await?;
+        let blobs = ObjectBlobStore::local(&layout.objects())?;
+        let audit = JsonlAudit::open(&layout.audit())?;
+        Ok(DocStore::new(
+            Arc::new(blobs),
+            Arc::new(meta),
+            Arc::new(keys),
+            Arc::new(audit),
+        ))
+    }
+
+    /// Opens the embedded default in `root`.
+    pub async fn open_local(root: &Path) -> Result<Self> {
+        let layout = LocalLayout::new(root);
+        if !layout.keyring().exists() || !layout.metadata().exists() {
+            return Err(Error::NotInitialized {
+                path: root.to_owned(),
+            });
+        }
+        let keys = Keyring::open(&layout.keyring())?;
+        let meta = SqliteMetadata::open(&layout.metadata(), false).await?;
+        let blobs = ObjectBlobStore::local(&layout.objects())?;
+        let audit = JsonlAudit::open(&layout.audit())?;
+        Ok(DocStore::new(
+            Arc::new(blobs),
+            Arc::new(meta),
+            Arc::new(keys),
+            Arc::new(audit),
+        ))
+    }
+
+    /// The metadata store (for the outbox relay and the pipeline).
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.meta
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// The audit sink.
+    pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// The encryption context of a version.
+    pub fn context(document_id: &str, version_id: &str) -> EncryptionContext {
+        EncryptionContext::new([(CTX_DOCUMENT, document_id), (CTX_VERSION_ID, version_id)])
+    }
+
+    async fn record(
+        &self,
+        who: &Identity,
+        action: &str,
+        document: Option<&str>,
+        version: Option<u64>,
+        outcome: &str,
+        detail: Option<String>,
+    ) -> Result<()> {
+        self.audit
+            .record(AuditRecord {
+                at: Timestamp::now(),
+                actor: who.subject.clone(),
+                action: action.into(),
+                document: document.map(str::to_owned),
+                version,
+                outcome: outcome.into(),
+                detail,
+            })
+            .await
+    }
+
+    /// Runs `op`, then writes its audit record; an operation whose record cannot be written fails.
+    async fn audited<T>(
+        &self,
+        who: &Identity,
+        action: &str,
+        document: Option<&str>,
+        op: impl Future<Output = Result<(T, Option<u64>, Option<String>)>>,
+    ) -> Result<T> {
+        match op.await {
+            Ok((value, version, detail)) => {
+                self.record(who, action, document, version, "ok", detail).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                let version = match &e {
+                    Error::NotFound { version, .. } => *version,
+                    Error::Integrity { version, .. } if *version > 0 => Some(*version),
+                    _ => None,
+                };
+                self.record(who, action, document, version, e.class(), None)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores `body` as the next version of a document and returns its record.
+    ///
+    /// The body streams through in O(frame) memory: read a frame, hash it, seal it, upload it. The
+    /// blob goes under a fresh key first; only then is the version committed (with its outbox
+    /// event), so a crash leaves at worst an orphan blob, never a record without content.
+    pub async fn put<R: AsyncRead + Unpin + Send>(
+        &self,
+        who: &Identity,
+        req: PutRequest,
+        body: R,
+    ) -> Result<VersionRecord> {
+        let doc_id = req
+            .document_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let outcome = self.put_inner(who, &doc_id, req, body).await;
+        match outcome {
+            Ok(record) => {
+                self.record(who, "put", Some(&doc_id), Some(record.version), "ok", None)
+                    .await?;
+                Ok(record)
+            }
+            Err(e) => {
+                self.record(who, "put", Some(&doc_id), None, e.class(), None)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_inner<R: AsyncRead + Unpin + Send>(
+        &self,
+        who: &Identity,
+        doc_id: &str,
+        req: PutRequest,
+        mut body: R,
+    ) -> Result<VersionRecord> {
+        validate_id("document", doc_id)?;
+        validate_id("patient", &req.patient_id)?;
+        validate_id("exam", &req.exam_id)?;
+        if req.media_type.is_empty() || req.media_type.len() > 255 || !req.media_type.contains('/') {
+            return Err(Error::InvalidInput(
+                "media type must look like type/subtype".into(),
+            ));
+        }
+        let fs = self.frame_size as usize;
+        let mut hasher = Sha256::new();
+        let mut first = Zeroizing::new(Vec::with_capacity(fs + TAG_LEN));
+        fill(&mut body, &mut first, fs).await?;
+        if first.is_empty() {
+            return Err(Error::InvalidInput(
+                "empty body: a version must have content".into(),
+            ));
+        }
+        let version_id = uuid::Uuid::new_v4().to_string();
+        let blob_key = format!("{BLOB_PREFIX}/{doc_id}/{version_id}");
+        let context = DocStore::context(doc_id, &version_id);
+        let (data_key, wrapped) = self.keys.generate_data_key(&context).await?;
+        self.record(
+            who,
+            "key_generate",
+            Some(doc_id),
+            None,
+            "ok",
+            Some(format!("key_id={}", wrapped.key_id)),
+        )
+        .await?;
+        let mut sealer = Sealer::with_random_id(&data_key, context, self.frame_size)
+            .map_err(|k| Error::integrity(doc_id, 0, k))?;
+        drop(data_key);
+        let mut upload = self.blobs.upload(&blob_key).await?;
+        let streamed = async {
+            upload
+                .write(Bytes::copy_from_slice(sealer.header().as_bytes()))
+                .await?;
+            let mut size = 0u64;
+            let mut pending = first;
+            loop {
+                hasher.update(&pending[..]);
+                size += pending.len() as u64;
+                let mut next = Zeroizing::new(Vec::with_capacity(fs + TAG_LEN));
+                if pending.len() == fs {
+                    fill(&mut body, &mut next, fs).await?;
+                }
+                let is_final = next.is_empty();
+                sealer
+                    .seal_frame(&mut pending, is_final)
+                    .map_err(|k| Error::integrity(doc_id, 0, k))?;
+                upload.write(Bytes::copy_from_slice(&pending)).await?;
+                if is_final {
+                    return Ok::<u64, Error>(size);
+                }
+                pending = next;
+            }
+        }
+        .await;
+        let size = match streamed {
+            Ok(size) => size,
+            Err(e) => {
+                // Best effort: an aborted upload leaves nothing visible; gc covers the rest.
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
+        upload.finish().await?;
+        let new = NewVersion {
+            document_id: doc_id.to_owned(),
+            version_id,
+            patient_id: req.patient_id,
+            exam_id: req.exam_id,
+            kind: req.kind,
+            media_type: req.media_type,
+            size,
+            sha256: hasher.finalize().into(),
+            created_at: Timestamp::now(),
+            created_by: who.subject.clone(),
+            blob_key: blob_key.clone(),
+            key_block: keys::encode_key_block(&[wrapped]),
+        };
+        match self.meta.commit_version(new, req.expected_version).await {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                // The commit did not happen: the blob is ours alone to remove.
+                let _ = self.blobs.delete(&blob_key).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Looks up a readable version: the document must exist and not be deleted.
+    async fn readable(&self, doc_id: &str, version: Option<u64>) -> Result<VersionRecord> {
+        let doc = self.meta.document(doc_id).await?;
+        if doc.deleted_at.is_some() {
+            return Err(Error::Deleted {
+                document: doc_id.to_owned(),
+            });
+        }
+        self.meta.version(doc_id, version).await
+    }
+
+    async fn opener_for(&self, who: &Identity, record: &VersionRecord, header: &Header) -> Result<Opener> {
+        let (doc, v) = (record.document_id.as_str(), record.version);
+        let context = DocStore::context(doc, &record.version_id);
+        if header.context != context {
+            return Err(Error::integrity(doc, v, IntegrityError::Context));
+        }
+        let unwrapped = keys::unwrap_key_block(self.keys.as_ref(), &record.key_block, &context, doc, v).await;
+        let outcome = unwrapped.as_ref().map(|_| "ok").unwrap_or_else(|e| e.class());
+        self.record(who, "key_unwrap", Some(doc), Some(v), outcome, None)
+            .await?;
+        Opener::new(header, &unwrapped?).map_err(|k| Error::integrity(doc, v, k))
+    }
+
+    /// Opens a version for streaming (the latest when `version` is `None`).
+    pub async fn get(&self, who: &Identity, document_id: &str, version: Option<u64>) -> Result<Document> {
+        self.audited(who, "get", Some(document_id), async {
+            let record = self.readable(document_id, version).await?;
+            let v = record.version;
+            let doc = self.get_stream(who, record).await?;
+            Ok((doc, Some(v), None))
+        })
+        .await
+    }
+
+    async fn get_stream(&self, who: &Identity, record: VersionRecord) -> Result<Document> {
+        let (doc, v) = (record.document_id.clone(), record.version);
+        let integrity = |k| Error::integrity(&doc, v, k);
+        let blob = self.blobs.get(&record.blob_key).await?;
+        let mut stream = blob.stream;
+        let mut buf = BytesMut::new();
+        // Accumulate until the header parses; a header is at most a few KiB.
+        let header = loop {
+            if buf.len() >= Header::MIN_PREFIX {
+                let len = Header::encoded_len(&buf).map_err(integrity)?;
+                if buf.len() >= len {
+                    break Header::parse(&buf).map_err(integrity)?.0;
+                }
+            }
+            match stream.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk?),
+                None => return Err(integrity(IntegrityError::MalformedHeader("truncated header"))),
+            }
+        };
+        let header_len = header.as_bytes().len();
+        let _ = buf.split_to(header_len);
+        let body_len = blob
+            .size
+            .checked_sub(header_len as u64)
+            .ok_or_else(|| integrity(IntegrityError::Length(0)))?;
+        let layout = header.layout(body_len).map_err(integrity)?;
+        if layout.plaintext_len != record.size {
+            return Err(integrity(IntegrityError::Size {
+                expected: record.size,
+                actual: layout.plaintext_len,
+            }));
+        }
+        let opener = self.opener_for(who, &record, &header).await?;
+        let expected_digest =
+            hex::decode(&record.sha256).map_err(|_| Error::Metadata("bad stored sha256".into()))?;
+        let state = FrameStream {
+            stream,
+            buf,
+            opener,
+            layout,
+            next: 0,
+            hasher: Sha256::new(),
+            expected_digest,
+            document: doc.clone(),
+            version: v,
+            done: false,
+        };
+        let body = futures::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            let item = s.next_frame().await;
+            if item.is_err() {
+                s.done = true;
+            }
+            Some((item, s))
+        })
+        .boxed();
+        Ok(Document { record, body })
+    }
+
+    /// Reads plaintext bytes `range` of a version, decrypting only the frames that cover it.
+    pub async fn get_range(
+        &self,
+        who: &Identity,
+        document_id: &str,
+        version: Option<u64>,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
+        let detail = format!("range={}..{}", range.start, range.end);
+        self.audited(who, "get_range", Some(document_id), async {
+            let record = self.readable(document_id, version).await?;
+            if range.start >= range.end || range.end > record.size {
+                return Err(Error::InvalidInput(format!(
+                    "range {}..{} outside 0..{}",
+                    range.start, range.end, record.size
+                )));
+            }
+            let v = record.version;
+            let bytes = self.read_range(who, &record, range).await?;
+            Ok((bytes, Some(v), Some(detail)))
+        })
+        .await
+    }
+
+    async fn read_range(&self, who: &Identity, record: &VersionRecord, range: Range<u64>) -> Result<Bytes> {
+        let (doc, v) = (record.document_id.as_str(), record.version);
+        let integrity = |k| Error::integrity(doc, v, k);
+        let key = &record.blob_key;
+        let mut head = self
+            .blobs
+            .get_range(key, 0..Header::MIN_PREFIX as u64)
+            .await?
+            .to_vec();
+        let header_len = Header::encoded_len(&head).map_err(integrity)?;
+        if header_len > head.len() {
+            head = self.blobs.get_range(key, 0..header_len as u64).await?.to_vec();
+        }
+        let (header, _) = Header::parse(&head).map_err(integrity)?;
+        let layout = Layout::from_plaintext_len(header.frame_size, record.size);
+        let opener = self.opener_for(who, record, &header).await?;
+        let (first, last) = layout.frames_for(range.start, range.end);
+        let start = header_len as u64 + layout.frame_offset(first);
+        let end =
+            header_len as u64 + layout.frame_offset(last) + layout.frame_plaintext_len(last) + TAG_LEN as u64;
+        let cipher = self.blobs.get_range(key, start..end).await?;
+        if cipher.len() as u64 != end - start {
+            return Err(integrity(IntegrityError::Length(cipher.len() as u64)));
+        }
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut frame = Zeroizing::new(Vec::with_capacity(header.frame_size as usize + TAG_LEN));
+        let mut offset = 0usize;
+        for i in first..=last {
+            let len = layout.frame_plaintext_len(i) as usize + TAG_LEN;
+            frame.clear();
+            frame.extend_from_slice(&cipher[offset..offset + len]);
+            offset += len;
+            opener
+                .open_frame(i, i + 1 == layout.frames, &mut frame)
+                .map_err(integrity)?;
+            let frame_start = i * header.frame_size as u64;
+            let lo = range.start.saturating_sub(frame_start) as usize;
+            let hi = ((range.end - frame_start) as usize).min(frame.len());
+            out.extend_from_slice(&frame[lo..hi]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Every version of a document, oldest first (metadata only; readable even when deleted).
+    pub async fn versions(&self, who: &Identity, document_id: &str) -> Result<Vec<VersionRecord>> {
+        self.audited(who, "versions", Some(document_id), async {
+            let doc = self.meta.document(document_id).await?;
+            let versions = self.meta.versions(document_id).await?;
+            Ok((versions, Some(doc.latest_version), None))
+        })
+        .await
+    }
+
+    /// The document-level record (owner, tombstone, hold).
+    pub async fn document(&self, who: &Identity, document_id: &str) -> Result<DocumentRecord> {
+        self.audited(who, "document", Some(document_id), async {
+            Ok((self.meta.document(document_id).await?, None, None))
+        })
+        .await
+    }
+
+    /// Soft-deletes (tombstones) a document: reads fail until [`DocStore::restore`].
+    pub async fn delete(&self, who: &Identity, document_id: &str) -> Result<DocumentRecord> {
+        self.audited(who, "delete", Some(document_id), async {
+            let doc = self
+                .meta
+                .set_tombstone(document_id, Some((Timestamp::now(), who.subject.clone())))
+                .await?;
+            Ok((doc, None, None))
+        })
+        .await
+    }
+
+    /// Removes the tombstone.
+    pub async fn restore(&self, who: &Identity, document_id: &str) -> Result<DocumentRecord> {
+        self.audited(who, "restore", Some(document_id), async {
+            Ok((self.meta.set_tombstone(document_id, None).await?, None, None))
+        })
+        .await
+    }
+
+    /// Permanently removes a deleted document: refused while a legal hold or retention date applies.
+    /// Metadata goes first, then the blobs, so a crash leaves orphans for `gc`, never dangling records.
+    pub async fn purge(&self, who: &Identity, document_id: &str) -> Result<usize> {
+        self.audited(who, "purge", Some(document_id), async {
+            let keys = self.meta.purge(document_id, Timestamp::now()).await?;
+            for key in &keys {
+                if let Err(e) = self.blobs.delete(key).await {
+                    tracing::warn!(error = %e, "purge left a blob for gc");
+                }
+            }
+            Ok((keys.len(), None, Some(format!("blobs={}", keys.len()))))
+        })
+        .await
+    }
+
+    /// Sets or clears the legal hold and retention date.
+    pub async fn set_hold(
+        &self,
+        who: &Identity,
+        document_id: &str,
+        change: HoldChange,
+    ) -> Result<DocumentRecord> {
+        let detail = format!(
+            "legal_hold={:?} retain_until={:?}",
+            change.legal_hold, change.retain_until
+        );
+        self.audited(who, "hold", Some(document_id), async {
+            Ok((self.meta.set_hold(document_id, change).await?, None, Some(detail)))
+        })
+        .await
+    }
+
+    /// Documents of a patient.
+    pub async fn documents_of_patient(
+        &self,
+        who: &Identity,
+        patient_id: &str,
+    ) -> Result<Vec<DocumentRecord>> {
+        self.audited(who, "list_patient", None, async {
+            validate_id("patient", patient_id)?;
+            let docs = self.meta.documents_by_patient(patient_id).await?;
+            Ok((docs, None, Some(format!("patient={patient_id}"))))
+        })
+        .await
+    }
+
+    /// Documents of an exam.
+    pub async fn documents_of_exam(&self, who: &Identity, exam_id: &str) -> Result<Vec<DocumentRecord>> {
+        self.audited(who, "list_exam", None, async {
+            validate_id("exam", exam_id)?;
+            let docs = self.meta.documents_by_exam(exam_id).await?;
+            Ok((docs, None, Some(format!("exam={exam_id}"))))
+        })
+        .await
+    }
+
+    /// Deletes blobs no metadata record references and older than `grace` (younger ones may belong
+    /// to a put that has not committed yet).
+    pub async fn gc(&self, who: &Identity, grace: Duration) -> Result<GcReport> {
+        self.audited(who, "gc", None, async {
+            let cutoff = Timestamp(Timestamp::now().0 - grace.as_millis() as i64);
+            let listed = self.blobs.list(BLOB_PREFIX).await?;
+            let keys: Vec<String> = listed.iter().map(|b| b.key.clone()).collect();
+            let referenced = self.meta.referenced_blobs(&keys).await?;
+            let mut report = GcReport {
+                scanned: listed.len(),
+                ..GcReport::default()
+            };
+            for blob in listed.iter().filter(|b| !referenced.contains(&b.key)) {
+                if blob.last_modified <= cutoff {
+                    self.blobs.delete(&blob.key).await?;
+                    report.removed += 1;
+                } else {
+                    report.young_orphans += 1;
+                }
+            }
+            let detail = format!("scanned={} removed={}", report.scanned, report.removed);
+            Ok((report, None, Some(detail)))
+        })
+        .await
+    }
+
+    /// Reads the audit trail (newest `limit` records); the read itself is audited.
+    pub async fn audit_log(
+        &self,
+        who: &Identity,
+        document_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
+        let records = self.audit.read(document_id, limit).await?;
+        self.record(who, "audit_read", document_id, None, "ok", None)
+            .await?;
+        Ok(records)
+    }
+}
+
+/// Reads until `buf` holds `want` bytes or the body ends.
+async fn fill<R: AsyncRead + Unpin>(body: &mut R, buf: &mut Vec<u8>, want: usize) -> Result<()> {
+    while buf.len() < want {
+        let n = (&mut *body)
+            .take((want - buf.len()) as u64)
+            .read_to_end(buf)
+            .await
+            .map_err(|e| Error::io("upload body", e))?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+struct FrameStream {
+    stream: BoxStream<'static, Result<Bytes>>,
+    buf: BytesMut,
+    opener: Opener,
+    layout: Layout,
+    next: u64,
+    hasher: Sha256,
+    expected_digest: Vec<u8>,
+    document: String,
+    version: u64,
+    done: bool,
+}
+
+impl FrameStream {
+    async fn next_frame(&mut self) -> Result<Bytes> {
+        let integrity = |s: &Self, k| Error::integrity(&s.document, s.version, k);
+        let index = self.next;
+        let is_final = index + 1 == self.layout.frames;
+        let need = self.layout.frame_plaintext_len(index) as usize + TAG_LEN;
+        while self.buf.len() < need {
+            match self.stream.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                None => return Err(integrity(self, IntegrityError::Length(self.buf.len() as u64))),
+            }
+        }
+        let mut frame = Zeroizing::new(self.buf.split_to(need).to_vec());
+        self.opener
+            .open_frame(index, is_final, &mut frame)
+            .map_err(|k| integrity(self, k))?;
+        self.hasher.update(&frame[..]);
+        self.next += 1;
+        if is_final {
+            self.done = true;
+            if !self.buf.is_empty() || self.stream.next().await.is_some() {
+                return Err(integrity(self, IntegrityError::Length(self.buf.len() as u64)));
+            }
+            let digest = std::mem::take(&mut self.hasher).finalize();
+            if !bool::from(digest.as_slice().ct_eq(&self.expected_digest)) {
+                return Err(integrity(self, IntegrityError::Digest));
+            }
+        }
+        Ok(Bytes::copy_from_slice(&frame))
+    }
+}
