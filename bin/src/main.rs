@@ -1,1 +1,503 @@
-fn main() {}
+//! `docstore`: the command line over the docstore library. Argument parsing and output formatting
+//! live here; every operation is a library call.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use docstore::meta::HoldChange;
+use docstore::{DocStore, DocumentRecord, Error, Identity, Kind, PutRequest, Timestamp, VersionRecord};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// Bodies larger than this get a progress bar (on a terminal).
+const PROGRESS_MIN: u64 = 8 * 1024 * 1024;
+
+#[derive(Parser)]
+#[command(
+    name = "docstore",
+    version,
+    about = "Versioned, envelope-encrypted exam documents"
+)]
+struct Cli {
+    /// Data directory of the embedded store.
+    #[arg(
+        long,
+        global = true,
+        env = "DOCSTORE_DATA_DIR",
+        default_value = "docstore-data"
+    )]
+    data_dir: PathBuf,
+    /// Identity recorded in the audit log (default: cli:$USER).
+    #[arg(long = "as", global = true, env = "DOCSTORE_ACTOR")]
+    actor: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new data directory (SQLite metadata, local keyring, object folder, audit log).
+    Init,
+    /// Store a file (or - for stdin) as the next version of a document.
+    Put(PutArgs),
+    /// Write a version's content to a file or stdout.
+    Get(GetArgs),
+    /// List the versions of a document.
+    Versions {
+        /// Document id.
+        document: String,
+    },
+    /// List the documents of a patient or an exam.
+    List(ListArgs),
+    /// Soft-delete a document (reads fail until restored).
+    Delete {
+        /// Document id.
+        document: String,
+    },
+    /// Undo a soft delete.
+    Restore {
+        /// Document id.
+        document: String,
+    },
+    /// Permanently remove a deleted document (refused under legal hold or retention).
+    Purge {
+        /// Document id.
+        document: String,
+    },
+    /// Set or clear legal hold and retention.
+    Hold(HoldArgs),
+    /// Show the audit trail.
+    Audit {
+        /// Only records for this document.
+        #[arg(long)]
+        document: Option<String>,
+        /// Newest N records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Remove blobs that no record references and that are older than the grace period.
+    Gc {
+        /// Grace period (e.g. 24h, 30m, 0s).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+}
+
+#[derive(Args)]
+struct PutArgs {
+    /// File to store, or - for stdin.
+    file: PathBuf,
+    /// Patient id.
+    #[arg(long)]
+    patient: String,
+    /// Exam id.
+    #[arg(long)]
+    exam: String,
+    /// Document kind: report, image, attachment.
+    #[arg(long, default_value = "report")]
+    kind: Kind,
+    /// Existing document to add a version to (default: a new document).
+    #[arg(long)]
+    document: Option<String>,
+    /// Media type (default: guessed from the content and the file name).
+    #[arg(long)]
+    media_type: Option<String>,
+    /// Only commit if the latest version is N (0: the document must be new).
+    #[arg(long)]
+    expected_version: Option<u64>,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// Document id.
+    document: String,
+    /// Version number (default: latest).
+    #[arg(long)]
+    version: Option<u64>,
+    /// Byte range START-END (end exclusive), decrypting only the frames it needs.
+    #[arg(long, value_parser = parse_range)]
+    range: Option<(u64, u64)>,
+    /// Output file (default: stdout). Written to a temporary name and renamed only when every
+    /// byte has authenticated, so a failed read leaves no file.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ListArgs {
+    /// Patient id.
+    #[arg(long)]
+    patient: Option<String>,
+    /// Exam id.
+    #[arg(long)]
+    exam: Option<String>,
+}
+
+#[derive(Args)]
+struct HoldArgs {
+    /// Document id.
+    document: String,
+    /// Set the legal hold.
+    #[arg(long, conflicts_with = "off")]
+    on: bool,
+    /// Clear the legal hold.
+    #[arg(long)]
+    off: bool,
+    /// Keep until this date (2030-12-31 or RFC 3339).
+    #[arg(long, conflicts_with = "clear_retention")]
+    retain_until: Option<String>,
+    /// Clear the retention date.
+    #[arg(long)]
+    clear_retention: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once('-').ok_or("expected START-END")?;
+    let a: u64 = a.trim().parse().map_err(|_| "bad START")?;
+    let b: u64 = b.trim().parse().map_err(|_| "bad END")?;
+    if b <= a {
+        return Err("END must be greater than START".into());
+    }
+    Ok((a, b))
+}
+
+/// Exit code per error class, so scripts can branch without parsing messages.
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::NotFound { .. } => 3,
+        Error::Conflict { .. } => 4,
+        Error::Integrity { .. } => 5,
+        Error::Refused { .. } | Error::Deleted { .. } => 6,
+        Error::InvalidInput(_) => 7,
+        Error::Key(_) | Error::KeyringPermissions { .. } => 8,
+        Error::MetadataCorrupt { .. } | Error::NotInitialized { .. } => 9,
+        _ => 1,
+    }
+}
+
+fn guess_media_type(path: &Path, head: &[u8]) -> String {
+    let by_magic: &[(&[u8], &str)] = &[
+        (b"%PDF-", "application/pdf"),
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF8", "image/gif"),
+        (b"II*\0", "image/tiff"),
+        (b"MM\0*", "image/tiff"),
+    ];
+    if let Some((_, t)) = by_magic.iter().find(|(m, _)| head.starts_with(m)) {
+        return (*t).into();
+    }
+    if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        return "image/webp".into();
+    }
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("txt") => "text/plain",
+        Some("json") => "application/json",
+        Some("dcm") => "application/dicom",
+        _ => "application/octet-stream",
+    }
+    .into()
+}
+
+fn progress(len: u64, label: &str) -> ProgressBar {
+    if len < PROGRESS_MIN || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    bar.set_message(label.to_owned());
+    bar
+}
+
+fn print_version(v: &VersionRecord) {
+    println!(
+        "{}  v{}  {}  {} bytes  sha256:{}  {}  by {}",
+        v.document_id,
+        v.version,
+        v.media_type,
+        v.size,
+        v.sha256,
+        v.created_at.to_rfc3339(),
+        v.created_by
+    );
+}
+
+fn print_document(d: &DocumentRecord) {
+    let mut flags = Vec::new();
+    if let Some(t) = d.deleted_at {
+        flags.push(format!("deleted {}", t.to_rfc3339()));
+    }
+    if d.legal_hold {
+        flags.push("legal hold".into());
+    }
+    if let Some(t) = d.retain_until {
+        flags.push(format!("retained until {}", t.to_rfc3339()));
+    }
+    println!(
+        "{}  patient {}  exam {}  {}  latest v{}{}",
+        d.document_id,
+        d.patient_id,
+        d.exam_id,
+        d.kind.as_str(),
+        d.latest_version,
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", flags.join(", "))
+        }
+    );
+}
+
+fn emit<T: serde::Serialize>(json_out: bool, value: &T, human: impl FnOnce(&T)) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    } else {
+        human(value);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let who = Identity::new(cli.actor.clone().unwrap_or_else(|| {
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        )
+    }));
+    let dir = &cli.data_dir;
+    if let Command::Init = cli.command {
+        DocStore::init_local(dir).await?;
+        emit(cli.json, &json!({"initialized": dir}), |_| {
+            println!("initialised {}", dir.display());
+            eprintln!("note: the local keyring is for development only; use AWS KMS in production");
+        });
+        return Ok(());
+    }
+    let store = DocStore::open_local(dir).await?;
+    match cli.command {
+        Command::Init => unreachable!("handled above"),
+        Command::Put(a) => put(&store, &who, a, cli.json).await?,
+        Command::Get(a) => get(&store, &who, a).await?,
+        Command::Versions { document } => {
+            let versions = store.versions(&who, &document).await?;
+            emit(cli.json, &versions, |vs| vs.iter().for_each(print_version));
+        }
+        Command::List(a) => {
+            let docs = match (a.patient, a.exam) {
+                (Some(p), _) => store.documents_of_patient(&who, &p).await?,
+                (None, Some(e)) => store.documents_of_exam(&who, &e).await?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            emit(cli.json, &docs, |ds| ds.iter().for_each(print_document));
+        }
+        Command::Delete { document } => emit(cli.json, &store.delete(&who, &document).await?, print_document),
+        Command::Restore { document } => {
+            emit(cli.json, &store.restore(&who, &document).await?, print_document)
+        }
+        Command::Purge { document } => {
+            let blobs = store.purge(&who, &document).await?;
+            emit(cli.json, &json!({"purged": document, "blobs": blobs}), |_| {
+                println!("purged {document} ({blobs} blobs)")
+            });
+        }
+        Command::Hold(a) => {
+            let retain_until = match (a.retain_until, a.clear_retention) {
+                (Some(d), _) => Some(Some(Timestamp::parse(&d)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let legal_hold = if a.on {
+                Some(true)
+            } else if a.off {
+                Some(false)
+            } else {
+                None
+            };
+            if legal_hold.is_none() && retain_until.is_none() {
+                return Err(Error::InvalidInput(
+                    "nothing to change: give --on, --off, --retain-until or --clear-retention".into(),
+                ));
+            }
+            let doc = store
+                .set_hold(
+                    &who,
+                    &a.document,
+                    HoldChange {
+                        legal_hold,
+                        retain_until,
+                    },
+                )
+                .await?;
+            emit(cli.json, &doc, print_document);
+        }
+        Command::Audit { document, limit } => {
+            let records = store.audit_log(&who, document.as_deref(), limit).await?;
+            emit(cli.json, &records, |rs| {
+                for r in rs {
+                    println!(
+                        "{}  {:<14} {:<12} {}{}  {}",
+                        r.at.to_rfc3339(),
+                        r.action,
+                        r.outcome,
+                        r.document.as_deref().unwrap_or("-"),
+                        r.version.map(|v| format!(" v{v}")).unwrap_or_default(),
+                        r.actor
+                    );
+                }
+            });
+        }
+        Command::Gc { grace } => {
+            let report = store.gc(&who, grace).await?;
+            emit(cli.json, &report, |r| {
+                println!(
+                    "scanned {} blobs, removed {} orphans, kept {} young orphans",
+                    r.scanned, r.removed, r.young_orphans
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn put(store: &DocStore, who: &Identity, a: PutArgs, json_out: bool) -> Result<(), Error> {
+    let io = |e| Error::Io {
+        path: a.file.display().to_string(),
+        source: e,
+    };
+    let stdin = a.file.as_os_str() == "-";
+    let (len, head) = if stdin {
+        (0, Vec::new())
+    } else {
+        let mut head = vec![0u8; 16];
+        let mut f = std::fs::File::open(&a.file).map_err(io)?;
+        let n = std::io::Read::read(&mut f, &mut head).map_err(io)?;
+        head.truncate(n);
+        (f.metadata().map_err(io)?.len(), head)
+    };
+    let media_type = a
+        .media_type
+        .clone()
+        .unwrap_or_else(|| guess_media_type(&a.file, &head));
+    let req = PutRequest {
+        document_id: a.document.clone(),
+        patient_id: a.patient.clone(),
+        exam_id: a.exam.clone(),
+        kind: a.kind,
+        media_type,
+        expected_version: a.expected_version,
+    };
+    let bar = progress(len, "put");
+    let record = if stdin {
+        store.put(who, req, tokio::io::stdin()).await?
+    } else {
+        let f = tokio::fs::File::open(&a.file).await.map_err(io)?;
+        store.put(who, req, bar.wrap_async_read(f)).await?
+    };
+    bar.finish_and_clear();
+    emit(json_out, &record, print_version);
+    Ok(())
+}
+
+async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> {
+    let out_err = |path: &Path| {
+        let p = path.display().to_string();
+        move |e| Error::Io { path: p, source: e }
+    };
+    if let Some((start, end)) = a.range {
+        let bytes = store.get_range(who, &a.document, a.version, start..end).await?;
+        return match &a.output {
+            Some(path) => write_atomically(path, &bytes).await,
+            None => tokio::io::stdout()
+                .write_all(&bytes)
+                .await
+                .map_err(out_err(Path::new("stdout"))),
+        };
+    }
+    let doc = store.get(who, &a.document, a.version).await?;
+    let bar = progress(doc.record.size, "get");
+    let mut stream = doc.into_stream();
+    match &a.output {
+        Some(path) => {
+            let tmp = temp_name(path);
+            let result = async {
+                let mut f = tokio::fs::File::create(&tmp).await.map_err(out_err(&tmp))?;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    bar.inc(chunk.len() as u64);
+                    f.write_all(&chunk).await.map_err(out_err(&tmp))?;
+                }
+                f.sync_all().await.map_err(out_err(&tmp))?;
+                tokio::fs::rename(&tmp, path).await.map_err(out_err(path))
+            }
+            .await;
+            if result.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            result?;
+        }
+        None => {
+            let mut out = tokio::io::stdout();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk?)
+                    .await
+                    .map_err(out_err(Path::new("stdout")))?;
+            }
+            out.flush().await.map_err(out_err(Path::new("stdout")))?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple()))
+}
+
+async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = temp_name(path);
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    tokio::fs::write(&tmp, bytes).await.map_err(io)?;
+    tokio::fs::rename(&tmp, path).await.map_err(io)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_out = cli.json;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"error": {"class": e.class(), "message": e.to_string()}})
+                );
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -20,9 +20,12 @@ impl Timestamp {
 
     /// RFC 3339 rendering, for humans and events.
     pub fn to_rfc3339(self) -> String {
+        let fmt = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| t.format(&fmt).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
 

@@ -49,7 +49,15 @@ impl SqliteMetadata {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        Self::connect(opts, display).await
+        let store = Self::connect(opts, display).await?;
+        // Patient and exam ids live here: owner-only, like the keyring (WAL files follow the
+        // database file's mode).
+        if create {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(path.display().to_string(), e))?;
+        }
+        Ok(store)
     }
 
     /// An in-memory database (tests, examples).

@@ -1,0 +1,317 @@
+//! The `docstore` binary end to end: every bad input gets a clear message and a non-zero exit, and
+//! leaves the stored state exactly as it was.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    work: PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let work = dir.path().to_owned();
+        let cli = Cli {
+            _dir: dir,
+            data,
+            work,
+        };
+        cli.ok(&["init"]);
+        cli
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_docstore"))
+            .args(args)
+            .env("DOCSTORE_DATA_DIR", &self.data)
+            .env("DOCSTORE_ACTOR", "test:cli")
+            .current_dir(&self.work)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// Runs a failing command: returns (exit code, stderr).
+    fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.starts_with("error: "),
+            "{args:?}: unclear error {stderr:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        (out.status.code().unwrap(), stderr)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.work.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    }
+
+    fn put(&self, file: &str, doc: Option<&str>) -> Value {
+        let mut args = vec!["put", file, "--patient", "p-1", "--exam", "e-1"];
+        if let Some(d) = doc {
+            args.extend(["--document", d]);
+        }
+        self.json(&args)
+    }
+
+    /// Logical state: every document's versions and every blob's bytes.
+    fn state(&self) -> (Value, BTreeMap<PathBuf, Vec<u8>>) {
+        let docs = self.json(&["list", "--patient", "p-1"]);
+        let mut versions = Vec::new();
+        for d in docs.as_array().unwrap() {
+            let id = d["document_id"].as_str().unwrap();
+            versions.push((d.clone(), self.json(&["versions", id])));
+        }
+        let mut blobs = BTreeMap::new();
+        walk(&self.data.join("objects"), &mut blobs);
+        (serde_json::to_value(versions).unwrap(), blobs)
+    }
+}
+
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+fn setup() -> (Cli, String) {
+    let cli = Cli::new();
+    let f = cli.file("report.pdf", b"%PDF-1.7 a small report");
+    let v1 = cli.put(&f, None);
+    let doc = v1["document_id"].as_str().unwrap().to_owned();
+    assert_eq!(v1["media_type"], "application/pdf");
+    let f2 = cli.file("report2.pdf", b"%PDF-1.7 the corrected report");
+    assert_eq!(cli.put(&f2, Some(&doc))["version"], 2);
+    (cli, doc)
+}
+
+#[test]
+fn round_trip_versions_ranges_and_listing() {
+    let (cli, doc) = setup();
+    let out = cli.work.join("out.pdf");
+    cli.ok(&["get", &doc, "--version", "1", "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"%PDF-1.7 a small report");
+    assert_eq!(cli.ok(&["get", &doc]), "%PDF-1.7 the corrected report");
+    assert_eq!(cli.ok(&["get", &doc, "--range", "9-12"]), "the");
+    let versions = cli.json(&["versions", &doc]);
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    assert!(cli.ok(&["versions", &doc]).contains(" v2 "));
+    let audit = cli.json(&["audit", "--document", &doc]);
+    assert!(audit.as_array().unwrap().iter().all(|r| r["actor"] == "test:cli"));
+    assert!(cli.ok(&["audit"]).contains("get_range"));
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let (cli, doc) = setup();
+    let before = cli.state();
+    let empty = cli.file("empty.pdf", b"");
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec![
+                "put",
+                &empty,
+                "--patient",
+                "p-1",
+                "--exam",
+                "e-1",
+                "--document",
+                &doc,
+            ],
+            7,
+            "empty body",
+        ),
+        (vec!["get", "no-such-doc"], 3, "not found"),
+        (vec!["get", &doc, "--version", "7"], 3, "at version 7"),
+        (vec!["get", &doc, "--range", "0-9999"], 7, "range"),
+        (vec!["versions", "no-such-doc"], 3, "not found"),
+        (
+            vec!["put", &empty, "--patient", "p 1", "--exam", "e-1"],
+            7,
+            "patient id",
+        ),
+        (
+            vec![
+                "put",
+                "report.pdf",
+                "--patient",
+                "p-1",
+                "--exam",
+                "e-1",
+                "--document",
+                &doc,
+                "--expected-version",
+                "1",
+            ],
+            4,
+            "conflict",
+        ),
+        (
+            vec![
+                "put",
+                "report.pdf",
+                "--patient",
+                "p-2",
+                "--exam",
+                "e-1",
+                "--document",
+                &doc,
+            ],
+            7,
+            "another patient",
+        ),
+        (
+            vec!["put", "missing.pdf", "--patient", "p-1", "--exam", "e-1"],
+            1,
+            "No such file",
+        ),
+        (vec!["purge", &doc], 6, "delete the document before purging"),
+    ];
+    for (args, code, needle) in &cases {
+        let (got, stderr) = cli.fails(args);
+        assert_eq!(got, *code, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+    }
+    assert!(cli.state() == before, "a refused command changed the store");
+
+    // Purge under legal hold: refused, document and blobs intact, restorable.
+    cli.ok(&["hold", &doc, "--on"]);
+    cli.ok(&["delete", &doc]);
+    let (code, stderr) = cli.fails(&["purge", &doc]);
+    assert_eq!(code, 6);
+    assert!(stderr.contains("legal hold"));
+    cli.ok(&["restore", &doc]);
+    cli.ok(&["hold", &doc, "--off"]);
+    assert!(cli.state() == before, "refused purge changed the store");
+    let (code, stderr) = cli.fails(&["hold", &doc]);
+    assert_eq!(code, 7, "{stderr}");
+
+    // Retention, then purge once allowed.
+    cli.ok(&["hold", &doc, "--retain-until", "2999-01-01"]);
+    cli.ok(&["delete", &doc]);
+    assert!(
+        cli.fails(&["purge", &doc])
+            .1
+            .contains("retained until 2999-01-01")
+    );
+    cli.ok(&["hold", &doc, "--clear-retention"]);
+    let purged = cli.json(&["purge", &doc]);
+    assert_eq!(purged["blobs"], 2);
+    assert_eq!(cli.fails(&["get", &doc]).0, 3);
+    assert!(cli.state().1.is_empty(), "purge left blobs");
+}
+
+#[test]
+fn keyring_with_wrong_permissions_is_refused() {
+    let (cli, doc) = setup();
+    let ring = cli.data.join("keyring.json");
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, stderr) = cli.fails(&["get", &doc]);
+        assert_eq!(code, 8, "{stderr}");
+        assert!(stderr.contains("unsafe permissions"), "{stderr}");
+    }
+    std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(cli.ok(&["get", &doc]), "%PDF-1.7 the corrected report");
+}
+
+#[test]
+fn corrupted_metadata_database_is_reported_and_left_alone() {
+    let (cli, doc) = setup();
+    let db = cli.data.join("metadata.sqlite");
+    // Fold the WAL into the main file first, so the corruption below is the whole database.
+    for side in ["metadata.sqlite-wal", "metadata.sqlite-shm"] {
+        let _ = std::fs::remove_file(cli.data.join(side));
+    }
+    let mut garbage = b"this is not a database ".repeat(400);
+    garbage.truncate(8192);
+    std::fs::write(&db, &garbage).unwrap();
+    for args in [
+        vec!["get", doc.as_str()],
+        vec!["versions", doc.as_str()],
+        vec!["list", "--patient", "p-1"],
+    ] {
+        let (code, stderr) = cli.fails(&args);
+        assert_eq!(code, 9, "{args:?}: {stderr}");
+        assert!(stderr.contains("corrupted"), "{stderr}");
+    }
+    let f = cli.file("new.pdf", b"%PDF new");
+    assert_eq!(cli.fails(&["put", &f, "--patient", "p-1", "--exam", "e-1"]).0, 9);
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        garbage,
+        "the corrupted file was modified"
+    );
+}
+
+#[test]
+fn uninitialised_directory_and_double_init() {
+    let cli = Cli::new();
+    let (code, stderr) = cli.fails(&["init"]);
+    assert_eq!(code, 7, "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_docstore"))
+        .args(["versions", "x"])
+        .env("DOCSTORE_DATA_DIR", cli.work.join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("docstore init"));
+    assert!(
+        !cli.work.join("nowhere").exists(),
+        "a read command created a data directory"
+    );
+}
+
+#[test]
+fn tampered_blob_writes_no_output_file() {
+    let (cli, doc) = setup();
+    let mut blobs = BTreeMap::new();
+    walk(&cli.data.join("objects"), &mut blobs);
+    for (path, mut bytes) in blobs {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let out = cli.work.join("out.pdf");
+    let (code, stderr) = cli.fails(&["get", &doc, "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("integrity"), "{stderr}");
+    let leftovers: Vec<_> = std::fs::read_dir(&cli.work)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("out.pdf"))
+        .collect();
+    assert!(leftovers.is_empty(), "a failed read left {leftovers:?}");
+}
