@@ -403,6 +403,14 @@ impl Sealer {
     /// Encrypts `buf` in place as the next frame and appends its tag. Non-final frames must hold
     /// exactly `frame_size` bytes; the final frame holds 0..=`frame_size`.
     pub fn seal_frame(&mut self, buf: &mut Vec<u8>, is_final: bool) -> Result<(), IntegrityError> {
+        let tag = self.seal_in_place(buf, is_final)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Encrypts `buf` in place as the next frame and returns its tag (for writers that place the
+    /// tag themselves, without a copy).
+    pub fn seal_in_place(&mut self, buf: &mut [u8], is_final: bool) -> Result<[u8; TAG_LEN], IntegrityError> {
         let fs = self.header.frame_size as usize;
         if self.finished || buf.len() > fs || (!is_final && buf.len() != fs) || self.next >= MAX_FRAMES {
             return Err(IntegrityError::Length(buf.len() as u64));
@@ -415,10 +423,9 @@ impl Sealer {
                 buf,
             )
             .map_err(|_| IntegrityError::Length(buf.len() as u64))?;
-        buf.extend_from_slice(&tag);
         self.next += 1;
         self.finished = is_final;
-        Ok(())
+        Ok(tag.into())
     }
 }
 
@@ -455,13 +462,25 @@ impl Opener {
             return Err(IntegrityError::Frame { index });
         }
         let split = buf.len() - TAG_LEN;
-        let tag = *Tag::from_slice(&buf[split..]);
+        let tag: [u8; TAG_LEN] = buf[split..].try_into().expect("tag length");
         buf.truncate(split);
+        self.open_in_place(index, is_final, buf, &tag)
+    }
+
+    /// Authenticates and decrypts one frame's ciphertext in place, given its tag. On failure the
+    /// buffer is wiped.
+    pub fn open_in_place(
+        &self,
+        index: u64,
+        is_final: bool,
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), IntegrityError> {
         let res = self.cipher.decrypt_in_place_detached(
             Nonce::from_slice(&nonce(index)),
             &aad(&self.digest, index, is_final),
             buf,
-            &tag,
+            Tag::from_slice(tag),
         );
         if res.is_err() {
             zeroize::Zeroize::zeroize(buf);

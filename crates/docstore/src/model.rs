@@ -270,10 +270,10 @@ impl DocumentRecord {
             Some("delete the document before purging it".into())
         } else if self.legal_hold {
             Some("legal hold is set".into())
-        } else if let Some(t) = self.retain_until.filter(|t| *t > now) {
-            Some(format!("retained until {}", t.to_rfc3339()))
         } else {
-            None
+            self.retain_until
+                .filter(|t| *t > now)
+                .map(|t| format!("retained until {}", t.to_rfc3339()))
         }
     }
 }

@@ -362,7 +362,8 @@ impl DocStore {
                 sealer
                     .seal_frame(&mut pending, is_final)
                     .map_err(|k| Error::integrity(doc_id, 0, k))?;
-                upload.write(Bytes::copy_from_slice(&pending)).await?;
+                // Sealed bytes are ciphertext: hand the buffer over instead of copying it.
+                upload.write(Bytes::from(std::mem::take(&mut *pending))).await?;
                 if is_final {
                     return Ok::<u64, Error>(size);
                 }

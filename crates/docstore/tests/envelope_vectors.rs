@@ -22,7 +22,10 @@ struct Vector {
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/envelope-v1.json");
 
-fn cases() -> Vec<(&'static str, usize, u32, Vec<(&'static str, &'static str)>)> {
+/// (name, plaintext length, frame size, context pairs)
+type Case = (&'static str, usize, u32, Vec<(&'static str, &'static str)>);
+
+fn cases() -> Vec<Case> {
     let ctx = vec![
         ("docstore.document", "doc-1"),
         ("docstore.version_id", "00000000-0000-4000-8000-000000000001"),
