@@ -13,13 +13,18 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use docstore::envelope::{self, DEFAULT_FRAME_SIZE, EncryptionContext, Header, Layout, Opener, Sealer, TAG_LEN};
+use docstore::envelope::{
+    self, DEFAULT_FRAME_SIZE, EncryptionContext, Header, Layout, Opener, Sealer, TAG_LEN,
+};
 use zeroize::Zeroizing;
 
 const SIZES: [(usize, &str); 2] = [(1 << 20, "1MiB"), (64 << 20, "64MiB")];
 
 fn ctx() -> EncryptionContext {
-    EncryptionContext::new([("docstore.document", "bench-doc"), ("docstore.version_id", "bench-version")])
+    EncryptionContext::new([
+        ("docstore.document", "bench-doc"),
+        ("docstore.version_id", "bench-version"),
+    ])
 }
 
 fn seal_in_place(key: &envelope::DataKey, buf: &mut [u8], tags: &mut Vec<[u8; TAG_LEN]>) -> Header {
@@ -77,7 +82,9 @@ fn bench(c: &mut Criterion) {
                     let opener = Opener::new(&header, &key).unwrap();
                     for (i, chunk) in ct.chunks_mut(DEFAULT_FRAME_SIZE as usize).enumerate() {
                         let i = i as u64;
-                        opener.open_in_place(i, i + 1 == layout.frames, chunk, &tags[i as usize]).unwrap();
+                        opener
+                            .open_in_place(i, i + 1 == layout.frames, chunk, &tags[i as usize])
+                            .unwrap();
                     }
                 },
                 criterion::BatchSize::PerIteration,
@@ -92,7 +99,9 @@ fn bench(c: &mut Criterion) {
 }
 
 fn docstore_pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
+        .collect()
 }
 
 criterion_group!(benches, bench);

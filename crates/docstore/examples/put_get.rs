@@ -16,15 +16,25 @@ async fn main() -> docstore::Result<()> {
         media_type: "text/plain".into(),
         expected_version: None,
     };
-    let v1 = store.put(&who, request(None), &b"Hemoglobina: 13,5 g/dL"[..]).await?;
+    let v1 = store
+        .put(&who, request(None), &b"Hemoglobina: 13,5 g/dL"[..])
+        .await?;
     let v2 = store
-        .put(&who, request(Some(v1.document_id.clone())), &b"Hemoglobina: 13,8 g/dL (revisado)"[..])
+        .put(
+            &who,
+            request(Some(v1.document_id.clone())),
+            &b"Hemoglobina: 13,8 g/dL (revisado)"[..],
+        )
         .await?;
     println!("stored {} v{} and v{}", v1.document_id, v1.version, v2.version);
 
     let latest = store.get(&who, &v1.document_id, None).await?.read_all().await?;
     println!("latest: {}", String::from_utf8_lossy(&latest));
-    let first = store.get(&who, &v1.document_id, Some(1)).await?.read_all().await?;
+    let first = store
+        .get(&who, &v1.document_id, Some(1))
+        .await?
+        .read_all()
+        .await?;
     println!("v1: {}", String::from_utf8_lossy(&first));
     let slice = store.get_range(&who, &v1.document_id, Some(2), 13..22).await?;
     println!("v2 bytes 13..22: {}", String::from_utf8_lossy(&slice));
