@@ -8,6 +8,9 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Changes to retention settings; `None` leaves a field as it is.

@@ -15,11 +15,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::rows::{
+    RowAccess, check_owner, document_from_row, next_version, outbox_from_row, row_err, version_from_row,
+};
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
-use crate::model::{
-    DocumentRecord, Kind, NewVersion, OutboxEntry, ProcessingState, Timestamp, VersionRecord,
-};
+use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -137,52 +138,25 @@ fn migrate_err(e: sqlx::migrate::MigrateError, path: &str) -> Error {
     }
 }
 
-fn kind_of(s: &str) -> Result<Kind> {
-    Kind::from_str(s).map_err(|_| Error::Metadata(format!("unknown kind {s:?} in database")))
-}
-
-fn document_from_row(r: &SqliteRow) -> Result<DocumentRecord> {
-    let g = |e: sqlx::Error| Error::Metadata(e.to_string());
-    Ok(DocumentRecord {
-        document_id: r.try_get("document_id").map_err(g)?,
-        patient_id: r.try_get("patient_id").map_err(g)?,
-        exam_id: r.try_get("exam_id").map_err(g)?,
-        kind: kind_of(r.try_get::<&str, _>("kind").map_err(g)?)?,
-        latest_version: r.try_get::<i64, _>("latest_version").map_err(g)? as u64,
-        created_at: Timestamp(r.try_get("created_at").map_err(g)?),
-        deleted_at: r
-            .try_get::<Option<i64>, _>("deleted_at")
-            .map_err(g)?
-            .map(Timestamp),
-        deleted_by: r.try_get("deleted_by").map_err(g)?,
-        legal_hold: r.try_get::<i64, _>("legal_hold").map_err(g)? != 0,
-        retain_until: r
-            .try_get::<Option<i64>, _>("retain_until")
-            .map_err(g)?
-            .map(Timestamp),
-    })
-}
-
-fn version_from_row(r: &SqliteRow) -> Result<VersionRecord> {
-    let g = |e: sqlx::Error| Error::Metadata(e.to_string());
-    let renditions: String = r.try_get("renditions").map_err(g)?;
-    Ok(VersionRecord {
-        document_id: r.try_get("document_id").map_err(g)?,
-        version: r.try_get::<i64, _>("version").map_err(g)? as u64,
-        version_id: r.try_get("version_id").map_err(g)?,
-        patient_id: r.try_get("patient_id").map_err(g)?,
-        exam_id: r.try_get("exam_id").map_err(g)?,
-        kind: kind_of(r.try_get::<&str, _>("kind").map_err(g)?)?,
-        media_type: r.try_get("media_type").map_err(g)?,
-        size: r.try_get::<i64, _>("size").map_err(g)? as u64,
-        sha256: r.try_get("sha256").map_err(g)?,
-        created_at: Timestamp(r.try_get("created_at").map_err(g)?),
-        created_by: r.try_get("created_by").map_err(g)?,
-        blob_key: r.try_get("blob_key").map_err(g)?,
-        key_block: r.try_get("key_block").map_err(g)?,
-        state: ProcessingState::parse(r.try_get::<&str, _>("state").map_err(g)?)?,
-        renditions: serde_json::from_str(&renditions).map_err(|e| Error::Metadata(e.to_string()))?,
-    })
+impl RowAccess for SqliteRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.try_get::<i64, _>(col).map_err(row_err)? != 0)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        self.try_get(col).map_err(row_err)
+    }
 }
 
 #[async_trait]
@@ -218,23 +192,7 @@ impl MetadataStore for SqliteMetadata {
                 actual: doc.latest_version,
             });
         }
-        let record = VersionRecord {
-            document_id: new.document_id,
-            version: doc.latest_version + 1,
-            version_id: new.version_id,
-            patient_id: new.patient_id,
-            exam_id: new.exam_id,
-            kind: new.kind,
-            media_type: new.media_type,
-            size: new.size,
-            sha256: hex::encode(new.sha256),
-            created_at: new.created_at,
-            created_by: new.created_by,
-            blob_key: new.blob_key,
-            key_block: new.key_block,
-            state: ProcessingState::Pending,
-            renditions: Vec::new(),
-        };
+        let record = next_version(new, doc.latest_version);
         let sql = format!(
             "INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
@@ -401,11 +359,8 @@ impl MetadataStore for SqliteMetadata {
             .map_err(self.err())?;
         let mut keys = Vec::new();
         for r in &rows {
-            keys.push(r.try_get::<String, _>("blob_key").map_err(self.err())?);
-            let rend: String = r.try_get("renditions").map_err(self.err())?;
-            let rend: Vec<crate::model::Rendition> =
-                serde_json::from_str(&rend).map_err(|e| Error::Metadata(e.to_string()))?;
-            keys.extend(rend.into_iter().map(|r| r.blob_key));
+            keys.push(r.text("blob_key")?);
+            keys.extend(super::rows::renditions(r)?.into_iter().map(|r| r.blob_key));
         }
         for table in ["versions", "documents"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE document_id = ?"))
@@ -468,18 +423,7 @@ impl MetadataStore for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(self.err())?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxEntry {
-                    seq: r.try_get("seq").map_err(self.err())?,
-                    event_id: r.try_get("event_id").map_err(self.err())?,
-                    event_type: r.try_get("event_type").map_err(self.err())?,
-                    key: r.try_get("key").map_err(self.err())?,
-                    payload: r.try_get("payload").map_err(self.err())?,
-                    created_at: Timestamp(r.try_get("created_at").map_err(self.err())?),
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_from_row).collect()
     }
 
     async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()> {
@@ -495,14 +439,4 @@ impl MetadataStore for SqliteMetadata {
         }
         tx.commit().await.map_err(self.err())
     }
-}
-
-fn check_owner(doc: &DocumentRecord, new: &NewVersion) -> Result<()> {
-    if doc.patient_id != new.patient_id || doc.exam_id != new.exam_id || doc.kind != new.kind {
-        return Err(Error::InvalidInput(format!(
-            "document {} belongs to another patient, exam or kind; a new version must keep them",
-            doc.document_id
-        )));
-    }
-    Ok(())
 }

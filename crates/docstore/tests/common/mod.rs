@@ -25,3 +25,19 @@ pub fn corpus_dir() -> PathBuf {
     );
     dir
 }
+
+/// A service setting from `scripts/services.sh` (e.g. `DOCSTORE_TEST_PG_URL`). Without it the test
+/// is skipped with a message, unless `DOCSTORE_REQUIRE_SERVICES` is set (as `scripts/test.sh`
+/// does), where a missing service is a failure.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_some() => {
+            panic!("{var} is not set: start the services with scripts/services.sh")
+        }
+        _ => {
+            eprintln!("SKIPPED: {var} not set (run scripts/services.sh start and source its env)");
+            None
+        }
+    }
+}

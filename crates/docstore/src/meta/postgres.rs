@@ -1,0 +1,356 @@
+//! [`MetadataStore`] on PostgreSQL through `sqlx`.
+//!
+//! A commit inserts the document row if missing, then locks it (`SELECT … FOR UPDATE`): concurrent
+//! writers to one document queue on that row lock and each sees the latest version when its turn
+//! comes. The version, the document update and the outbox row commit in one transaction.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::rows::{
+    RowAccess, check_owner, document_from_row, next_version, outbox_from_row, renditions, row_err,
+    version_from_row,
+};
+use super::{HoldChange, MetadataStore};
+use crate::error::{Error, Result};
+use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const VERSION_COLUMNS: &str = "document_id, version, version_id, patient_id, exam_id, kind, media_type, size, sha256, created_at, created_by, blob_key, key_block, state, renditions::text AS renditions";
+const DOCUMENT_COLUMNS: &str = "document_id, patient_id, exam_id, kind, latest_version, created_at, deleted_at, deleted_by, legal_hold, retain_until";
+
+/// PostgreSQL metadata store.
+#[derive(Debug, Clone)]
+pub struct PostgresMetadata {
+    pool: PgPool,
+}
+
+impl RowAccess for PgRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        self.try_get(col).map_err(row_err)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        self.try_get(col).map_err(row_err)
+    }
+}
+
+fn map_err(e: sqlx::Error) -> Error {
+    Error::Metadata(e.to_string())
+}
+
+impl PostgresMetadata {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(map_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Metadata(e.to_string()))?;
+        Ok(PostgresMetadata { pool })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(map_err)
+    }
+
+    async fn document_in(
+        tx: &mut Transaction<'static, Postgres>,
+        id: &str,
+        lock: bool,
+    ) -> Result<DocumentRecord> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = $1{}",
+            if lock { " FOR UPDATE" } else { "" }
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| document_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: id.to_owned(),
+                version: None,
+            })
+    }
+
+    async fn documents_where(&self, column: &str, value: &str) -> Result<Vec<DocumentRecord>> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE {column} = $1 ORDER BY created_at, document_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(document_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl MetadataStore for PostgresMetadata {
+    async fn commit_version(&self, new: NewVersion, expected_latest: Option<u64>) -> Result<VersionRecord> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO documents (document_id, patient_id, exam_id, kind, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (document_id) DO NOTHING",
+        )
+        .bind(&new.document_id)
+        .bind(&new.patient_id)
+        .bind(&new.exam_id)
+        .bind(new.kind.as_str())
+        .bind(new.created_at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let doc = Self::document_in(&mut tx, &new.document_id, true).await?;
+        check_owner(&doc, &new)?;
+        if doc.deleted_at.is_some() {
+            return Err(Error::Deleted {
+                document: new.document_id,
+            });
+        }
+        if let Some(expected) = expected_latest
+            && expected != doc.latest_version
+        {
+            return Err(Error::Conflict {
+                document: new.document_id,
+                expected,
+                actual: doc.latest_version,
+            });
+        }
+        let record = next_version(new, doc.latest_version);
+        let sql = format!(
+            "INSERT INTO versions ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, '[]')",
+            VERSION_COLUMNS.replace("renditions::text AS renditions", "renditions")
+        );
+        sqlx::query(&sql)
+            .bind(&record.document_id)
+            .bind(record.version as i64)
+            .bind(&record.version_id)
+            .bind(&record.patient_id)
+            .bind(&record.exam_id)
+            .bind(record.kind.as_str())
+            .bind(&record.media_type)
+            .bind(record.size as i64)
+            .bind(&record.sha256)
+            .bind(record.created_at.0)
+            .bind(&record.created_by)
+            .bind(&record.blob_key)
+            .bind(&record.key_block)
+            .bind(record.state.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("UPDATE documents SET latest_version = $1 WHERE document_id = $2")
+            .bind(record.version as i64)
+            .bind(&record.document_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let (event_id, payload) = crate::outbox::file_uploaded(&record);
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event_id)
+        .bind(crate::outbox::FILE_UPLOADED)
+        .bind(&record.document_id)
+        .bind(payload)
+        .bind(record.created_at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(record)
+    }
+
+    async fn document(&self, document_id: &str) -> Result<DocumentRecord> {
+        let mut tx = self.begin().await?;
+        let doc = Self::document_in(&mut tx, document_id, false).await;
+        tx.rollback().await.map_err(map_err)?;
+        doc
+    }
+
+    async fn version(&self, document_id: &str, version: Option<u64>) -> Result<VersionRecord> {
+        let row = match version {
+            Some(v) => {
+                let sql =
+                    format!("SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = $1 AND version = $2");
+                sqlx::query(&sql)
+                    .bind(document_id)
+                    .bind(v as i64)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = $1 ORDER BY version DESC LIMIT 1"
+                );
+                sqlx::query(&sql)
+                    .bind(document_id)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(map_err)?;
+        row.map(|r| version_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: document_id.to_owned(),
+                version,
+            })
+    }
+
+    async fn versions(&self, document_id: &str) -> Result<Vec<VersionRecord>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM versions WHERE document_id = $1 ORDER BY version");
+        let rows = sqlx::query(&sql)
+            .bind(document_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn set_tombstone(
+        &self,
+        document_id: &str,
+        tombstone: Option<(Timestamp, String)>,
+    ) -> Result<DocumentRecord> {
+        let (at, by) = tombstone
+            .map(|(t, b)| (Some(t.0), Some(b)))
+            .unwrap_or((None, None));
+        let row = sqlx::query(&format!(
+            "UPDATE documents SET deleted_at = $1, deleted_by = $2 WHERE document_id = $3 RETURNING {DOCUMENT_COLUMNS}"
+        ))
+        .bind(at)
+        .bind(by)
+        .bind(document_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| document_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: document_id.to_owned(),
+                version: None,
+            })
+    }
+
+    async fn set_hold(&self, document_id: &str, change: HoldChange) -> Result<DocumentRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE documents SET legal_hold = COALESCE($1, legal_hold), \
+             retain_until = CASE WHEN $2 THEN $3 ELSE retain_until END WHERE document_id = $4 \
+             RETURNING {DOCUMENT_COLUMNS}"
+        ))
+        .bind(change.legal_hold)
+        .bind(change.retain_until.is_some())
+        .bind(change.retain_until.flatten().map(|t| t.0))
+        .bind(document_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| document_from_row(&r))
+            .transpose()?
+            .ok_or_else(|| Error::NotFound {
+                document: document_id.to_owned(),
+                version: None,
+            })
+    }
+
+    async fn purge(&self, document_id: &str, now: Timestamp) -> Result<Vec<String>> {
+        let mut tx = self.begin().await?;
+        let doc = Self::document_in(&mut tx, document_id, true).await?;
+        if let Some(reason) = doc.purge_refusal(now) {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT blob_key, renditions::text AS renditions FROM versions WHERE document_id = $1",
+        )
+        .bind(document_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut keys = Vec::new();
+        for r in &rows {
+            keys.push(r.text("blob_key")?);
+            keys.extend(renditions(r)?.into_iter().map(|r| r.blob_key));
+        }
+        for table in ["versions", "documents"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE document_id = $1"))
+                .bind(document_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(keys)
+    }
+
+    async fn documents_by_patient(&self, patient_id: &str) -> Result<Vec<DocumentRecord>> {
+        self.documents_where("patient_id", patient_id).await
+    }
+
+    async fn documents_by_exam(&self, exam_id: &str) -> Result<Vec<DocumentRecord>> {
+        self.documents_where("exam_id", exam_id).await
+    }
+
+    async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT k FROM unnest($1::text[]) AS k WHERE EXISTS (SELECT 1 FROM versions v WHERE v.blob_key = k \
+             OR v.renditions @> jsonb_build_array(jsonb_build_object('blob_key', k)))",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(|r| r.text("k")).collect()
+    }
+
+    async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, event_type, key, payload, created_at FROM outbox WHERE sent_at IS NULL \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()> {
+        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE seq = ANY($2) AND sent_at IS NULL")
+            .bind(Timestamp::now().0)
+            .bind(seqs)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

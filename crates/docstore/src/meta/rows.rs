@@ -1,0 +1,107 @@
+//! Row decoding shared by the SQL backends: one mapping from columns to records, whatever the
+//! engine's native types.
+
+use crate::error::{Error, Result};
+use crate::model::{DocumentRecord, Kind, OutboxEntry, ProcessingState, Rendition, Timestamp, VersionRecord};
+
+/// Typed column access that each SQL backend implements for its row type.
+pub(crate) trait RowAccess {
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn flag(&self, col: &str) -> Result<bool>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>>;
+}
+
+pub(crate) fn row_err(e: sqlx::Error) -> Error {
+    Error::Metadata(e.to_string())
+}
+
+fn kind(r: &impl RowAccess) -> Result<Kind> {
+    let s = r.text("kind")?;
+    s.parse()
+        .map_err(|_| Error::Metadata(format!("unknown kind {s:?} in database")))
+}
+
+pub(crate) fn renditions(r: &impl RowAccess) -> Result<Vec<Rendition>> {
+    serde_json::from_str(&r.text("renditions")?).map_err(|e| Error::Metadata(e.to_string()))
+}
+
+pub(crate) fn document_from_row(r: &impl RowAccess) -> Result<DocumentRecord> {
+    Ok(DocumentRecord {
+        document_id: r.text("document_id")?,
+        patient_id: r.text("patient_id")?,
+        exam_id: r.text("exam_id")?,
+        kind: kind(r)?,
+        latest_version: r.int("latest_version")? as u64,
+        created_at: Timestamp(r.int("created_at")?),
+        deleted_at: r.opt_int("deleted_at")?.map(Timestamp),
+        deleted_by: r.opt_text("deleted_by")?,
+        legal_hold: r.flag("legal_hold")?,
+        retain_until: r.opt_int("retain_until")?.map(Timestamp),
+    })
+}
+
+pub(crate) fn version_from_row(r: &impl RowAccess) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        document_id: r.text("document_id")?,
+        version: r.int("version")? as u64,
+        version_id: r.text("version_id")?,
+        patient_id: r.text("patient_id")?,
+        exam_id: r.text("exam_id")?,
+        kind: kind(r)?,
+        media_type: r.text("media_type")?,
+        size: r.int("size")? as u64,
+        sha256: r.text("sha256")?,
+        created_at: Timestamp(r.int("created_at")?),
+        created_by: r.text("created_by")?,
+        blob_key: r.text("blob_key")?,
+        key_block: r.bytes("key_block")?,
+        state: ProcessingState::parse(&r.text("state")?)?,
+        renditions: renditions(r)?,
+    })
+}
+
+pub(crate) fn outbox_from_row(r: &impl RowAccess) -> Result<OutboxEntry> {
+    Ok(OutboxEntry {
+        seq: r.int("seq")?,
+        event_id: r.text("event_id")?,
+        event_type: r.text("event_type")?,
+        key: r.text("key")?,
+        payload: r.text("payload")?,
+        created_at: Timestamp(r.int("created_at")?),
+    })
+}
+
+/// Refuses a new version whose owner differs from the document's.
+pub(crate) fn check_owner(doc: &DocumentRecord, new: &crate::model::NewVersion) -> Result<()> {
+    if doc.patient_id != new.patient_id || doc.exam_id != new.exam_id || doc.kind != new.kind {
+        return Err(Error::InvalidInput(format!(
+            "document {} belongs to another patient, exam or kind; a new version must keep them",
+            doc.document_id
+        )));
+    }
+    Ok(())
+}
+
+/// The record a commit inserts as version `latest + 1`.
+pub(crate) fn next_version(new: crate::model::NewVersion, latest: u64) -> VersionRecord {
+    VersionRecord {
+        document_id: new.document_id,
+        version: latest + 1,
+        version_id: new.version_id,
+        patient_id: new.patient_id,
+        exam_id: new.exam_id,
+        kind: new.kind,
+        media_type: new.media_type,
+        size: new.size,
+        sha256: hex::encode(new.sha256),
+        created_at: new.created_at,
+        created_by: new.created_by,
+        blob_key: new.blob_key,
+        key_block: new.key_block,
+        state: ProcessingState::Pending,
+        renditions: Vec::new(),
+    }
+}

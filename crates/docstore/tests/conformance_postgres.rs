@@ -1,0 +1,64 @@
+//! The conformance suite on PostgreSQL (a real server from `scripts/services.sh`), alone and mixed
+//! with the embedded blob store and keyring.
+
+mod common;
+
+use std::sync::Arc;
+
+use docstore::DocStore;
+use docstore::audit::MemoryAudit;
+use docstore::blob::ObjectBlobStore;
+use docstore::conformance;
+use docstore::keys::keyring::Keyring;
+use docstore::meta::postgres::PostgresMetadata;
+
+async fn pg() -> Option<PostgresMetadata> {
+    let url = common::service("DOCSTORE_TEST_PG_URL")?;
+    Some(
+        PostgresMetadata::connect(&url, 20)
+            .await
+            .expect("connect to PostgreSQL"),
+    )
+}
+
+fn store_with(meta: PostgresMetadata, dir: &std::path::Path) -> DocStore {
+    DocStore::new(
+        Arc::new(ObjectBlobStore::local(&dir.join("objects")).unwrap()),
+        Arc::new(meta),
+        Arc::new(Keyring::create(&dir.join("keyring.json")).unwrap()),
+        Arc::new(MemoryAudit::default()),
+    )
+}
+
+#[tokio::test]
+async fn metadata_postgres() {
+    let Some(meta) = pg().await else { return };
+    conformance::metadata_store(&meta).await;
+}
+
+#[tokio::test]
+async fn docstore_on_postgres() {
+    let Some(meta) = pg().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    conformance::docstore(&store_with(meta, dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_fifty_puts_on_postgres() {
+    let Some(meta) = pg().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    conformance::concurrent_writers(&store_with(meta, dir.path()), 16, 50).await;
+}
+
+#[tokio::test]
+async fn crash_between_blob_and_commit_on_postgres() {
+    let Some(meta) = pg().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    conformance::crash_before_commit(
+        Arc::new(ObjectBlobStore::local(&dir.path().join("objects")).unwrap()),
+        Arc::new(meta),
+        Arc::new(Keyring::create(&dir.path().join("k.json")).unwrap()),
+        Arc::new(MemoryAudit::default()),
+    )
+    .await;
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs (if needed), starts and stops the servers the integration tests run against, on
+# 127.0.0.1 only, on free ports:
+#   - moto (PyPI `moto[server]`, in a venv): S3, DynamoDB and KMS on one port
+#   - PostgreSQL (Debian's `postgresql`): a throwaway cluster
+# Usage: scripts/services.sh start|stop|env
+#   start  prints nothing but progress; writes $DOCSTORE_SERVICES_DIR/env (source it)
+#   env    prints the env file
+set -euo pipefail
+dir=${DOCSTORE_SERVICES_DIR:-/tmp/docstore-services}
+venv=${DOCSTORE_VENV:-$HOME/.cache/docstore-venv}
+mkdir -p "$dir"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+wait_port() { # port, seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open within $2 s" >&2; return 1
+}
+
+pg_bin() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$d" ] || [ ! -x "$d/initdb" ]; then
+    echo "installing postgresql from Debian" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null
+    d=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  echo "$d"
+}
+
+as_pg() { # postgres refuses to run as root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_moto() {
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server] into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
+  fi
+  local port; port=$(free_port)
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+  echo $! >"$dir/moto.pid"
+  wait_port "$port" 30
+  # Buckets are created with an unsigned PUT (moto accepts it).
+  curl -fsS -X PUT "http://127.0.0.1:$port/docstore-test" >/dev/null
+  echo "moto on 127.0.0.1:$port" >&2
+  echo "$port"
+}
+
+start_pg() {
+  local bin port data
+  bin=$(pg_bin)
+  port=$(free_port)
+  data="$dir/pg"
+  rm -rf "$data"; mkdir -p "$data"
+  chown -R postgres "$dir" 2>/dev/null || true
+  as_pg "$bin/initdb" -D "$data" -U docstore --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1
+  as_pg "$bin/pg_ctl" -D "$data" -l "$dir/pg.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null
+  as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U docstore docstore
+  echo "postgres on 127.0.0.1:$port" >&2
+  echo "$port"
+}
+
+stop_all() {
+  if [ -f "$dir/moto.pid" ]; then kill "$(cat "$dir/moto.pid")" 2>/dev/null || true; rm -f "$dir/moto.pid"; fi
+  if [ -d "$dir/pg" ]; then
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$bin" ] && as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+case "${1:-}" in
+  start)
+    stop_all
+    moto_port=$(start_moto)
+    pg_port=$(start_pg)
+    cat >"$dir/env" <<ENV
+export DOCSTORE_TEST_AWS_ENDPOINT=http://127.0.0.1:$moto_port
+export DOCSTORE_TEST_S3_BUCKET=docstore-test
+export DOCSTORE_TEST_PG_URL=postgres://docstore@127.0.0.1:$pg_port/docstore
+export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
+export DOCSTORE_TEST_MOTO_BIN=$venv/bin/moto_server
+ENV
+    ;;
+  stop) stop_all ;;
+  env) cat "$dir/env" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac
