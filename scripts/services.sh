@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (if needed), starts and stops the servers the integration tests run against, on
 # 127.0.0.1 only, on free ports:
-#   - moto (PyPI `moto[server]`, in a venv): S3, DynamoDB and KMS on one port
+#   - moto (PyPI `moto[server]`, in a venv): S3, DynamoDB and KMS on one port, launched through
+#     scripts/moto_server.py, which adds KMS key-state enforcement that moto lacks
 #   - PostgreSQL (Debian's `postgresql`): a throwaway cluster
 # Usage: scripts/services.sh start|stop|env
 #   start  prints nothing but progress; writes $DOCSTORE_SERVICES_DIR/env (source it)
@@ -44,7 +45,8 @@ start_moto() {
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
   fi
   local port; port=$(free_port)
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
+  # moto plus KMS key-state checks (see scripts/moto_server.py).
+  "$venv/bin/python" "$(dirname "$0")/moto_server.py" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
   echo $! >"$dir/moto.pid"
   wait_port "$port" 30
   # Buckets are created with an unsigned PUT (moto accepts it).
@@ -86,7 +88,6 @@ export DOCSTORE_TEST_AWS_ENDPOINT=http://127.0.0.1:$moto_port
 export DOCSTORE_TEST_S3_BUCKET=docstore-test
 export DOCSTORE_TEST_PG_URL=postgres://docstore@127.0.0.1:$pg_port/docstore
 export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
-export DOCSTORE_TEST_MOTO_BIN=$venv/bin/moto_server
 ENV
     ;;
   stop) stop_all ;;

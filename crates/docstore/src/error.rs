@@ -56,6 +56,27 @@ pub enum IntegrityError {
     },
 }
 
+/// Why a key provider could not serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFailure {
+    /// The caller may not use the key.
+    #[error("access denied")]
+    AccessDenied,
+    /// The key is disabled.
+    #[error("key disabled")]
+    Disabled,
+    /// The key does not exist (or is pending deletion).
+    #[error("key not found")]
+    NotFound,
+    /// The provider kept throttling after bounded retries.
+    #[error("throttled after retries")]
+    Throttled,
+    /// The provider could not be reached or failed.
+    #[error("provider unavailable")]
+    Unavailable,
+}
+
 /// Errors returned by the docstore library.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,6 +129,22 @@ pub enum Error {
     /// A key provider failed (unknown key, disabled key, bad keyring).
     #[error("key provider: {0}")]
     Key(String),
+    /// A key provider refused or failed a request for a key.
+    #[error("key {key_id}: {failure}")]
+    KeyUnavailable {
+        /// Key id, alias or ARN.
+        key_id: String,
+        /// What went wrong.
+        failure: KeyFailure,
+    },
+    /// The version was crypto-shredded: its wrapped data key is destroyed, it can never be read.
+    #[error("document {document} v{version} was crypto-shredded and can never be read")]
+    Shredded {
+        /// Document id.
+        document: String,
+        /// Version.
+        version: u64,
+    },
     /// The local keyring file is readable by group or others, or is not a regular file.
     #[error("keyring {path} has unsafe permissions {mode:o}; it must be 0600 and owned by you")]
     KeyringPermissions {
@@ -178,7 +215,8 @@ impl Error {
             Error::Integrity { .. } => "integrity",
             Error::Refused { .. } => "refused",
             Error::InvalidInput(_) => "invalid_input",
-            Error::Key(_) | Error::KeyringPermissions { .. } => "key",
+            Error::Key(_) | Error::KeyringPermissions { .. } | Error::KeyUnavailable { .. } => "key",
+            Error::Shredded { .. } => "shredded",
             Error::MetadataCorrupt { .. } => "metadata_corrupt",
             Error::Metadata(_) => "metadata",
             Error::Blob { .. } => "blob",

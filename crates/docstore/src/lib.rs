@@ -27,6 +27,8 @@
 //! ```
 
 pub mod audit;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod blob;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -38,7 +40,7 @@ mod model;
 pub mod outbox;
 mod store;
 
-pub use error::{Error, IntegrityError, Result};
+pub use error::{Error, IntegrityError, KeyFailure, Result};
 pub use model::{
     DocumentRecord, Identity, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition, Timestamp,
     VersionRecord, validate_id,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::{BlobMeta, BlobRead, BlobStore, BlobUpload};
 use crate::error::{Error, Result};
@@ -40,6 +40,19 @@ impl ObjectBlobStore {
             })?;
         Ok(ObjectBlobStore::new(Arc::new(fs)))
     }
+
+    /// An Amazon S3 bucket, optionally under a key prefix.
+    #[cfg(feature = "aws")]
+    pub fn s3(bucket: &str, prefix: Option<&str>, settings: &crate::aws::AwsSettings) -> Result<Self> {
+        let s3 = settings.s3_store(bucket).map_err(|source| Error::Blob {
+            key: format!("s3://{bucket}"),
+            source,
+        })?;
+        Ok(match prefix.filter(|p| !p.is_empty()) {
+            Some(p) => ObjectBlobStore::new(Arc::new(object_store::prefix::PrefixStore::new(s3, p))),
+            None => ObjectBlobStore::new(Arc::new(s3)),
+        })
+    }
 }
 
 fn blob_err(key: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
@@ -49,44 +62,92 @@ fn blob_err(key: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
     }
 }
 
+/// Small bodies are buffered and written with one conditional `put` (`PutMode::Create`: a key is
+/// never overwritten); past one chunk the upload switches to multipart, whose keys are fresh UUIDs.
+enum UploadState {
+    Buffered(Vec<Bytes>, usize),
+    Multipart(WriteMultipart),
+}
+
 struct Upload {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
     key: String,
-    writer: WriteMultipart,
+    state: Option<UploadState>,
 }
 
 #[async_trait]
 impl BlobUpload for Upload {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        self.writer
-            .wait_for_capacity(MAX_IN_FLIGHT)
-            .await
-            .map_err(blob_err(&self.key))?;
-        self.writer.put(data);
+        match self.state.take() {
+            Some(UploadState::Buffered(mut parts, size)) => {
+                let size = size + data.len();
+                parts.push(data);
+                if size < CHUNK {
+                    self.state = Some(UploadState::Buffered(parts, size));
+                    return Ok(());
+                }
+                let upload = self
+                    .store
+                    .put_multipart(&self.path)
+                    .await
+                    .map_err(blob_err(&self.key))?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+                for p in parts {
+                    writer.put(p);
+                }
+                self.state = Some(UploadState::Multipart(writer));
+            }
+            Some(UploadState::Multipart(mut writer)) => {
+                let waited = writer.wait_for_capacity(MAX_IN_FLIGHT).await;
+                if let Err(e) = waited {
+                    let _ = writer.abort().await;
+                    return Err(blob_err(&self.key)(e));
+                }
+                writer.put(data);
+                self.state = Some(UploadState::Multipart(writer));
+            }
+            None => return Err(Error::InvalidInput("upload already failed".into())),
+        }
         Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<()> {
         let key = self.key;
-        self.writer.finish().await.map(|_| ()).map_err(blob_err(&key))
+        match self.state {
+            Some(UploadState::Buffered(parts, _)) => {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                self.store
+                    .put_opts(&self.path, PutPayload::from_iter(parts), opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(blob_err(&key))
+            }
+            Some(UploadState::Multipart(writer)) => writer.finish().await.map(|_| ()).map_err(blob_err(&key)),
+            None => Err(Error::InvalidInput("upload already failed".into())),
+        }
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
         let key = self.key;
-        self.writer.abort().await.map_err(blob_err(&key))
+        match self.state {
+            Some(UploadState::Multipart(writer)) => writer.abort().await.map_err(blob_err(&key)),
+            _ => Ok(()),
+        }
     }
 }
 
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
     async fn upload(&self, key: &str) -> Result<Box<dyn BlobUpload>> {
-        let upload = self
-            .inner
-            .put_multipart(&Path::from(key))
-            .await
-            .map_err(blob_err(key))?;
         Ok(Box::new(Upload {
+            store: self.inner.clone(),
+            path: Path::from(key),
             key: key.to_owned(),
-            writer: WriteMultipart::new_with_chunk_size(upload, CHUNK),
+            state: Some(UploadState::Buffered(Vec::new(), 0)),
         }))
     }
 

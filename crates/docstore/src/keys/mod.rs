@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use crate::envelope::{DataKey, EncryptionContext};
 use crate::error::{Error, IntegrityError, Result};
 
+pub mod cache;
 pub mod keyring;
+#[cfg(feature = "aws")]
+pub mod kms;
 
 /// One wrapped copy of a data key.
 #[derive(Clone, PartialEq, Eq)]

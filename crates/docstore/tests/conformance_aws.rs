@@ -1,0 +1,182 @@
+//! The conformance suite on S3 and KMS (moto, from `scripts/services.sh`), and on the mixes the
+//! configuration allows with SQLite and PostgreSQL metadata; KMS fault behaviour.
+
+mod common;
+
+use std::sync::Arc;
+
+use docstore::audit::MemoryAudit;
+use docstore::aws::AwsSettings;
+use docstore::blob::ObjectBlobStore;
+use docstore::conformance;
+use docstore::envelope::EncryptionContext;
+use docstore::keys::KeyProvider;
+use docstore::keys::kms::KmsKeys;
+use docstore::meta::MetadataStore;
+use docstore::meta::sqlite::SqliteMetadata;
+use docstore::{DocStore, Error, Identity, IntegrityError, KeyFailure};
+
+fn aws() -> Option<AwsSettings> {
+    common::service("DOCSTORE_TEST_AWS_ENDPOINT").map(|e| AwsSettings::local(&e))
+}
+
+fn s3(settings: &AwsSettings) -> ObjectBlobStore {
+    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    ObjectBlobStore::s3(&bucket, Some(&prefix), settings).unwrap()
+}
+
+/// A fresh KMS key with an alias; returns (provider, key id).
+async fn kms(settings: &AwsSettings) -> (KmsKeys, String) {
+    let client = settings.kms_client();
+    let key = client.create_key().send().await.unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    let alias = format!("alias/docstore-test-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    (KmsKeys::new(client, alias), key_id)
+}
+
+#[tokio::test]
+async fn blob_store_s3() {
+    let Some(settings) = aws() else { return };
+    conformance::blob_store(&s3(&settings)).await;
+}
+
+#[tokio::test]
+async fn key_provider_kms() {
+    let Some(settings) = aws() else { return };
+    conformance::key_provider(&kms(&settings).await.0).await;
+}
+
+async fn mixed_store(settings: &AwsSettings, meta: Arc<dyn MetadataStore>) -> DocStore {
+    DocStore::new(
+        Arc::new(s3(settings)),
+        meta,
+        Arc::new(kms(settings).await.0),
+        Arc::new(MemoryAudit::default()),
+    )
+}
+
+#[tokio::test]
+async fn docstore_s3_sqlite_kms() {
+    let Some(settings) = aws() else { return };
+    let meta = Arc::new(SqliteMetadata::in_memory().await.unwrap());
+    conformance::docstore(&mixed_store(&settings, meta).await).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn docstore_s3_postgres_kms() {
+    let Some(settings) = aws() else { return };
+    let Some(url) = common::service("DOCSTORE_TEST_PG_URL") else {
+        return;
+    };
+    let meta = Arc::new(
+        docstore::meta::postgres::PostgresMetadata::connect(&url, 10)
+            .await
+            .unwrap(),
+    );
+    conformance::docstore(&mixed_store(&settings, meta).await).await;
+}
+
+#[tokio::test]
+async fn docstore_local_sqlite_kms() {
+    let Some(settings) = aws() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::new(
+        Arc::new(ObjectBlobStore::local(dir.path()).unwrap()),
+        Arc::new(SqliteMetadata::in_memory().await.unwrap()),
+        Arc::new(kms(&settings).await.0),
+        Arc::new(MemoryAudit::default()),
+    );
+    conformance::docstore(&store).await;
+}
+
+#[tokio::test]
+async fn crash_between_blob_and_commit_on_s3() {
+    let Some(settings) = aws() else { return };
+    conformance::crash_before_commit(
+        Arc::new(s3(&settings)),
+        Arc::new(SqliteMetadata::in_memory().await.unwrap()),
+        Arc::new(kms(&settings).await.0),
+        Arc::new(MemoryAudit::default()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn large_body_goes_multipart_on_s3() {
+    let Some(settings) = aws() else { return };
+    let store = mixed_store(&settings, Arc::new(SqliteMetadata::in_memory().await.unwrap())).await;
+    let who = Identity::new("staff:s3");
+    let body = conformance::pattern(13 * 1024 * 1024 + 5, 77);
+    let v = store
+        .put(&who, conformance::request(None, "p-s3", "e-s3"), &body[..])
+        .await
+        .unwrap();
+    let back = store
+        .get(&who, &v.document_id, None)
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    assert!(back[..] == body[..]);
+    let r = store
+        .get_range(&who, &v.document_id, None, 6_000_000..6_200_000)
+        .await
+        .unwrap();
+    assert!(r[..] == body[6_000_000..6_200_000]);
+    assert!(store.blobs().size(&v.blob_key).await.unwrap() > body.len() as u64);
+}
+
+#[tokio::test]
+async fn kms_faults_are_typed() {
+    let Some(settings) = aws() else { return };
+    let (keys, key_id) = kms(&settings).await;
+    let ctx = EncryptionContext::new([("docstore.document", "d1"), ("docstore.version_id", "v1")]);
+    let (_, wrapped) = keys.generate_data_key(&ctx).await.unwrap();
+    // Another document's context: KMS refuses, typed as an unwrap integrity failure.
+    let other = EncryptionContext::new([("docstore.document", "d2"), ("docstore.version_id", "v1")]);
+    assert!(matches!(
+        keys.decrypt_data_key(&wrapped, &other).await,
+        Err(Error::Integrity {
+            kind: IntegrityError::KeyUnwrap,
+            ..
+        })
+    ));
+    // A disabled key: typed, for both generate and decrypt; enabling it again restores service.
+    let client = settings.kms_client();
+    client.disable_key().key_id(&key_id).send().await.unwrap();
+    assert!(matches!(
+        keys.decrypt_data_key(&wrapped, &ctx).await,
+        Err(Error::KeyUnavailable {
+            failure: KeyFailure::Disabled,
+            ..
+        })
+    ));
+    assert!(matches!(
+        keys.generate_data_key(&ctx).await,
+        Err(Error::KeyUnavailable {
+            failure: KeyFailure::Disabled,
+            ..
+        })
+    ));
+    client.enable_key().key_id(&key_id).send().await.unwrap();
+    keys.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+    // An unknown key.
+    let missing = KmsKeys::new(settings.kms_client(), "alias/does-not-exist");
+    assert!(matches!(
+        missing.generate_data_key(&ctx).await,
+        Err(Error::KeyUnavailable {
+            failure: KeyFailure::NotFound,
+            ..
+        })
+    ));
+}
