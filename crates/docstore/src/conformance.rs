@@ -227,9 +227,17 @@ pub async fn metadata_store(meta: &dyn MetadataStore) {
         assert_eq!(ev["specversion"], "1.0");
         assert_eq!(ev["data"]["version"], v.version);
     }
-    meta.outbox_mark_sent(&[pending[0].seq]).await.unwrap();
+    meta.outbox_mark_sent(&[pending[0].event_id.clone()])
+        .await
+        .unwrap();
     assert_eq!(outbox_for(meta, &doc).await.len(), 1);
-    meta.outbox_mark_sent(&[pending[1].seq]).await.unwrap();
+    meta.outbox_mark_sent(&[pending[0].event_id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(outbox_for(meta, &doc).await.len(), 1, "re-marking is a no-op");
+    meta.outbox_mark_sent(&[pending[1].event_id.clone()])
+        .await
+        .unwrap();
     assert!(outbox_for(meta, &doc).await.is_empty());
 
     // Purge rules: not before delete, not under hold or retention.
@@ -498,15 +506,16 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// `writers` tasks each put `puts` versions of one document at once: versions must be exactly
+/// `writers` tasks each put `puts` versions of one document at once, spread round-robin over
+/// `stores` (separate instances model separate processes): versions must be exactly
 /// 1..=writers×puts, each body readable back under its own number.
-pub async fn concurrent_writers(store: &DocStore, writers: usize, puts: usize) {
+pub async fn concurrent_writers(stores: &[DocStore], writers: usize, puts: usize) {
     let (patient, exam) = (fresh("pat"), fresh("exam"));
     let who = Identity::new("staff:concurrency");
     let doc = fresh("doc");
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let store = store.clone();
+        let store = stores[w % stores.len()].clone();
         let (doc, patient, exam, who) = (doc.clone(), patient.clone(), exam.clone(), who.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
@@ -533,6 +542,7 @@ pub async fn concurrent_writers(store: &DocStore, writers: usize, puts: usize) {
         (1..=total).collect::<HashSet<_>>(),
         "gaps in version numbers"
     );
+    let store = &stores[0];
     let listed = store.versions(&who, &doc).await.unwrap();
     assert_eq!(
         listed.iter().map(|v| v.version).collect::<Vec<_>>(),
@@ -594,7 +604,7 @@ impl MetadataStore for StallingCommit {
     async fn outbox_pending(&self, l: usize) -> Result<Vec<OutboxEntry>> {
         self.0.outbox_pending(l).await
     }
-    async fn outbox_mark_sent(&self, s: &[i64]) -> Result<()> {
+    async fn outbox_mark_sent(&self, s: &[String]) -> Result<()> {
         self.0.outbox_mark_sent(s).await
     }
 }

@@ -161,6 +161,15 @@ pub enum Error {
         /// What the database engine said.
         detail: String,
     },
+    /// A backend could not be reached, or kept failing after bounded retries; nothing was
+    /// committed by the failed call.
+    #[error("{backend} unavailable: {detail}")]
+    Unavailable {
+        /// Which backend (`dynamodb`, `kms`, `postgres`, `s3`).
+        backend: String,
+        /// What the client saw (no request content).
+        detail: String,
+    },
     /// A metadata backend failed.
     #[error("metadata store: {0}")]
     Metadata(String),
@@ -219,6 +228,7 @@ impl Error {
             Error::Shredded { .. } => "shredded",
             Error::MetadataCorrupt { .. } => "metadata_corrupt",
             Error::Metadata(_) => "metadata",
+            Error::Unavailable { .. } => "unavailable",
             Error::Blob { .. } => "blob",
             Error::NotInitialized { .. } => "not_initialized",
             Error::Io { .. } => "io",

@@ -216,6 +216,11 @@ impl DocStore {
         &self.blobs
     }
 
+    /// The key provider.
+    pub fn keys(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
+    }
+
     /// The audit sink.
     pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
         &self.audit

@@ -180,3 +180,71 @@ async fn kms_faults_are_typed() {
         })
     ));
 }
+
+/// A fresh DynamoDB table.
+async fn dynamodb(settings: &AwsSettings) -> docstore::meta::dynamodb::DynamoMetadata {
+    use docstore::meta::dynamodb::DynamoMetadata;
+    let client = settings.dynamodb_client();
+    let table = format!("docstore-test-{}", uuid::Uuid::new_v4().simple());
+    DynamoMetadata::create_table(&client, &table).await.unwrap();
+    DynamoMetadata::new(client, table)
+}
+
+#[tokio::test]
+async fn metadata_dynamodb() {
+    let Some(settings) = aws() else { return };
+    conformance::metadata_store(&dynamodb(&settings).await).await;
+}
+
+#[tokio::test]
+async fn docstore_s3_dynamodb_kms() {
+    let Some(settings) = aws() else { return };
+    let meta = Arc::new(dynamodb(&settings).await);
+    conformance::docstore(&mixed_store(&settings, meta).await).await;
+}
+
+#[tokio::test]
+async fn docstore_local_dynamodb_keyring() {
+    let Some(settings) = aws() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::new(
+        Arc::new(ObjectBlobStore::local(&dir.path().join("objects")).unwrap()),
+        Arc::new(dynamodb(&settings).await),
+        Arc::new(docstore::keys::keyring::Keyring::create(&dir.path().join("k.json")).unwrap()),
+        Arc::new(MemoryAudit::default()),
+    );
+    conformance::docstore(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_fifty_puts_on_dynamodb() {
+    let Some(settings) = aws() else { return };
+    let meta = dynamodb(&settings).await;
+    let store = mixed_store(&settings, Arc::new(meta.clone())).await;
+    // Four store instances model four processes: each has its own commit lock, so the
+    // conditional transaction is what keeps their versions apart.
+    let stores: Vec<DocStore> = (0..4)
+        .map(|_| {
+            let own = docstore::meta::dynamodb::DynamoMetadata::new(settings.dynamodb_client(), meta.table());
+            DocStore::new(
+                store.blobs().clone(),
+                Arc::new(own),
+                store.keys().clone(),
+                store.audit_sink().clone(),
+            )
+        })
+        .collect();
+    conformance::concurrent_writers(&stores, 16, 50).await;
+}
+
+#[tokio::test]
+async fn crash_between_blob_and_commit_on_dynamodb() {
+    let Some(settings) = aws() else { return };
+    conformance::crash_before_commit(
+        Arc::new(s3(&settings)),
+        Arc::new(dynamodb(&settings).await),
+        Arc::new(kms(&settings).await.0),
+        Arc::new(MemoryAudit::default()),
+    )
+    .await;
+}

@@ -52,7 +52,7 @@ async fn docstore_embedded_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_writers_fifty_puts_one_document() {
     let (_dir, store) = common::local_store().await;
-    conformance::concurrent_writers(&store, 16, 50).await;
+    conformance::concurrent_writers(&[store], 16, 50).await;
 }
 
 #[tokio::test]

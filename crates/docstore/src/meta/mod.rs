@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
 
+#[cfg(feature = "aws")]
+pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
@@ -69,6 +71,6 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Unsent outbox entries, oldest first.
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
 
-    /// Marks outbox entries sent.
-    async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()>;
+    /// Marks outbox entries sent, by event id (marking an already-sent entry is a no-op).
+    async fn outbox_mark_sent(&self, event_ids: &[String]) -> Result<()>;
 }

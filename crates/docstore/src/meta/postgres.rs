@@ -344,10 +344,10 @@ impl MetadataStore for PostgresMetadata {
         rows.iter().map(outbox_from_row).collect()
     }
 
-    async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()> {
-        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE seq = ANY($2) AND sent_at IS NULL")
+    async fn outbox_mark_sent(&self, event_ids: &[String]) -> Result<()> {
+        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE event_id = ANY($2) AND sent_at IS NULL")
             .bind(Timestamp::now().0)
-            .bind(seqs)
+            .bind(event_ids)
             .execute(&self.pool)
             .await
             .map_err(map_err)?;

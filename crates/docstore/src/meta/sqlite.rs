@@ -426,13 +426,13 @@ impl MetadataStore for SqliteMetadata {
         rows.iter().map(outbox_from_row).collect()
     }
 
-    async fn outbox_mark_sent(&self, seqs: &[i64]) -> Result<()> {
+    async fn outbox_mark_sent(&self, event_ids: &[String]) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = Timestamp::now().0;
-        for seq in seqs {
-            sqlx::query("UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL")
+        for id in event_ids {
+            sqlx::query("UPDATE outbox SET sent_at = ? WHERE event_id = ? AND sent_at IS NULL")
                 .bind(now)
-                .bind(seq)
+                .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(self.err())?;
