@@ -210,6 +210,33 @@ pub async fn metadata_store(meta: &dyn MetadataStore) {
             .is_empty()
     );
 
+    // Key block compare-and-swap (re-wrap, shred).
+    meta.replace_key_block(&doc, 1, &[1, 2, 3], &[4, 5])
+        .await
+        .unwrap();
+    assert_eq!(meta.version(&doc, Some(1)).await.unwrap().key_block, vec![4, 5]);
+    assert!(matches!(
+        meta.replace_key_block(&doc, 1, &[1, 2, 3], &[6]).await,
+        Err(Error::Refused { .. })
+    ));
+    assert!(matches!(
+        meta.replace_key_block(&doc, 9, &[4, 5], &[6]).await,
+        Err(Error::Refused { .. })
+    ));
+    meta.replace_key_block(&doc, 1, &[4, 5], &[1, 2, 3])
+        .await
+        .unwrap();
+    let listed = meta.list_documents(None, 100_000).await.unwrap();
+    assert!(
+        listed.windows(2).all(|w| w[0].document_id < w[1].document_id),
+        "list_documents is ordered"
+    );
+    assert!(listed.iter().any(|d| d.document_id == doc));
+    let before = &doc[..doc.len() - 1];
+    let page = meta.list_documents(Some(before), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].document_id.as_str() > before);
+
     let refs = meta
         .referenced_blobs(&[v1.blob_key.clone(), "blobs/none/none".into()])
         .await
@@ -564,6 +591,158 @@ pub async fn concurrent_writers(stores: &[DocStore], writers: usize, puts: usize
     }
 }
 
+/// Re-wrap and crypto-shredding: `store` (reading with its own provider) moves two documents to
+/// `target`; `retire_old` then makes the old key unusable (delete the keyring, disable the KMS key);
+/// every version must still read through `target` with unchanged digests and blobs, a second pass
+/// must find nothing to do, and a shredded version must be unreadable for good.
+pub async fn rewrap_and_shred<F: Future<Output = ()>>(
+    store: &DocStore,
+    target: Arc<dyn KeyProvider>,
+    retire_old: F,
+) {
+    let who = Identity::new("staff:keys");
+    let (patient, exam) = (fresh("pat"), fresh("exam"));
+    let mut docs = Vec::new();
+    let mut bodies = Vec::new();
+    for i in 0..2u64 {
+        let a = store
+            .put(&who, request(None, &patient, &exam), &pattern(70_000, i)[..])
+            .await
+            .unwrap();
+        let b = store
+            .put(
+                &who,
+                request(Some(&a.document_id), &patient, &exam),
+                &pattern(1000, 10 + i)[..],
+            )
+            .await
+            .unwrap();
+        bodies.push((a.clone(), pattern(70_000, i)));
+        bodies.push((b, pattern(1000, 10 + i)));
+        docs.push(a.document_id);
+    }
+    let blob_bytes = |s: &DocStore, key: String| {
+        let s = s.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut st = s.blobs().get(&key).await.unwrap().stream;
+            while let Some(c) = st.next().await {
+                out.extend_from_slice(&c.unwrap());
+            }
+            out
+        }
+    };
+    let before: Vec<Vec<u8>> =
+        futures::future::join_all(bodies.iter().map(|(r, _)| blob_bytes(store, r.blob_key.clone()))).await;
+
+    let report = store.rewrap(&who, target.clone(), &docs, None).await.unwrap();
+    assert_eq!((report.rewrapped, report.already), (4, 0), "{report:?}");
+    retire_old.await;
+    let moved = DocStore::new(
+        store.blobs().clone(),
+        store.metadata().clone(),
+        target.clone(),
+        store.audit_sink().clone(),
+    );
+    for ((rec, body), blob) in bodies.iter().zip(&before) {
+        let got = moved
+            .get(&who, &rec.document_id, Some(rec.version))
+            .await
+            .unwrap()
+            .read_all()
+            .await
+            .unwrap();
+        assert!(got[..] == body[..], "content changed by rewrap");
+        assert_eq!(
+            &blob_bytes(&moved, rec.blob_key.clone()).await,
+            blob,
+            "rewrap touched the blob"
+        );
+        let now = moved
+            .metadata()
+            .version(&rec.document_id, Some(rec.version))
+            .await
+            .unwrap();
+        assert_eq!(
+            (now.sha256.as_str(), now.blob_key.as_str()),
+            (rec.sha256.as_str(), rec.blob_key.as_str())
+        );
+        assert_ne!(now.key_block, rec.key_block, "key block not replaced");
+    }
+    let again = moved.rewrap(&who, target.clone(), &docs, None).await.unwrap();
+    assert_eq!(
+        (again.rewrapped, again.already),
+        (0, 4),
+        "second pass must be a no-op: {again:?}"
+    );
+
+    // Shred v1 of the first document: unreadable, whole or ranged; v2 unaffected; audited.
+    let (victim, _) = &bodies[0];
+    let old_block = moved
+        .metadata()
+        .version(&victim.document_id, Some(1))
+        .await
+        .unwrap()
+        .key_block;
+    let shredded = moved.shred(&who, &victim.document_id, 1).await.unwrap();
+    assert!(shredded.key_block.is_empty());
+    assert!(matches!(
+        moved.get(&who, &victim.document_id, Some(1)).await,
+        Err(Error::Shredded { version: 1, .. })
+    ));
+    assert!(matches!(
+        moved.get_range(&who, &victim.document_id, Some(1), 0..10).await,
+        Err(Error::Shredded { .. })
+    ));
+    assert!(
+        matches!(
+            store.get(&who, &victim.document_id, Some(1)).await,
+            Err(Error::Shredded { .. })
+        ),
+        "the old provider cannot read it either"
+    );
+    let blob = blob_bytes(&moved, victim.blob_key.clone()).await;
+    for k in crate::keys::decode_key_block(&old_block).unwrap() {
+        assert!(
+            !blob
+                .windows(k.ciphertext.len())
+                .any(|w| w == k.ciphertext.as_slice()),
+            "wrapped key copy in blob"
+        );
+    }
+    moved
+        .get(&who, &victim.document_id, Some(2))
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    let after_shred = moved.rewrap(&who, target.clone(), &docs, None).await.unwrap();
+    assert_eq!(after_shred.shredded, 1);
+    // Shredding is refused under legal hold.
+    moved
+        .set_hold(
+            &who,
+            &victim.document_id,
+            HoldChange {
+                legal_hold: Some(true),
+                retain_until: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        moved.shred(&who, &victim.document_id, 2).await,
+        Err(Error::Refused { .. })
+    ));
+    let trail = moved
+        .audit_log(&who, Some(&victim.document_id), 1000)
+        .await
+        .unwrap();
+    assert!(trail.iter().any(|r| r.action == "shred" && r.outcome == "ok"));
+    assert!(trail.iter().any(|r| r.action == "get" && r.outcome == "shredded"));
+}
+
 /// A metadata store whose commits never return: dropping the put future models a crash between the
 /// blob write and the metadata commit.
 #[derive(Debug)]
@@ -597,6 +776,12 @@ impl MetadataStore for StallingCommit {
     }
     async fn documents_by_exam(&self, e: &str) -> Result<Vec<DocumentRecord>> {
         self.0.documents_by_exam(e).await
+    }
+    async fn replace_key_block(&self, d: &str, v: u64, e: &[u8], n: &[u8]) -> Result<()> {
+        self.0.replace_key_block(d, v, e, n).await
+    }
+    async fn list_documents(&self, a: Option<&str>, l: usize) -> Result<Vec<DocumentRecord>> {
+        self.0.list_documents(a, l).await
     }
     async fn referenced_blobs(&self, k: &[String]) -> Result<HashSet<String>> {
         self.0.referenced_blobs(k).await

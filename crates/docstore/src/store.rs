@@ -46,6 +46,19 @@ pub struct PutRequest {
     pub expected_version: Option<u64>,
 }
 
+/// Result of a [`DocStore::rewrap`] pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RewrapReport {
+    /// Versions moved to the target key (content verified by digest after the move).
+    pub rewrapped: usize,
+    /// Versions already under the target key, left alone (a resumed pass skips them).
+    pub already: usize,
+    /// Shredded versions, left alone.
+    pub shredded: usize,
+    /// Last document completed: pass it as `after` to resume an interrupted pass.
+    pub last_document: Option<String>,
+}
+
 /// Result of a [`DocStore::gc`] pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
@@ -422,6 +435,12 @@ impl DocStore {
 
     async fn opener_for(&self, who: &Identity, record: &VersionRecord, header: &Header) -> Result<Opener> {
         let (doc, v) = (record.document_id.as_str(), record.version);
+        if record.key_block.is_empty() {
+            return Err(Error::Shredded {
+                document: doc.to_owned(),
+                version: v,
+            });
+        }
         let context = DocStore::context(doc, &record.version_id);
         if header.context != context {
             return Err(Error::integrity(doc, v, IntegrityError::Context));
@@ -662,6 +681,161 @@ impl DocStore {
             validate_id("exam", exam_id)?;
             let docs = self.meta.documents_by_exam(exam_id).await?;
             Ok((docs, None, Some(format!("exam={exam_id}"))))
+        })
+        .await
+    }
+
+    /// Moves versions to `target`'s current key without touching content: unwrap with this store's
+    /// provider, wrap with `target`, swap the key block (compare-and-swap), then read the version
+    /// back through `target` and check its SHA-256. Covers `documents` (every document when empty),
+    /// in id order after `after`; versions already under the target key are skipped, so an
+    /// interrupted pass can simply run again (or resume from [`RewrapReport::last_document`]).
+    pub async fn rewrap(
+        &self,
+        who: &Identity,
+        target: Arc<dyn KeyProvider>,
+        documents: &[String],
+        after: Option<&str>,
+    ) -> Result<RewrapReport> {
+        let mut report = RewrapReport::default();
+        // The key id the target wraps under now (a KMS alias resolves to a key ARN), learnt once.
+        let probe_ctx = EncryptionContext::new([("docstore.purpose", "rewrap-probe")]);
+        let probe = target
+            .encrypt_data_key(&Zeroizing::new([0u8; 32]), &probe_ctx)
+            .await;
+        let result = match probe {
+            Ok(w) => {
+                self.rewrap_inner(who, &target, &w.key_id, documents, after, &mut report)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let detail = format!(
+            "target={} rewrapped={} already={} shredded={}",
+            target.name(),
+            report.rewrapped,
+            report.already,
+            report.shredded
+        );
+        let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.class());
+        self.record(who, "rewrap", None, None, outcome, Some(detail))
+            .await?;
+        result.map(|_| report)
+    }
+
+    async fn rewrap_inner(
+        &self,
+        who: &Identity,
+        target: &Arc<dyn KeyProvider>,
+        target_key_id: &str,
+        documents: &[String],
+        after: Option<&str>,
+        report: &mut RewrapReport,
+    ) -> Result<()> {
+        const PAGE: usize = 500;
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let ids: Vec<String> = if documents.is_empty() {
+                self.meta
+                    .list_documents(cursor.as_deref(), PAGE)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.document_id)
+                    .collect()
+            } else {
+                let mut ids: Vec<String> = documents
+                    .iter()
+                    .filter(|d| cursor.as_deref().is_none_or(|c| d.as_str() > c))
+                    .cloned()
+                    .collect();
+                ids.sort();
+                ids
+            };
+            if ids.is_empty() {
+                return Ok(());
+            }
+            for id in &ids {
+                for record in self.meta.versions(id).await? {
+                    self.rewrap_version(who, target, target_key_id, &record, report)
+                        .await?;
+                }
+                report.last_document = Some(id.clone());
+                cursor = Some(id.clone());
+            }
+            if !documents.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn rewrap_version(
+        &self,
+        who: &Identity,
+        target: &Arc<dyn KeyProvider>,
+        target_key_id: &str,
+        record: &VersionRecord,
+        report: &mut RewrapReport,
+    ) -> Result<()> {
+        let (doc, v) = (record.document_id.as_str(), record.version);
+        if record.key_block.is_empty() {
+            report.shredded += 1;
+            return Ok(());
+        }
+        let context = DocStore::context(doc, &record.version_id);
+        let current = keys::decode_key_block(&record.key_block).map_err(|k| Error::integrity(doc, v, k))?;
+        // Already under the target key (a resumed pass): nothing to do.
+        if let [only] = current.as_slice()
+            && only.provider == target.name()
+            && only.key_id == target_key_id
+        {
+            report.already += 1;
+            return Ok(());
+        }
+        let data_key =
+            keys::unwrap_key_block(self.keys.as_ref(), &record.key_block, &context, doc, v).await?;
+        let wrapped = target.encrypt_data_key(&data_key, &context).await?;
+        drop(data_key);
+        let block = keys::encode_key_block(&[wrapped]);
+        self.meta
+            .replace_key_block(doc, v, &record.key_block, &block)
+            .await?;
+        // Proof: the blob is untouched and reads back, through the new key, to the recorded digest.
+        let moved = DocStore {
+            keys: target.clone(),
+            ..self.clone()
+        };
+        let fresh = self.meta.version(doc, Some(v)).await?;
+        moved.get_stream(who, fresh).await?.read_all().await?;
+        report.rewrapped += 1;
+        Ok(())
+    }
+
+    /// Crypto-shreds one version: destroys its wrapped data key, so no key can ever read it again.
+    /// Refused under legal hold or retention. The version's record stays (with an empty key block)
+    /// as evidence; reads fail with [`Error::Shredded`].
+    pub async fn shred(&self, who: &Identity, document_id: &str, version: u64) -> Result<VersionRecord> {
+        self.audited(who, "shred", Some(document_id), async {
+            let doc = self.meta.document(document_id).await?;
+            if doc.legal_hold {
+                return Err(Error::Refused {
+                    document: document_id.to_owned(),
+                    reason: "legal hold is set".into(),
+                });
+            }
+            if let Some(t) = doc.retain_until.filter(|t| *t > Timestamp::now()) {
+                return Err(Error::Refused {
+                    document: document_id.to_owned(),
+                    reason: format!("retained until {}", t.to_rfc3339()),
+                });
+            }
+            let record = self.meta.version(document_id, Some(version)).await?;
+            if !record.key_block.is_empty() {
+                self.meta
+                    .replace_key_block(document_id, version, &record.key_block, &[])
+                    .await?;
+            }
+            let shredded = self.meta.version(document_id, Some(version)).await?;
+            Ok((shredded, Some(version), None))
         })
         .await
     }

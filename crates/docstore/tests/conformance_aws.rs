@@ -248,3 +248,29 @@ async fn crash_between_blob_and_commit_on_dynamodb() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn rewrap_to_a_new_kms_key_disable_the_old_then_shred() {
+    let Some(settings) = aws() else { return };
+    let (old, old_id) = kms(&settings).await;
+    let store = DocStore::new(
+        Arc::new(s3(&settings)),
+        Arc::new(dynamodb(&settings).await),
+        Arc::new(old),
+        Arc::new(MemoryAudit::default()),
+    );
+    let (new, _) = kms(&settings).await;
+    let client = settings.kms_client();
+    conformance::rewrap_and_shred(&store, Arc::new(new), async move {
+        client.disable_key().key_id(&old_id).send().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rewrap_from_local_keyring_to_kms() {
+    let Some(settings) = aws() else { return };
+    let (_dir, store) = common::local_store().await;
+    let (target, _) = kms(&settings).await;
+    conformance::rewrap_and_shred(&store, Arc::new(target), async {}).await;
+}

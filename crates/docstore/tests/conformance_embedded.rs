@@ -67,3 +67,16 @@ async fn crash_between_blob_and_commit_leaves_only_an_orphan() {
     let keys = Arc::new(Keyring::create(&dir.path().join("k.json")).unwrap());
     conformance::crash_before_commit(blobs, meta, keys, Arc::new(MemoryAudit::default())).await;
 }
+
+#[tokio::test]
+async fn rewrap_to_a_new_keyring_then_shred() {
+    let (dir, store) = common::local_store().await;
+    let new_ring = dir.path().join("new-keyring.json");
+    let target = Arc::new(Keyring::create(&new_ring).unwrap());
+    let old_ring = dir.path().join("data").join("keyring.json");
+    conformance::rewrap_and_shred(&store, target, async move {
+        // Retire the old master key for good: nothing may still need it.
+        std::fs::remove_file(old_ring).unwrap();
+    })
+    .await;
+}

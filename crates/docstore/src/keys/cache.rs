@@ -95,6 +95,10 @@ impl<P: KeyProvider> KeyProvider for CachingKeyProvider<P> {
         self.inner.generate_data_key(context).await
     }
 
+    async fn encrypt_data_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        self.inner.encrypt_data_key(key, context).await
+    }
+
     async fn decrypt_data_key(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
         let slot = Self::slot(wrapped, context);
         {
@@ -146,6 +150,9 @@ mod tests {
         }
         async fn generate_data_key(&self, c: &EncryptionContext) -> Result<(DataKey, WrappedKey)> {
             self.0.generate_data_key(c).await
+        }
+        async fn encrypt_data_key(&self, k: &DataKey, c: &EncryptionContext) -> Result<WrappedKey> {
+            self.0.encrypt_data_key(k, c).await
         }
         async fn decrypt_data_key(&self, w: &WrappedKey, c: &EncryptionContext) -> Result<DataKey> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -183,9 +183,14 @@ impl KeyProvider for Keyring {
     }
 
     async fn generate_data_key(&self, context: &EncryptionContext) -> Result<(DataKey, WrappedKey)> {
-        let entry = self.entry(&self.primary)?;
         let mut key: DataKey = Zeroizing::new([0u8; 32]);
         rand::fill(key.as_mut_slice());
+        let wrapped = self.encrypt_data_key(&key, context).await?;
+        Ok((key, wrapped))
+    }
+
+    async fn encrypt_data_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        let entry = self.entry(&self.primary)?;
         let nonce: [u8; 12] = rand::random();
         let aad = Keyring::aad(&entry.id, context);
         let ct = entry
@@ -200,14 +205,11 @@ impl KeyProvider for Keyring {
             .map_err(|_| Error::Key("keyring wrap failed".into()))?;
         let mut ciphertext = nonce.to_vec();
         ciphertext.extend_from_slice(&ct);
-        Ok((
-            key,
-            WrappedKey {
-                provider: PROVIDER.into(),
-                key_id: entry.id.clone(),
-                ciphertext,
-            },
-        ))
+        Ok(WrappedKey {
+            provider: PROVIDER.into(),
+            key_id: entry.id.clone(),
+            ciphertext,
+        })
     }
 
     async fn decrypt_data_key(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {

@@ -115,6 +115,26 @@ impl KeyProvider for KmsKeys {
         ))
     }
 
+    async fn encrypt_data_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        let out = self
+            .client
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(Blob::new(key.to_vec()))
+            .set_encryption_context(Some(KmsKeys::context(context)))
+            .send()
+            .await
+            .map_err(|e| kms_error(&self.key_id, e))?;
+        Ok(WrappedKey {
+            provider: PROVIDER.into(),
+            key_id: out.key_id().unwrap_or(&self.key_id).to_owned(),
+            ciphertext: out
+                .ciphertext_blob
+                .ok_or_else(|| Error::Key("KMS returned no ciphertext".into()))?
+                .into_inner(),
+        })
+    }
+
     async fn decrypt_data_key(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
         let out = self
             .client

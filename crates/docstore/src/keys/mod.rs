@@ -102,6 +102,9 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// A fresh 256-bit data key and its wrapped form, bound to `context`.
     async fn generate_data_key(&self, context: &EncryptionContext) -> Result<(DataKey, WrappedKey)>;
 
+    /// Wraps an existing data key under this provider's current key (re-wrap).
+    async fn encrypt_data_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey>;
+
     /// Unwraps a data key; fails with [`IntegrityError::KeyUnwrap`] when the ciphertext or the context
     /// does not match.
     async fn decrypt_data_key(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey>;

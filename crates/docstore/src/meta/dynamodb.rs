@@ -702,6 +702,67 @@ impl MetadataStore for DynamoMetadata {
             .collect()
     }
 
+    async fn replace_key_block(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))
+            .update_expression("SET key_block = :new")
+            .condition_expression("key_block = :old")
+            .expression_attribute_values(":new", Av::B(Blob::new(new.to_vec())))
+            .expression_attribute_values(":old", Av::B(Blob::new(expected.to_vec())))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason: format!("v{version}: key block changed concurrently or version missing"),
+            }),
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
+    async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>> {
+        // A scan reads the whole table: fine for the rare admin passes (re-wrap, re-index) that use
+        // this; results are sorted here because scans have no order.
+        let mut docs = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :doc")
+                .expression_attribute_values(":doc", s(DOC_SK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| ddb_err("Scan", e))?;
+            for item in out.items.unwrap_or_default() {
+                let d = document_from_item(&item)?;
+                if after.is_none_or(|a| d.document_id.as_str() > a) {
+                    docs.push(d);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        docs.sort_by(|a, b| a.document_id.cmp(&b.document_id));
+        docs.truncate(limit);
+        Ok(docs)
+    }
+
     async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>> {
         let mut found = HashSet::new();
         for chunk in keys.chunks(100) {

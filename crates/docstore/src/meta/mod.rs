@@ -65,6 +65,19 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Documents of an exam, oldest first.
     async fn documents_by_exam(&self, exam_id: &str) -> Result<Vec<DocumentRecord>>;
 
+    /// Replaces a version's key block if it still equals `expected` (compare-and-swap), for re-wrap
+    /// and crypto-shredding (`new` empty). Fails with `Error::Refused` if it changed meanwhile.
+    async fn replace_key_block(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<()>;
+
+    /// Documents in id order, starting after `after`, at most `limit` (for re-wrap and re-index).
+    async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>>;
+
     /// Which of `keys` some version (or rendition) references.
     async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>>;
 

@@ -320,6 +320,45 @@ impl MetadataStore for PostgresMetadata {
         self.documents_where("exam_id", exam_id).await
     }
 
+    async fn replace_key_block(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE versions SET key_block = $1 WHERE document_id = $2 AND version = $3 AND key_block = $4",
+        )
+        .bind(new)
+        .bind(document_id)
+        .bind(version as i64)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if res.rows_affected() != 1 {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason: format!("v{version}: key block changed concurrently or version missing"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id > $1 ORDER BY document_id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(document_from_row).collect()
+    }
+
     async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>> {
         let rows = sqlx::query(
             "SELECT k FROM unnest($1::text[]) AS k WHERE EXISTS (SELECT 1 FROM versions v WHERE v.blob_key = k \

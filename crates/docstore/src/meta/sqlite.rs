@@ -397,6 +397,45 @@ impl MetadataStore for SqliteMetadata {
         rows.iter().map(document_from_row).collect()
     }
 
+    async fn replace_key_block(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[u8],
+        new: &[u8],
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE versions SET key_block = ? WHERE document_id = ? AND version = ? AND key_block = ?",
+        )
+        .bind(new)
+        .bind(document_id)
+        .bind(version as i64)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        if res.rows_affected() != 1 {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason: format!("v{version}: key block changed concurrently or version missing"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>> {
+        let sql = format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id > ? ORDER BY document_id LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter().map(document_from_row).collect()
+    }
+
     async fn referenced_blobs(&self, keys: &[String]) -> Result<HashSet<String>> {
         let mut found = HashSet::new();
         for key in keys {
