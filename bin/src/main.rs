@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use docstore::config::StoreConfig;
 use docstore::meta::HoldChange;
 use docstore::{DocStore, DocumentRecord, Error, Identity, Kind, PutRequest, Timestamp, VersionRecord};
 use futures::StreamExt;
@@ -35,6 +36,10 @@ struct Cli {
     /// Identity recorded in the audit log (default: cli:$USER).
     #[arg(long = "as", global = true, env = "DOCSTORE_ACTOR")]
     actor: Option<String>,
+    /// TOML file choosing backends (see README: Configuration); `DOCSTORE_BLOBS`,
+    /// `DOCSTORE_METADATA`, `DOCSTORE_KEYS` and `DOCSTORE_AUDIT` override it.
+    #[arg(long, global = true, env = "DOCSTORE_CONFIG")]
+    config: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -83,6 +88,21 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Create remote resources the configuration names (the DynamoDB table).
+    Provision,
+    /// Move versions to another master key without touching content (resumable).
+    Rewrap(RewrapArgs),
+    /// Crypto-shred one version: destroy its wrapped key, so it can never be read again.
+    Shred {
+        /// Document id.
+        document: String,
+        /// Version to shred.
+        #[arg(long)]
+        version: u64,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Remove blobs that no record references and that are older than the grace period.
     Gc {
         /// Grace period (e.g. 24h, 30m, 0s).
@@ -129,6 +149,19 @@ struct GetArgs {
     /// byte has authenticated, so a failed read leaves no file.
     #[arg(short, long)]
     output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RewrapArgs {
+    /// Target key: `kms://alias/name` or `keyring:///abs/path.json` (created if missing).
+    #[arg(long)]
+    to: String,
+    /// Only these documents (default: every document).
+    #[arg(long = "document")]
+    documents: Vec<String>,
+    /// Resume after this document id (printed by an interrupted run).
+    #[arg(long)]
+    after: Option<String>,
 }
 
 #[derive(Args)]
@@ -180,6 +213,9 @@ fn exit_code(e: &Error) -> u8 {
         Error::InvalidInput(_) => 7,
         Error::Key(_) | Error::KeyringPermissions { .. } => 8,
         Error::MetadataCorrupt { .. } | Error::NotInitialized { .. } => 9,
+        Error::Shredded { .. } => 6,
+        Error::KeyUnavailable { .. } => 8,
+        Error::Unavailable { .. } => 10,
         _ => 1,
     }
 }
@@ -281,17 +317,62 @@ async fn run(cli: Cli) -> Result<(), Error> {
         )
     }));
     let dir = &cli.data_dir;
+    let config = StoreConfig::resolve(dir, cli.config.as_deref())?;
+    let local = config.is_local(dir);
     if let Command::Init = cli.command {
-        DocStore::init_local(dir).await?;
+        if local {
+            DocStore::init_local(dir).await?;
+        } else {
+            config.open(true).await?;
+        }
         emit(cli.json, &json!({"initialized": dir}), |_| {
             println!("initialised {}", dir.display());
             eprintln!("note: the local keyring is for development only; use AWS KMS in production");
         });
         return Ok(());
     }
-    let store = DocStore::open_local(dir).await?;
+    if let Command::Provision = cli.command {
+        return provision(&config, cli.json).await;
+    }
+    let store = if local {
+        DocStore::open_local(dir).await?
+    } else {
+        config.open(false).await?
+    };
     match cli.command {
-        Command::Init => unreachable!("handled above"),
+        Command::Init | Command::Provision => unreachable!("handled above"),
+        Command::Rewrap(a) => {
+            let mut target_cfg = config.clone();
+            target_cfg.keys = a.to.clone();
+            let target = target_cfg.key_provider(true)?;
+            let report = store
+                .rewrap(&who, target, &a.documents, a.after.as_deref())
+                .await?;
+            emit(cli.json, &report, |r| {
+                println!(
+                    "rewrapped {} versions, {} already under the target key, {} shredded left alone",
+                    r.rewrapped, r.already, r.shredded
+                )
+            });
+        }
+        Command::Shred {
+            document,
+            version,
+            yes,
+        } => {
+            if !yes {
+                return Err(Error::InvalidInput(
+                    "shredding cannot be undone: repeat with --yes".into(),
+                ));
+            }
+            let v = store.shred(&who, &document, version).await?;
+            emit(cli.json, &v, |v| {
+                println!(
+                    "shredded {} v{}: its content can never be read again",
+                    v.document_id, v.version
+                )
+            });
+        }
         Command::Put(a) => put(&store, &who, a, cli.json).await?,
         Command::Get(a) => get(&store, &who, a).await?,
         Command::Versions { document } => {
@@ -372,6 +453,26 @@ async fn run(cli: Cli) -> Result<(), Error> {
             });
         }
     }
+    Ok(())
+}
+
+async fn provision(config: &StoreConfig, json_out: bool) -> Result<(), Error> {
+    let mut created = Vec::new();
+    if let Some(table) = config.metadata.strip_prefix("dynamodb://") {
+        let client = docstore::aws::AwsSettings::from_env().dynamodb_client();
+        docstore::meta::dynamodb::DynamoMetadata::create_table(&client, table).await?;
+        created.push(format!("dynamodb table {table}"));
+    }
+    emit(json_out, &created, |c| {
+        if c.is_empty() {
+            println!(
+                "nothing to provision (S3 buckets and KMS keys are created by your infrastructure code)"
+            );
+        }
+        for item in c {
+            println!("created {item}");
+        }
+    });
     Ok(())
 }
 

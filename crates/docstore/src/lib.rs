@@ -30,10 +30,12 @@ pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod blob;
+pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod envelope;
 mod error;
+mod failpoint;
 pub mod keys;
 pub mod meta;
 mod model;

@@ -412,8 +412,12 @@ impl DocStore {
             blob_key: blob_key.clone(),
             key_block: keys::encode_key_block(&[wrapped]),
         };
+        crate::failpoint::hit("before_commit").await;
         match self.meta.commit_version(new, req.expected_version).await {
-            Ok(record) => Ok(record),
+            Ok(record) => {
+                crate::failpoint::hit("after_commit").await;
+                Ok(record)
+            }
             Err(e) => {
                 // The commit did not happen: the blob is ours alone to remove.
                 let _ = self.blobs.delete(&blob_key).await;
