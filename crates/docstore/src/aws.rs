@@ -73,6 +73,11 @@ impl AwsSettings {
             .with_secret_access_key(secret)
             // Never overwrite a key: `PutMode::Create` sends If-None-Match.
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(self.attempt_timeout)
+                    .with_connect_timeout(self.attempt_timeout),
+            )
             .with_retry(object_store::RetryConfig {
                 max_retries: self.max_attempts.saturating_sub(1) as usize,
                 retry_timeout: self.attempt_timeout * self.max_attempts,

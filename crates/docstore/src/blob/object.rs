@@ -15,6 +15,8 @@ use crate::model::Timestamp;
 
 /// Multipart chunk size: S3's minimum part size, so memory per upload stays ~2 chunks.
 const CHUNK: usize = 5 * 1024 * 1024;
+/// Blobs up to this size are read in one request and held whole (bounded memory).
+const SMALL_READ: u64 = 8 * 1024 * 1024;
 /// Parts in flight per upload before `write` waits.
 const MAX_IN_FLIGHT: usize = 2;
 
@@ -154,6 +156,15 @@ impl BlobStore for ObjectBlobStore {
     async fn get(&self, key: &str) -> Result<BlobRead> {
         let res = self.inner.get(&Path::from(key)).await.map_err(blob_err(key))?;
         let size = res.meta.size;
+        if size <= SMALL_READ {
+            // One read instead of the backend's small chunks (LocalFileSystem streams 8 KiB at a
+            // time, each a blocking-pool hop): most exam documents are this size.
+            let bytes = res.bytes().await.map_err(blob_err(key))?;
+            return Ok(BlobRead {
+                size,
+                stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
+            });
+        }
         let owned = key.to_owned();
         let stream = res
             .into_stream()
