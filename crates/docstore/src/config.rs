@@ -109,8 +109,23 @@ impl StoreConfig {
         Ok(DocStore::new(blobs, meta, keys, audit))
     }
 
+    /// Like [`StoreConfig::open`], with explicit AWS settings instead of the `AWS_*` variables.
+    #[cfg(feature = "aws")]
+    pub async fn open_with(&self, create: bool, aws: &crate::aws::AwsSettings) -> Result<DocStore> {
+        let blobs = self.blob_store_with(aws)?;
+        let meta = self.metadata_store_with(create, aws).await?;
+        let keys = self.key_provider_with(create, aws)?;
+        let audit = self.audit_sink()?;
+        Ok(DocStore::new(blobs, meta, keys, audit))
+    }
+
     /// The blob store.
     pub fn blob_store(&self) -> Result<Arc<dyn BlobStore>> {
+        self.blob_store_with(&aws_from_env())
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(unused_variables))]
+    fn blob_store_with(&self, aws: &AwsFromEnv) -> Result<Arc<dyn BlobStore>> {
         let (scheme, rest) = split(&self.blobs, "blobs")?;
         match scheme {
             "file" => Ok(Arc::new(ObjectBlobStore::local(Path::new(absolute(
@@ -122,11 +137,7 @@ impl StoreConfig {
             #[cfg(feature = "aws")]
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                Ok(Arc::new(ObjectBlobStore::s3(
-                    bucket,
-                    Some(prefix),
-                    &crate::aws::AwsSettings::from_env(),
-                )?))
+                Ok(Arc::new(ObjectBlobStore::s3(bucket, Some(prefix), aws)?))
             }
             other => Err(unsupported("blobs", other)),
         }
@@ -134,6 +145,11 @@ impl StoreConfig {
 
     /// The metadata store.
     pub async fn metadata_store(&self, create: bool) -> Result<Arc<dyn MetadataStore>> {
+        self.metadata_store_with(create, &aws_from_env()).await
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(unused_variables))]
+    async fn metadata_store_with(&self, create: bool, aws: &AwsFromEnv) -> Result<Arc<dyn MetadataStore>> {
         let (scheme, rest) = split(&self.metadata, "metadata")?;
         match scheme {
             "sqlite" => Ok(Arc::new(
@@ -145,7 +161,7 @@ impl StoreConfig {
             )),
             #[cfg(feature = "aws")]
             "dynamodb" => Ok(Arc::new(crate::meta::dynamodb::DynamoMetadata::new(
-                crate::aws::AwsSettings::from_env().dynamodb_client(),
+                aws.dynamodb_client(),
                 rest,
             ))),
             other => Err(unsupported("metadata", other)),
@@ -154,6 +170,11 @@ impl StoreConfig {
 
     /// The key provider.
     pub fn key_provider(&self, create: bool) -> Result<Arc<dyn KeyProvider>> {
+        self.key_provider_with(create, &aws_from_env())
+    }
+
+    #[cfg_attr(not(feature = "aws"), allow(unused_variables))]
+    fn key_provider_with(&self, create: bool, aws: &AwsFromEnv) -> Result<Arc<dyn KeyProvider>> {
         let (scheme, rest) = split(&self.keys, "keys")?;
         match scheme {
             "keyring" => {
@@ -165,10 +186,7 @@ impl StoreConfig {
                 }
             }
             #[cfg(feature = "aws")]
-            "kms" => Ok(Arc::new(crate::keys::kms::KmsKeys::new(
-                crate::aws::AwsSettings::from_env().kms_client(),
-                rest,
-            ))),
+            "kms" => Ok(Arc::new(crate::keys::kms::KmsKeys::new(aws.kms_client(), rest))),
             other => Err(unsupported("keys", other)),
         }
     }
@@ -182,6 +200,18 @@ impl StoreConfig {
         }
     }
 }
+
+#[cfg(feature = "aws")]
+type AwsFromEnv = crate::aws::AwsSettings;
+#[cfg(feature = "aws")]
+fn aws_from_env() -> AwsFromEnv {
+    crate::aws::AwsSettings::from_env()
+}
+/// Without the `aws` feature there are no AWS settings to carry.
+#[cfg(not(feature = "aws"))]
+type AwsFromEnv = ();
+#[cfg(not(feature = "aws"))]
+fn aws_from_env() -> AwsFromEnv {}
 
 fn split<'a>(url: &'a str, what: &str) -> Result<(&'a str, &'a str)> {
     url.split_once("://")
