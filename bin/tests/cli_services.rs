@@ -296,6 +296,26 @@ async fn sigkill_between_commit_and_relay_keeps_the_outbox_entry() {
         env.run(&["get", "doc-killed"]).status.success(),
         "the committed version reads"
     );
+    // Delivered later: a relay started after the crash publishes it, once, and clears the outbox.
+    {
+        use docstore_pipeline::bus::{EventBus, InProcessBus};
+        let bus = std::sync::Arc::new(InProcessBus::new(4));
+        let relay = docstore_pipeline::relay::OutboxRelay::new(meta.clone(), bus.clone(), 100);
+        while relay.run_once().await.unwrap() > 0 {}
+        let mut sub = bus.subscribe("check", &["file.uploaded".into()]).await.unwrap();
+        let got = sub.poll(1000, Duration::from_millis(100)).await.unwrap();
+        let mine: Vec<_> = got.iter().filter(|d| d.message.key == "doc-killed").collect();
+        assert_eq!(mine.len(), 1, "delivered exactly once");
+        let ev = docstore_pipeline::events::CloudEvent::decode(&mine[0].message.payload).unwrap();
+        assert_eq!(ev.file_uploaded().unwrap().version, 1);
+        assert!(
+            meta.outbox_pending(100_000)
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.key != "doc-killed")
+        );
+    }
 
     // Killed before the commit: no record, no event, one orphan blob that gc removes.
     let mut child = env
