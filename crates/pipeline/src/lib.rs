@@ -7,3 +7,4 @@
 pub mod bus;
 pub mod events;
 pub mod relay;
+pub mod runtime;

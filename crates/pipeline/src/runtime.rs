@@ -1,0 +1,381 @@
+//! The worker runtime every stage runs in: poll a batch, handle it with bounded concurrency while
+//! keeping per-document order, retry transient failures with backoff, dead-letter permanent ones,
+//! and ack only what is fully handled.
+//!
+//! - Batches of at most [`RuntimeConfig::batch`] (10) deliveries.
+//! - Deliveries of one partition are handled one after another (a partition holds whole documents,
+//!   so versions of a document stay in order); partitions run concurrently, at most
+//!   [`RuntimeConfig::concurrency`] at once. The next poll waits for the batch: back-pressure.
+//! - Transient errors: at most [`RuntimeConfig::max_attempts`] (3) attempts, backoff 1 s then ×2,
+//!   with ±20 % jitter. Permanent errors (bad input, unknown document), decode errors and exhausted
+//!   retries go to `<topic>.dlq` at once, with the error, the attempt count and the original
+//!   headers. Either way the delivery is then acked.
+//! - Shutdown: stop polling, let the batch in flight finish (or abandon it after
+//!   [`RuntimeConfig::shutdown_grace`]: unacked work is redelivered), then return.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use crate::bus::{BusError, Delivery, EventBus, Message, Subscription};
+use crate::events::CloudEvent;
+
+/// Header names of dead letters.
+pub mod dlq_headers {
+    /// Why the message was dead-lettered.
+    pub const ERROR: &str = "dlq.error";
+    /// `permanent`, `decode` or `exhausted`.
+    pub const KIND: &str = "dlq.kind";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "dlq.attempts";
+    /// Stage that failed.
+    pub const STAGE: &str = "dlq.stage";
+    /// Topic the message came from (where `dlq replay` sends it back).
+    pub const ORIGINAL_TOPIC: &str = "dlq.original_topic";
+}
+
+/// Suffix of dead-letter topics.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// How a stage failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StageError {
+    /// Worth retrying (a backend is down, a timeout).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot help (not a PDF, encrypted PDF, unknown document).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// One processing step, run for every event of the topics its worker reads. Must be idempotent:
+/// the runtime delivers at least once.
+#[async_trait]
+pub trait Stage: Send + Sync {
+    /// Stable name (also the consumer group by default).
+    fn name(&self) -> &str;
+    /// Handles one event.
+    async fn handle(&self, event: &CloudEvent) -> Result<(), StageError>;
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// Deliveries per poll (≤ 10 by design).
+    pub batch: usize,
+    /// Partitions handled at once.
+    pub concurrency: usize,
+    /// Attempts per delivery, including the first.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles after each further failure.
+    pub backoff: Duration,
+    /// How long a poll waits for new messages.
+    pub poll_wait: Duration,
+    /// How long shutdown waits for the batch in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl RuntimeConfig {
+    /// The design's defaults for a stage reading `topics`.
+    pub fn new(group: impl Into<String>, topics: &[&str]) -> Self {
+        RuntimeConfig {
+            group: group.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            batch: 10,
+            concurrency: 4,
+            max_attempts: 3,
+            backoff: Duration::from_secs(1),
+            poll_wait: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters a worker exports (Prometheus names in the docs of each field).
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// `docstore_worker_processed_total`
+    pub processed: AtomicU64,
+    /// `docstore_worker_failed_total` (attempts that failed)
+    pub failed: AtomicU64,
+    /// `docstore_worker_retried_total`
+    pub retried: AtomicU64,
+    /// `docstore_worker_dead_lettered_total`
+    pub dead_lettered: AtomicU64,
+    /// `docstore_worker_ignored_total` (`account.*`)
+    pub ignored: AtomicU64,
+    /// Sum of stage latencies in microseconds (with `processed`, the mean).
+    pub latency_us_sum: AtomicU64,
+}
+
+/// A worker: one stage, one group member.
+pub struct Worker {
+    bus: Arc<dyn EventBus>,
+    stage: Arc<dyn Stage>,
+    config: RuntimeConfig,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stage", &self.stage.name())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Outcome {
+    Done,
+    DeadLetter {
+        kind: &'static str,
+        error: String,
+        attempts: u32,
+    },
+}
+
+impl Worker {
+    /// A worker running `stage` over `bus`.
+    pub fn new(bus: Arc<dyn EventBus>, stage: Arc<dyn Stage>, config: RuntimeConfig) -> Self {
+        Worker {
+            bus,
+            stage,
+            config,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), BusError> {
+        let mut sub = self
+            .bus
+            .subscribe(&self.config.group, &self.config.topics)
+            .await?;
+        tokio::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                b = sub.poll(self.config.batch, self.config.poll_wait) => b?,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let work = self.handle_batch(batch);
+            tokio::pin!(work);
+            let done = tokio::select! {
+                d = &mut work => d,
+                _ = &mut shutdown => {
+                    // Finish what is in flight, within the grace period; anything unacked is
+                    // redelivered to whoever owns the partition next.
+                    match tokio::time::timeout(self.config.shutdown_grace, &mut work).await {
+                        Ok(d) => { Self::ack_all(sub.as_mut(), d).await?; }
+                        Err(_) => tracing::warn!(stage = self.stage.name(), "shutdown abandoned a batch"),
+                    }
+                    return Ok(());
+                }
+            };
+            Self::ack_all(sub.as_mut(), done).await?;
+        }
+    }
+
+    async fn ack_all(sub: &mut dyn Subscription, done: Vec<Delivery>) -> Result<(), BusError> {
+        for d in &done {
+            match sub.ack(d).await {
+                Ok(()) => {}
+                // The partition moved during the batch: its new owner redoes the work
+                // (stages are idempotent); never store an offset for work we no longer own.
+                Err(BusError::Revoked { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a batch; returns the deliveries that are fully handled (to ack).
+    async fn handle_batch(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
+        let mut by_partition: BTreeMap<(String, u32), Vec<Delivery>> = BTreeMap::new();
+        for d in batch {
+            by_partition
+                .entry((d.message.topic.clone(), d.partition))
+                .or_default()
+                .push(d);
+        }
+        let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = Vec::new();
+        for (_, deliveries) in by_partition {
+            let limit = limit.clone();
+            tasks.push(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore open");
+                let mut handled = Vec::new();
+                for d in deliveries {
+                    match self.handle_one(&d).await {
+                        Ok(()) => handled.push(d),
+                        // Could not even dead-letter (bus down): stop this partition here so
+                        // nothing after it is acked out of order; it is redelivered.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dead-letter publish failed");
+                            break;
+                        }
+                    }
+                }
+                handled
+            });
+        }
+        futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn handle_one(&self, d: &Delivery) -> Result<(), BusError> {
+        let outcome = match CloudEvent::decode(&d.message.payload) {
+            Err(e) => Outcome::DeadLetter {
+                kind: "decode",
+                error: e.to_string(),
+                attempts: 0,
+            },
+            Ok(ev) if ev.event_type.is_ignored() => {
+                self.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+                Outcome::Done
+            }
+            Ok(ev) => self.attempt(&ev).await,
+        };
+        match outcome {
+            Outcome::Done => Ok(()),
+            Outcome::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                let mut headers = d.message.headers.clone();
+                headers.extend([
+                    (dlq_headers::ERROR.to_owned(), error),
+                    (dlq_headers::KIND.to_owned(), kind.to_owned()),
+                    (dlq_headers::ATTEMPTS.to_owned(), attempts.to_string()),
+                    (dlq_headers::STAGE.to_owned(), self.stage.name().to_owned()),
+                    (dlq_headers::ORIGINAL_TOPIC.to_owned(), d.message.topic.clone()),
+                ]);
+                self.bus
+                    .publish(Message {
+                        topic: format!("{}{DLQ_SUFFIX}", d.message.topic),
+                        key: d.message.key.clone(),
+                        payload: d.message.payload.clone(),
+                        headers,
+                    })
+                    .await?;
+                self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    async fn attempt(&self, ev: &CloudEvent) -> Outcome {
+        let mut backoff = self.config.backoff;
+        let max = self.config.max_attempts.max(1);
+        for attempt in 1..=max {
+            let started = Instant::now();
+            match self.stage.handle(ev).await {
+                Ok(()) => {
+                    self.metrics.processed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .latency_us_sum
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    return Outcome::Done;
+                }
+                Err(StageError::Permanent(error)) => {
+                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    return Outcome::DeadLetter {
+                        kind: "permanent",
+                        error,
+                        attempts: attempt,
+                    };
+                }
+                Err(StageError::Transient(error)) => {
+                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    if attempt == max {
+                        return Outcome::DeadLetter {
+                            kind: "exhausted",
+                            error,
+                            attempts: attempt,
+                        };
+                    }
+                    self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(stage = self.stage.name(), event = %ev.id, attempt, "retrying after a transient error");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff *= 2;
+                }
+            }
+        }
+        unreachable!("the loop returns on the last attempt")
+    }
+}
+
+/// ±20 % jitter, so workers that failed together do not retry together.
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    let spread = ms / 5;
+    Duration::from_millis(ms - spread + rand::random_range(0..=2 * spread))
+}
+
+/// Sends at most `max` dead letters back to their original topics (`docstore dlq replay`);
+/// returns how many. Reads the DLQ as its own consumer group, so each dead letter is replayed once.
+/// The bound matters: a message that fails again while the replay runs is dead-lettered anew and
+/// must wait for the next replay, not loop forever.
+pub async fn replay_dead_letters(
+    bus: &dyn EventBus,
+    dlq_topic: &str,
+    max: usize,
+    wait: Duration,
+) -> Result<usize, BusError> {
+    let mut sub = bus
+        .subscribe("docstore-dlq-replay", &[dlq_topic.to_owned()])
+        .await?;
+    let mut replayed = 0;
+    while replayed < max {
+        let batch = sub.poll((max - replayed).min(100), wait).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for d in batch {
+            let original = d
+                .message
+                .headers
+                .iter()
+                .find(|(k, _)| k == dlq_headers::ORIGINAL_TOPIC)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| dlq_topic.trim_end_matches(DLQ_SUFFIX).to_owned());
+            let headers = d
+                .message
+                .headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with("dlq."))
+                .cloned()
+                .collect();
+            bus.publish(Message {
+                topic: original,
+                key: d.message.key.clone(),
+                payload: d.message.payload.clone(),
+                headers,
+            })
+            .await?;
+            sub.ack(&d).await?;
+            replayed += 1;
+        }
+    }
+    Ok(replayed)
+}
