@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::rows::{
-    RowAccess, check_owner, document_from_row, next_version, outbox_from_row, renditions, row_err,
-    version_from_row,
+    RowAccess, check_owner, document_from_row, found, impl_row_access, next_version, outbox_from_row,
+    renditions, row_err, version_from_row,
 };
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
@@ -30,26 +30,7 @@ pub struct PostgresMetadata {
     pool: PgPool,
 }
 
-impl RowAccess for PgRow {
-    fn text(&self, col: &str) -> Result<String> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn int(&self, col: &str) -> Result<i64> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn flag(&self, col: &str) -> Result<bool> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
-        self.try_get(col).map_err(row_err)
-    }
-}
+impl_row_access!(PgRow, |row, col| sqlx::Row::try_get(row, col).map_err(row_err));
 
 fn map_err(e: sqlx::Error) -> Error {
     Error::Metadata(e.to_string())
@@ -89,12 +70,7 @@ impl PostgresMetadata {
             .fetch_optional(&mut **tx)
             .await
             .map_err(map_err)?;
-        row.map(|r| document_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: id.to_owned(),
-                version: None,
-            })
+        found(row, document_from_row, id, None)
     }
 
     async fn documents_where(&self, column: &str, value: &str) -> Result<Vec<DocumentRecord>> {
@@ -216,12 +192,7 @@ impl MetadataStore for PostgresMetadata {
             }
         }
         .map_err(map_err)?;
-        row.map(|r| version_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: document_id.to_owned(),
-                version,
-            })
+        found(row, version_from_row, document_id, version)
     }
 
     async fn versions(&self, document_id: &str) -> Result<Vec<VersionRecord>> {
@@ -251,12 +222,7 @@ impl MetadataStore for PostgresMetadata {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| document_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: document_id.to_owned(),
-                version: None,
-            })
+        found(row, document_from_row, document_id, None)
     }
 
     async fn set_hold(&self, document_id: &str, change: HoldChange) -> Result<DocumentRecord> {
@@ -272,12 +238,7 @@ impl MetadataStore for PostgresMetadata {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| document_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: document_id.to_owned(),
-                version: None,
-            })
+        found(row, document_from_row, document_id, None)
     }
 
     async fn purge(&self, document_id: &str, now: Timestamp) -> Result<Vec<String>> {

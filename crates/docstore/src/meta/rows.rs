@@ -14,6 +14,51 @@ pub(crate) trait RowAccess {
     fn bytes(&self, col: &str) -> Result<Vec<u8>>;
 }
 
+/// Implements [`RowAccess`] for an sqlx row type; the closure-like argument says how that engine
+/// stores booleans (SQLite: an integer 0/1).
+macro_rules! impl_row_access {
+    ($row:ty, |$this:ident, $col:ident| $flag:expr) => {
+        impl $crate::meta::rows::RowAccess for $row {
+            fn text(&self, col: &str) -> $crate::Result<String> {
+                sqlx::Row::try_get(self, col).map_err($crate::meta::rows::row_err)
+            }
+            fn opt_text(&self, col: &str) -> $crate::Result<Option<String>> {
+                sqlx::Row::try_get(self, col).map_err($crate::meta::rows::row_err)
+            }
+            fn int(&self, col: &str) -> $crate::Result<i64> {
+                sqlx::Row::try_get(self, col).map_err($crate::meta::rows::row_err)
+            }
+            fn opt_int(&self, col: &str) -> $crate::Result<Option<i64>> {
+                sqlx::Row::try_get(self, col).map_err($crate::meta::rows::row_err)
+            }
+            fn bytes(&self, col: &str) -> $crate::Result<Vec<u8>> {
+                sqlx::Row::try_get(self, col).map_err($crate::meta::rows::row_err)
+            }
+            fn flag(&self, col: &str) -> $crate::Result<bool> {
+                let ($this, $col) = (self, col);
+                $flag
+            }
+        }
+    };
+}
+pub(crate) use impl_row_access;
+
+/// The record in `row`, or `NotFound` for `document` when there is no row.
+pub(crate) fn found<R: RowAccess, T>(
+    row: Option<R>,
+    decode: impl Fn(&R) -> Result<T>,
+    document: &str,
+    version: Option<u64>,
+) -> Result<T> {
+    match row {
+        Some(r) => decode(&r),
+        None => Err(Error::NotFound {
+            document: document.to_owned(),
+            version,
+        }),
+    }
+}
+
 pub(crate) fn row_err(e: sqlx::Error) -> Error {
     Error::Metadata(e.to_string())
 }

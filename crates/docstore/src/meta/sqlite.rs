@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::rows::{
-    RowAccess, check_owner, document_from_row, next_version, outbox_from_row, row_err, version_from_row,
+    RowAccess, check_owner, document_from_row, found, impl_row_access, next_version, outbox_from_row,
+    row_err, version_from_row,
 };
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
@@ -107,12 +108,7 @@ impl SqliteMetadata {
             .fetch_optional(&mut **tx)
             .await
             .map_err(self.err())?;
-        row.map(|r| document_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: id.to_owned(),
-                version: None,
-            })
+        found(row, document_from_row, id, None)
     }
 }
 
@@ -138,26 +134,9 @@ fn migrate_err(e: sqlx::migrate::MigrateError, path: &str) -> Error {
     }
 }
 
-impl RowAccess for SqliteRow {
-    fn text(&self, col: &str) -> Result<String> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn opt_text(&self, col: &str) -> Result<Option<String>> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn int(&self, col: &str) -> Result<i64> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
-        self.try_get(col).map_err(row_err)
-    }
-    fn flag(&self, col: &str) -> Result<bool> {
-        Ok(self.try_get::<i64, _>(col).map_err(row_err)? != 0)
-    }
-    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
-        self.try_get(col).map_err(row_err)
-    }
-}
+impl_row_access!(SqliteRow, |row, col| Ok(sqlx::Row::try_get::<i64, _>(row, col)
+    .map_err(row_err)?
+    != 0));
 
 #[async_trait]
 impl MetadataStore for SqliteMetadata {
@@ -268,12 +247,7 @@ impl MetadataStore for SqliteMetadata {
             }
         }
         .map_err(self.err())?;
-        row.map(|r| version_from_row(&r))
-            .transpose()?
-            .ok_or_else(|| Error::NotFound {
-                document: document_id.to_owned(),
-                version,
-            })
+        found(row, version_from_row, document_id, version)
     }
 
     async fn versions(&self, document_id: &str) -> Result<Vec<VersionRecord>> {
