@@ -8,6 +8,8 @@
 //!   place, tags kept aside: the cost of framing itself.
 //! - `framed_*_envelope`: a whole envelope built into / read from a separate buffer (header,
 //!   copies, tags inline), as `seal_to_vec` / `open_from_slice` do.
+//! - `raw_encrypt_aws_lc_rs`: the same AES-256-GCM from `aws-lc-rs` (already in the tree through the
+//!   AWS SDK's TLS), to weigh the cipher crate against the owner's pick, `aes-gcm`.
 #![allow(missing_docs)]
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -53,6 +55,17 @@ fn bench(c: &mut Criterion) {
 
         g.bench_function(BenchmarkId::new("raw_encrypt", label), |b| {
             b.iter(|| raw.encrypt_in_place_detached(nonce, b"", &mut buf).unwrap())
+        });
+        // Another implementation of the same primitive, for the crate choice (see the module docs).
+        let lc = aws_lc_rs::aead::LessSafeKey::new(
+            aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key.as_slice()).unwrap(),
+        );
+        g.bench_function(BenchmarkId::new("raw_encrypt_aws_lc_rs", label), |b| {
+            b.iter(|| {
+                let n = aws_lc_rs::aead::Nonce::assume_unique_for_key([1u8; 12]);
+                lc.seal_in_place_separate_tag(n, aws_lc_rs::aead::Aad::empty(), &mut buf)
+                    .unwrap()
+            })
         });
         let mut tags = Vec::new();
         g.bench_function(BenchmarkId::new("framed_encrypt_in_place", label), |b| {
