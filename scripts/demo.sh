@@ -5,6 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 corpus=${1:-${DOCSTORE_CORPUS:-$here/../shared/corpus}}
+"$here/scripts/build-deps.sh"
 cargo build --release -q -p docstore-cli --manifest-path "$here/Cargo.toml"
 bin=${CARGO_TARGET_DIR:-$here/target}/release/docstore
 data=$(mktemp -d)/docstore-data

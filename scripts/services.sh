@@ -4,6 +4,8 @@
 #   - moto (PyPI `moto[server]`, in a venv): S3, DynamoDB and KMS on one port, launched through
 #     scripts/moto_server.py, which adds KMS key-state enforcement that moto lacks
 #   - PostgreSQL (Debian's `postgresql`): a throwaway cluster
+#   - Apache Kafka 4.x (from Maven Central with scripts/kafka/pom.xml): a single-node KRaft
+#     broker+controller
 # Usage: scripts/services.sh start|stop|env
 #   start  prints nothing but progress; writes $DOCSTORE_SERVICES_DIR/env (source it)
 #   env    prints the env file
@@ -70,7 +72,56 @@ start_pg() {
   echo "$port"
 }
 
+kafka_libs=${DOCSTORE_KAFKA_LIBS:-$HOME/.cache/docstore-kafka/libs}
+
+start_kafka() {
+  if ! ls "$kafka_libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
+    echo "fetching Apache Kafka from Maven Central into $kafka_libs" >&2
+    command -v mvn >/dev/null || { echo "mvn not found" >&2; return 1; }
+    mvn -q -B -f "$(dirname "$0")/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$kafka_libs" >"$dir/mvn.log" 2>&1 || { tail -20 "$dir/mvn.log" >&2; return 1; }
+  fi
+  local port cport data
+  port=$(free_port); cport=$(free_port)
+  data="$dir/kafka"
+  rm -rf "$data"; mkdir -p "$data"
+  cat >"$dir/kafka.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data
+num.partitions=6
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+auto.create.topics.enable=false
+PROPS
+  local cluster
+  cluster=$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  java -cp "$kafka_libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/kafka.properties" \
+    >"$dir/kafka-format.log" 2>&1
+  java -Xmx768m -cp "$kafka_libs/*" kafka.Kafka "$dir/kafka.properties" >"$dir/kafka.log" 2>&1 &
+  echo $! >"$dir/kafka.pid"
+  wait_port "$port" 60
+  echo "kafka on 127.0.0.1:$port" >&2
+  echo "$port"
+}
+
 stop_all() {
+  if [ -f "$dir/kafka.pid" ]; then
+    pid=$(cat "$dir/kafka.pid"); kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true; rm -f "$dir/kafka.pid"
+  fi
   if [ -f "$dir/moto.pid" ]; then kill "$(cat "$dir/moto.pid")" 2>/dev/null || true; rm -f "$dir/moto.pid"; fi
   if [ -d "$dir/pg" ]; then
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -83,11 +134,14 @@ case "${1:-}" in
     stop_all
     moto_port=$(start_moto)
     pg_port=$(start_pg)
+    kafka_port=$(start_kafka)
     cat >"$dir/env" <<ENV
 export DOCSTORE_TEST_AWS_ENDPOINT=http://127.0.0.1:$moto_port
 export DOCSTORE_TEST_S3_BUCKET=docstore-test
 export DOCSTORE_TEST_PG_URL=postgres://docstore@127.0.0.1:$pg_port/docstore
 export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
+export DOCSTORE_TEST_KAFKA=127.0.0.1:$kafka_port
+export DOCSTORE_TEST_KAFKA_PID=$(cat "$dir/kafka.pid")
 ENV
     ;;
   stop) stop_all ;;

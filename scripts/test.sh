@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every test (the conformance suite on every backend,
 # tamper classes, corpus round trips, CLI end to end), benches and fuzz targets compiled.
-# The servers the tests need (moto for S3/DynamoDB/KMS, PostgreSQL) are installed if missing,
+# The servers the tests need (moto for S3/DynamoDB/KMS, PostgreSQL, Apache Kafka) are installed if missing,
 # started on 127.0.0.1 by scripts/services.sh and stopped on exit; tests that need them fail
 # (not skip) here when they are missing.
 set -euo pipefail
@@ -10,6 +10,7 @@ cd "$here"
 export DOCSTORE_CORPUS=${DOCSTORE_CORPUS:-$here/../shared/corpus}
 [ -f "$DOCSTORE_CORPUS/MANIFEST.tsv" ] || { echo "test corpus not found at $DOCSTORE_CORPUS" >&2; exit 1; }
 
+echo "== build dependencies"; scripts/build-deps.sh
 echo "== services"
 export DOCSTORE_SERVICES_DIR=${DOCSTORE_SERVICES_DIR:-$(mktemp -d /tmp/docstore-services.XXXXXX)}
 trap 'scripts/services.sh stop' EXIT

@@ -18,8 +18,8 @@ use crate::envelope::EncryptionContext;
 use crate::keys::KeyProvider;
 use crate::meta::{HoldChange, MetadataStore};
 use crate::{
-    DocStore, DocumentRecord, Error, Identity, IntegrityError, Kind, NewVersion, OutboxEntry, PutRequest,
-    Result, Timestamp, VersionRecord,
+    DocStore, DocumentRecord, Error, Identity, IntegrityError, JoinOutcome, Kind, NewVersion, OutboxEntry,
+    ProcessingState, PutRequest, Rendition, Result, StageResult, Timestamp, VersionRecord,
 };
 
 fn fresh(prefix: &str) -> String {
@@ -330,6 +330,146 @@ pub async fn metadata_store(meta: &dyn MetadataStore) {
         meta.set_tombstone(&doc, None).await,
         Err(Error::NotFound { .. })
     ));
+}
+
+fn stage_result(stage: &str, rendition: Option<&str>) -> StageResult {
+    StageResult {
+        stage: stage.to_owned(),
+        stage_version: 1,
+        renditions: rendition
+            .map(|key| Rendition {
+                stage: stage.to_owned(),
+                stage_version: 1,
+                blob_key: key.to_owned(),
+                media_type: "image/png".into(),
+                size: 10,
+                sha256: "00".repeat(32),
+            })
+            .into_iter()
+            .collect(),
+        page_count: Some(2),
+        text_length: None,
+        recorded_at: Timestamp::now(),
+    }
+}
+
+/// The `file.processed` join: stage results accumulate idempotently, the version completes once
+/// every required stage recorded success, and of concurrent completions exactly one records the
+/// `file.processed` outbox entry (in the same write). Renditions are referenced for gc and purge.
+pub async fn processing_join(meta: &dyn MetadataStore) {
+    let (doc, patient, exam) = (fresh("join"), fresh("pat"), fresh("exam"));
+    let v1 = meta
+        .commit_version(new_version(&doc, &patient, &exam), None)
+        .await
+        .unwrap();
+    let required: Vec<String> = vec!["thumbnail".into(), "verify".into()];
+    let processed = |entries: Vec<OutboxEntry>| {
+        entries
+            .into_iter()
+            .filter(|e| e.event_type == crate::outbox::FILE_PROCESSED)
+            .collect::<Vec<_>>()
+    };
+
+    let thumb_key = fresh("rendition");
+    let first = meta
+        .record_stage(&doc, 1, stage_result("thumbnail", Some(&thumb_key)), &required)
+        .await
+        .unwrap();
+    assert!(!first.completed_now);
+    assert_eq!(first.missing, vec!["verify".to_owned()]);
+    assert_eq!(first.state, ProcessingState::Pending);
+    // Re-recording the same stage (a redelivery) changes nothing and completes nothing.
+    let again = meta
+        .record_stage(&doc, 1, stage_result("thumbnail", Some(&thumb_key)), &required)
+        .await
+        .unwrap();
+    assert!(!again.completed_now);
+    let v = meta.version(&doc, Some(1)).await.unwrap();
+    assert_eq!(v.renditions.len(), 1, "re-recording duplicated a rendition");
+    assert!(processed(outbox_for(meta, &doc).await).is_empty());
+
+    let done = meta
+        .record_stage(&doc, 1, stage_result("verify", None), &required)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        JoinOutcome {
+            completed_now: true,
+            state: ProcessingState::Processed,
+            missing: vec![],
+        }
+    );
+    let v = meta.version(&doc, Some(1)).await.unwrap();
+    assert_eq!(v.state, ProcessingState::Processed);
+    assert_eq!(v.renditions[0].blob_key, thumb_key);
+    let events = processed(outbox_for(meta, &doc).await);
+    assert_eq!(events.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+    assert_eq!(body["type"], "file.processed");
+    assert_eq!(body["data"]["version_id"], v1.version_id.as_str());
+    assert_eq!(body["data"]["page_count"], 2);
+    assert_eq!(body["data"]["renditions"][0]["blob_key"], thumb_key.as_str());
+    // A late redelivery after completion: recorded, but no second event.
+    let late = meta
+        .record_stage(&doc, 1, stage_result("verify", None), &required)
+        .await
+        .unwrap();
+    assert!(!late.completed_now);
+    assert_eq!(processed(outbox_for(meta, &doc).await).len(), 1);
+    assert!(
+        meta.referenced_blobs(std::slice::from_ref(&thumb_key))
+            .await
+            .unwrap()
+            .contains(&thumb_key),
+        "a recorded rendition is not referenced (gc would delete it)"
+    );
+
+    // Concurrent completions of one version: exactly one wins.
+    meta.commit_version(new_version(&doc, &patient, &exam), None)
+        .await
+        .unwrap();
+    let stages: Vec<String> = (0..12).map(|i| format!("stage{i:02}")).collect();
+    let outcomes = futures::future::join_all(
+        stages
+            .iter()
+            .map(|st| meta.record_stage(&doc, 2, stage_result(st, None), &stages)),
+    )
+    .await;
+    let winners = outcomes
+        .into_iter()
+        .map(|o| o.unwrap())
+        .filter(|o| o.completed_now)
+        .count();
+    assert_eq!(winners, 1, "concurrent stage completions");
+    assert_eq!(
+        meta.version(&doc, Some(2)).await.unwrap().state,
+        ProcessingState::Processed
+    );
+    assert_eq!(processed(outbox_for(meta, &doc).await).len(), 2);
+
+    assert!(matches!(
+        meta.record_stage(&doc, 9, stage_result("verify", None), &required)
+            .await,
+        Err(Error::NotFound { version: Some(9), .. })
+    ));
+    assert!(matches!(
+        meta.record_stage(&fresh("nodoc"), 1, stage_result("verify", None), &required)
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    // Purge releases the renditions' blobs too.
+    meta.set_tombstone(&doc, Some((Timestamp::now(), "test".into())))
+        .await
+        .unwrap();
+    let keys = meta.purge(&doc, Timestamp::now()).await.unwrap();
+    assert!(keys.contains(&thumb_key), "purge forgot a rendition blob");
+    let ids: Vec<String> = outbox_for(meta, &doc)
+        .await
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    meta.outbox_mark_sent(&ids).await.unwrap();
 }
 
 async fn outbox_for(meta: &dyn MetadataStore, doc: &str) -> Vec<OutboxEntry> {
@@ -791,6 +931,9 @@ impl MetadataStore for StallingCommit {
     }
     async fn outbox_mark_sent(&self, s: &[String]) -> Result<()> {
         self.0.outbox_mark_sent(s).await
+    }
+    async fn record_stage(&self, d: &str, v: u64, r: StageResult, req: &[String]) -> Result<JoinOutcome> {
+        self.0.record_stage(d, v, r, req).await
     }
 }
 

@@ -294,3 +294,36 @@ pub struct OutboxEntry {
     /// When it was recorded.
     pub created_at: Timestamp,
 }
+
+/// What a processing stage recorded for a version (the input of the `file.processed` join).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageResult {
+    /// Stage name (`verify`, `stamp`, `thumbnail`, `text` …).
+    pub stage: String,
+    /// Stage version: a new release records anew, replacing the older result.
+    pub stage_version: u32,
+    /// Renditions the stage stored (they replace this stage's earlier renditions).
+    #[serde(default)]
+    pub renditions: Vec<Rendition>,
+    /// Pages seen, for stages that read a document's pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_count: Option<u32>,
+    /// Characters of extracted text, for text stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_length: Option<u64>,
+    /// When it was recorded.
+    pub recorded_at: Timestamp,
+}
+
+/// The state of a version's join after a stage recorded its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoinOutcome {
+    /// This call completed the join: it marked the version processed and recorded the one
+    /// `file.processed` outbox entry. Exactly one call per version sees `true`.
+    pub completed_now: bool,
+    /// Processing state after the call.
+    pub state: ProcessingState,
+    /// Required stages that have not recorded a result yet.
+    pub missing: Vec<String>,
+}

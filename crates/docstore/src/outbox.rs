@@ -5,12 +5,17 @@
 //! crash between commit and publish loses nothing, and a duplicate publish is absorbed by idempotent
 //! consumers keyed by the event id.
 
-use crate::model::VersionRecord;
+use std::collections::BTreeMap;
+
+use crate::model::{StageResult, VersionRecord};
 
 /// CloudEvents `source` of events produced by the store.
 pub const SOURCE: &str = "urn:docstore:store";
 /// Event type recorded for every committed version.
 pub const FILE_UPLOADED: &str = "file.uploaded";
+
+/// Event type recorded once per version when every configured stage has succeeded.
+pub const FILE_PROCESSED: &str = "file.processed";
 
 /// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
 ///
@@ -36,6 +41,44 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
             "media_type": record.media_type,
             "size": record.size,
             "sha256": record.sha256,
+        }
+    });
+    (event_id, event.to_string())
+}
+
+/// The `file.processed` CloudEvent for a version whose stages all succeeded: event id, JSON.
+///
+/// Names the renditions (with digests), page count, text length and which stage versions ran.
+/// The id is derived from the version id: the outbox's unique event id is a second guard, beside
+/// the join's conditional write, against recording it twice.
+pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageResult>) -> (String, String) {
+    let event_id = format!("file.processed:{}", record.version_id);
+    let page_count = stages.values().filter_map(|s| s.page_count).max();
+    let text_length = stages.values().filter_map(|s| s.text_length).max();
+    let stage_versions: BTreeMap<&str, u32> = stages
+        .iter()
+        .map(|(name, s)| (name.as_str(), s.stage_version))
+        .collect();
+    let event = serde_json::json!({
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": FILE_PROCESSED,
+        "time": crate::model::Timestamp::now().to_rfc3339(),
+        "subject": record.document_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "document_id": record.document_id,
+            "version": record.version,
+            "version_id": record.version_id,
+            "patient_id": record.patient_id,
+            "exam_id": record.exam_id,
+            "kind": record.kind,
+            "sha256": record.sha256,
+            "renditions": record.renditions,
+            "page_count": page_count,
+            "text_length": text_length,
+            "stages": stage_versions,
         }
     });
     (event_id, event.to_string())

@@ -20,7 +20,10 @@ use crate::envelope::{self, EncryptionContext, Header, Layout, Opener, Sealer, T
 use crate::error::{Error, IntegrityError, Result};
 use crate::keys::{self, KeyProvider, keyring::Keyring};
 use crate::meta::{HoldChange, MetadataStore, sqlite::SqliteMetadata};
-use crate::model::{DocumentRecord, Identity, Kind, NewVersion, Timestamp, VersionRecord, validate_id};
+use crate::model::{
+    DocumentRecord, Identity, JoinOutcome, Kind, NewVersion, StageResult, Timestamp, VersionRecord,
+    validate_id,
+};
 
 /// Context key naming the document in every envelope and wrapped key.
 pub const CTX_DOCUMENT: &str = "docstore.document";
@@ -601,6 +604,33 @@ impl DocStore {
             let doc = self.meta.document(document_id).await?;
             let versions = self.meta.versions(document_id).await?;
             Ok((versions, Some(doc.latest_version), None))
+        })
+        .await
+    }
+
+    /// Records a processing stage's success for a version and completes the `file.processed` join
+    /// when every stage in `required` has succeeded (see [`MetadataStore::record_stage`]): the
+    /// `file.processed` event is recorded in the outbox exactly once per version.
+    pub async fn record_stage(
+        &self,
+        who: &Identity,
+        document_id: &str,
+        version: u64,
+        result: StageResult,
+        required: &[String],
+    ) -> Result<JoinOutcome> {
+        let detail = format!("stage={} v{}", result.stage, result.stage_version);
+        self.audited(who, "record_stage", Some(document_id), async {
+            let outcome = self
+                .meta
+                .record_stage(document_id, version, result, required)
+                .await?;
+            let detail = if outcome.completed_now {
+                format!("{detail}; processed")
+            } else {
+                detail
+            };
+            Ok((outcome, Some(version), Some(detail)))
         })
         .await
     }

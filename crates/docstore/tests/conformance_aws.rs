@@ -194,6 +194,7 @@ async fn dynamodb(settings: &AwsSettings) -> docstore::meta::dynamodb::DynamoMet
 async fn metadata_dynamodb() {
     let Some(settings) = aws() else { return };
     conformance::metadata_store(&dynamodb(&settings).await).await;
+    conformance::processing_join(&dynamodb(&settings).await).await;
 }
 
 #[tokio::test]

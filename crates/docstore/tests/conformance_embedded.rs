@@ -36,11 +36,13 @@ async fn metadata_sqlite_file() {
         .await
         .unwrap();
     conformance::metadata_store(&meta).await;
+    conformance::processing_join(&meta).await;
 }
 
 #[tokio::test]
 async fn metadata_sqlite_in_memory() {
     conformance::metadata_store(&SqliteMetadata::in_memory().await.unwrap()).await;
+    conformance::processing_join(&SqliteMetadata::in_memory().await.unwrap()).await;
 }
 
 #[tokio::test]

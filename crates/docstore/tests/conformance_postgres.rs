@@ -34,6 +34,7 @@ fn store_with(meta: PostgresMetadata, dir: &std::path::Path) -> DocStore {
 async fn metadata_postgres() {
     let Some(meta) = pg().await else { return };
     conformance::metadata_store(&meta).await;
+    conformance::processing_join(&meta).await;
 }
 
 #[tokio::test]

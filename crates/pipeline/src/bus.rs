@@ -75,6 +75,15 @@ pub trait Subscription: Send {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
     /// Records that `delivery` is fully handled (processed or dead-lettered).
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;
+    /// Makes the acks durable and leaves the group (graceful shutdown). Dropping a subscription
+    /// without closing it is a crash as far as the group is concerned: unacked work is redelivered.
+    async fn close(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
+    /// Messages in the owned partitions not read yet, if the bus can tell.
+    async fn lag(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// Stable partition for a key (FNV-1a), identical across processes and runs.
@@ -252,6 +261,28 @@ impl Subscription for Member {
                 return Ok(Vec::new());
             }
         }
+    }
+
+    async fn lag(&mut self) -> Option<u64> {
+        let st = self.bus.lock();
+        let g = st.groups.get(&self.group)?;
+        let mut lag = 0u64;
+        for topic in &self.topics {
+            let Some(parts) = st.topics.get(topic) else {
+                continue;
+            };
+            for (p, log) in parts.iter().enumerate() {
+                if self.owns(g, p as u32) {
+                    let pos = self
+                        .positions
+                        .get(&(topic.clone(), p as u32))
+                        .copied()
+                        .unwrap_or_else(|| g.committed.get(&(topic.clone(), p as u32)).copied().unwrap_or(0));
+                    lag += (log.len() as u64).saturating_sub(pos);
+                }
+            }
+        }
+        Some(lag)
     }
 
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {

@@ -2,9 +2,13 @@
 //!
 //! The event side of docstore: CloudEvents ([`events`]), the event-bus seam with an in-process
 //! implementation ([`bus`]), and the outbox relay that publishes what the store committed
-//! ([`relay`]). Kafka, the worker runtime and the processing stages build on these.
+//! ([`relay`]), the same bus on Apache Kafka ([`kafka`]), the worker runtime every stage runs in
+//! ([`runtime`]), the `file.processed` join ([`join`]), and worker observability ([`observe`]).
 
 pub mod bus;
 pub mod events;
+pub mod join;
+pub mod kafka;
+pub mod observe;
 pub mod relay;
 pub mod runtime;

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -37,6 +37,9 @@ pub mod dlq_headers {
     /// Topic the message came from (where `dlq replay` sends it back).
     pub const ORIGINAL_TOPIC: &str = "dlq.original_topic";
 }
+
+/// How often the consumer lag gauge is refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -100,22 +103,7 @@ impl RuntimeConfig {
     }
 }
 
-/// Counters a worker exports (Prometheus names in the docs of each field).
-#[derive(Debug, Default)]
-pub struct WorkerMetrics {
-    /// `docstore_worker_processed_total`
-    pub processed: AtomicU64,
-    /// `docstore_worker_failed_total` (attempts that failed)
-    pub failed: AtomicU64,
-    /// `docstore_worker_retried_total`
-    pub retried: AtomicU64,
-    /// `docstore_worker_dead_lettered_total`
-    pub dead_lettered: AtomicU64,
-    /// `docstore_worker_ignored_total` (`account.*`)
-    pub ignored: AtomicU64,
-    /// Sum of stage latencies in microseconds (with `processed`, the mean).
-    pub latency_us_sum: AtomicU64,
-}
+pub use crate::observe::WorkerMetrics;
 
 /// A worker: one stage, one group member.
 pub struct Worker {
@@ -132,6 +120,13 @@ impl std::fmt::Debug for Worker {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Default)]
+struct BatchResult {
+    handled: Vec<Delivery>,
+    /// Why a partition stopped before the end of its share of the batch.
+    stopped: Option<BusError>,
 }
 
 enum Outcome {
@@ -159,14 +154,35 @@ impl Worker {
         self.metrics.clone()
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves, then closes the subscription (acks made durable, group
+    /// left). Returns an error when the bus fails (including when a dead letter cannot be
+    /// published): the caller restarts the worker, which resumes from the last acked position.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), BusError> {
         let mut sub = self
             .bus
             .subscribe(&self.config.group, &self.config.topics)
             .await?;
+        let result = self.run_with(sub.as_mut(), shutdown).await;
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        let closed = sub.close().await;
+        result.and(closed)
+    }
+
+    async fn run_with(
+        &self,
+        sub: &mut dyn Subscription,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), BusError> {
         tokio::pin!(shutdown);
+        self.metrics.ready.store(true, Ordering::Relaxed);
+        let mut lag_checked = Instant::now();
         loop {
+            if lag_checked.elapsed() >= LAG_EVERY {
+                lag_checked = Instant::now();
+                if let Some(lag) = sub.lag().await {
+                    self.metrics.lag.set(lag as i64);
+                }
+            }
             let batch = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 b = sub.poll(self.config.batch, self.config.poll_wait) => b?,
@@ -182,18 +198,18 @@ impl Worker {
                     // Finish what is in flight, within the grace period; anything unacked is
                     // redelivered to whoever owns the partition next.
                     match tokio::time::timeout(self.config.shutdown_grace, &mut work).await {
-                        Ok(d) => { Self::ack_all(sub.as_mut(), d).await?; }
+                        Ok(d) => { Self::ack_all(sub, d).await?; }
                         Err(_) => tracing::warn!(stage = self.stage.name(), "shutdown abandoned a batch"),
                     }
                     return Ok(());
                 }
             };
-            Self::ack_all(sub.as_mut(), done).await?;
+            Self::ack_all(sub, done).await?;
         }
     }
 
-    async fn ack_all(sub: &mut dyn Subscription, done: Vec<Delivery>) -> Result<(), BusError> {
-        for d in &done {
+    async fn ack_all(sub: &mut dyn Subscription, done: BatchResult) -> Result<(), BusError> {
+        for d in &done.handled {
             match sub.ack(d).await {
                 Ok(()) => {}
                 // The partition moved during the batch: its new owner redoes the work
@@ -202,11 +218,16 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        // A partition stopped short (its dead letter could not be published): acking anything
+        // later from it would skip that message, so stop; the restart resumes at the gap.
+        match done.stopped {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Handles a batch; returns the deliveries that are fully handled (to ack).
-    async fn handle_batch(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
+    async fn handle_batch(&self, batch: Vec<Delivery>) -> BatchResult {
         let mut by_partition: BTreeMap<(String, u32), Vec<Delivery>> = BTreeMap::new();
         for d in batch {
             by_partition
@@ -228,18 +249,21 @@ impl Worker {
                         // nothing after it is acked out of order; it is redelivered.
                         Err(e) => {
                             tracing::warn!(error = %e, "dead-letter publish failed");
-                            break;
+                            return (handled, Some(e));
                         }
                     }
                 }
-                handled
+                (handled, None)
             });
         }
-        futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut result = BatchResult::default();
+        for (handled, stopped) in futures::future::join_all(tasks).await {
+            result.handled.extend(handled);
+            if result.stopped.is_none() {
+                result.stopped = stopped;
+            }
+        }
+        result
     }
 
     async fn handle_one(&self, d: &Delivery) -> Result<(), BusError> {
@@ -250,7 +274,7 @@ impl Worker {
                 attempts: 0,
             },
             Ok(ev) if ev.event_type.is_ignored() => {
-                self.metrics.ignored.fetch_add(1, Ordering::Relaxed);
+                self.metrics.ignored.inc();
                 Outcome::Done
             }
             Ok(ev) => self.attempt(&ev).await,
@@ -278,7 +302,7 @@ impl Worker {
                         headers,
                     })
                     .await?;
-                self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dead_lettered.inc();
                 Ok(())
             }
         }
@@ -291,14 +315,12 @@ impl Worker {
             let started = Instant::now();
             match self.stage.handle(ev).await {
                 Ok(()) => {
-                    self.metrics.processed.fetch_add(1, Ordering::Relaxed);
-                    self.metrics
-                        .latency_us_sum
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.metrics.processed.inc();
+                    self.metrics.latency.observe(started.elapsed().as_secs_f64());
                     return Outcome::Done;
                 }
                 Err(StageError::Permanent(error)) => {
-                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed.inc();
                     return Outcome::DeadLetter {
                         kind: "permanent",
                         error,
@@ -306,7 +328,7 @@ impl Worker {
                     };
                 }
                 Err(StageError::Transient(error)) => {
-                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.failed.inc();
                     if attempt == max {
                         return Outcome::DeadLetter {
                             kind: "exhausted",
@@ -314,7 +336,7 @@ impl Worker {
                             attempts: attempt,
                         };
                     }
-                    self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.retried.inc();
                     tracing::info!(stage = self.stage.name(), event = %ev.id, attempt, "retrying after a transient error");
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff *= 2;

@@ -1,13 +1,15 @@
-//! The worker runtime on the in-process bus: no loss across a rebalance, retries with backoff,
-//! dead letters (permanent, exhausted, malformed) and their replay.
+//! The worker runtime, the same tests on the in-process bus and on a real Kafka broker
+//! (`DOCSTORE_TEST_KAFKA`, started by scripts/services.sh): no loss across a rebalance, retries
+//! with backoff, dead letters (permanent, exhausted, malformed) and their replay.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use docstore_pipeline::bus::{EventBus, InProcessBus, Message};
+use docstore_pipeline::bus::{EventBus, InProcessBus, Message, Subscription};
 use docstore_pipeline::events::CloudEvent;
+use docstore_pipeline::kafka::{KafkaBus, KafkaConfig};
 use docstore_pipeline::runtime::{
     RuntimeConfig, Stage, StageError, Worker, dlq_headers, replay_dead_letters,
 };
@@ -72,6 +74,67 @@ impl Stage for Recorder {
     }
 }
 
+/// A Kafka bus on the test broker with topics of its own (a fresh prefix), or `None` (skip) when
+/// no broker is configured and services are not required.
+fn kafka() -> Option<Arc<dyn EventBus>> {
+    match std::env::var("DOCSTORE_TEST_KAFKA") {
+        Ok(brokers) => {
+            let mut c = KafkaConfig::new(brokers);
+            c.partitions = 8;
+            c.topic_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+            Some(Arc::new(KafkaBus::new(c).unwrap()))
+        }
+        Err(_) => {
+            assert!(
+                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+                "DOCSTORE_TEST_KAFKA is not set but services are required"
+            );
+            eprintln!("skipping: DOCSTORE_TEST_KAFKA not set");
+            None
+        }
+    }
+}
+
+/// Reads a topic as a group of its own, keeping everything seen.
+struct Tap {
+    sub: Box<dyn Subscription>,
+    seen: Vec<Message>,
+}
+
+impl Tap {
+    async fn new(bus: &dyn EventBus, topic: &str) -> Tap {
+        let group = format!("tap-{}", uuid::Uuid::new_v4().simple());
+        Tap {
+            sub: bus.subscribe(&group, &[topic.to_owned()]).await.unwrap(),
+            seen: Vec::new(),
+        }
+    }
+
+    async fn refresh(&mut self) {
+        for d in self.sub.poll(100, Duration::from_millis(100)).await.unwrap() {
+            self.sub.ack(&d).await.unwrap();
+            self.seen.push(d.message);
+        }
+    }
+
+    /// Waits until at least `n` messages were seen; then a little longer, to catch extras.
+    async fn wait_for(&mut self, n: usize, timeout: Duration) -> Vec<Message> {
+        let start = Instant::now();
+        while self.seen.len() < n {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out: {} of {n} messages",
+                self.seen.len()
+            );
+            self.refresh().await;
+        }
+        for _ in 0..5 {
+            self.refresh().await;
+        }
+        self.seen.clone()
+    }
+}
+
 fn config(backoff_ms: u64) -> RuntimeConfig {
     let mut c = RuntimeConfig::new("recorders", &["file.uploaded"]);
     c.backoff = Duration::from_millis(backoff_ms);
@@ -88,8 +151,29 @@ async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_events_two_workers_rebalance_nothing_lost() {
-    let bus = Arc::new(InProcessBus::new(8));
+async fn rebalance_in_process() {
+    thousand_events_two_workers_rebalance_nothing_lost(Arc::new(InProcessBus::new(8))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_kafka() {
+    let Some(bus) = kafka() else { return };
+    thousand_events_two_workers_rebalance_nothing_lost(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_dead_letters_replay_in_process() {
+    retries_with_backoff_then_dead_letters_and_replays(Arc::new(InProcessBus::new(4))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_dead_letters_replay_kafka() {
+    let Some(bus) = kafka() else { return };
+    retries_with_backoff_then_dead_letters_and_replays(bus).await;
+}
+
+async fn thousand_events_two_workers_rebalance_nothing_lost(bus: Arc<dyn EventBus>) {
+    let mut dlq = Tap::new(bus.as_ref(), "file.uploaded.dlq").await;
     let stage = Arc::new(Recorder {
         delay: Duration::from_millis(1),
         ..Default::default()
@@ -108,7 +192,7 @@ async fn thousand_events_two_workers_rebalance_nothing_lost() {
             .await
             .unwrap();
     }
-    wait_until("a first share", Duration::from_secs(30), || {
+    wait_until("a first share", Duration::from_secs(60), || {
         stage.seen.lock().unwrap().len() >= 200
     })
     .await;
@@ -122,7 +206,7 @@ async fn thousand_events_two_workers_rebalance_nothing_lost() {
         })
         .await
     });
-    wait_until("more progress", Duration::from_secs(30), || {
+    wait_until("more progress", Duration::from_secs(60), || {
         stage.seen.lock().unwrap().len() >= 600
     })
     .await;
@@ -135,11 +219,11 @@ async fn thousand_events_two_workers_rebalance_nothing_lost() {
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
-    wait_until("all 1000", Duration::from_secs(30), || seen_distinct() == 1000).await;
+    wait_until("all 1000", Duration::from_secs(90), || seen_distinct() == 1000).await;
     stop_b.send(true).unwrap();
     hb.await.unwrap().unwrap();
     // Per document, versions were first handled in order.
-    let seen = stage.seen.lock().unwrap();
+    let seen = stage.seen.lock().unwrap().clone();
     let mut first: HashMap<String, Vec<u64>> = HashMap::new();
     for (d, v, _) in seen.iter() {
         let vs = first.entry(d.clone()).or_default();
@@ -150,12 +234,12 @@ async fn thousand_events_two_workers_rebalance_nothing_lost() {
     for (d, vs) in first {
         assert_eq!(vs, vec![1, 2, 3, 4, 5], "order of {d}");
     }
-    assert!(bus.messages("file.uploaded.dlq").is_empty());
+    dlq.refresh().await;
+    assert!(dlq.seen.is_empty(), "nothing dead-lettered");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_with_backoff_then_dead_letters_and_replays() {
-    let bus = Arc::new(InProcessBus::new(4));
+async fn retries_with_backoff_then_dead_letters_and_replays(bus: Arc<dyn EventBus>) {
+    let mut dlq_tap = Tap::new(bus.as_ref(), "file.uploaded.dlq").await;
     let stage = Arc::new(Recorder::default());
     stage.transient.lock().unwrap().insert("flaky".into(), 2);
     stage.transient.lock().unwrap().insert("down".into(), 99);
@@ -189,10 +273,8 @@ async fn retries_with_backoff_then_dead_letters_and_replays() {
         .unwrap();
     }
     bus.publish(uploaded("after-bad", 1)).await.unwrap();
-    wait_until("dead letters", Duration::from_secs(20), || {
-        bus.messages("file.uploaded.dlq").len() == 5
-    })
-    .await;
+    let dlq = dlq_tap.wait_for(5, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 5);
     wait_until("the rest", Duration::from_secs(20), || {
         stage
             .seen
@@ -228,7 +310,6 @@ async fn retries_with_backoff_then_dead_letters_and_replays() {
     assert!(gaps[0] >= 0.8 && gaps[0] < 1.5, "first backoff {:?}", gaps[0]);
     assert!(gaps[1] >= 1.6 && gaps[1] < 2.8, "second backoff {:?}", gaps[1]);
 
-    let dlq = bus.messages("file.uploaded.dlq");
     let header = |m: &Message, k: &str| m.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let broken = dlq.iter().find(|m| m.key == "broken").unwrap();
     assert_eq!(header(broken, dlq_headers::KIND).as_deref(), Some("permanent"));
@@ -249,10 +330,7 @@ async fn retries_with_backoff_then_dead_letters_and_replays() {
             .iter()
             .all(|m| header(m, dlq_headers::KIND).as_deref() == Some("decode"))
     );
-    assert_eq!(
-        metrics.dead_lettered.load(std::sync::atomic::Ordering::Relaxed),
-        5
-    );
+    assert_eq!(metrics.dead_lettered.get(), 5);
 
     // Fix the cause, replay: the broken document is processed; nothing is dead-lettered again.
     stage.permanent.lock().unwrap().clear();
@@ -264,7 +342,7 @@ async fn retries_with_backoff_then_dead_letters_and_replays() {
         .iter()
         .filter(|(d, _, _)| d == "broken")
         .count();
-    let replayed = replay_dead_letters(bus.as_ref(), "file.uploaded.dlq", 5, Duration::from_millis(50))
+    let replayed = replay_dead_letters(bus.as_ref(), "file.uploaded.dlq", 5, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(replayed, 5);
@@ -292,18 +370,14 @@ async fn retries_with_backoff_then_dead_letters_and_replays() {
     .await;
     // Replay again: nothing new (the replay group already consumed them); the malformed three
     // went back and were dead-lettered again, as they must be.
-    wait_until("malformed again", Duration::from_secs(20), || {
-        bus.messages("file.uploaded.dlq").len() == 8
-    })
-    .await;
+    assert_eq!(dlq_tap.wait_for(8, Duration::from_secs(30)).await.len(), 8);
     stop.send(true).unwrap();
     h.await.unwrap().unwrap();
-    let mut sub = bus
-        .subscribe("inspect", &["file.uploaded.dlq".into()])
+    let all = Tap::new(bus.as_ref(), "file.uploaded.dlq")
         .await
-        .unwrap();
-    let all = sub.poll(100, Duration::from_millis(20)).await.unwrap();
-    let count = |k: &str| all.iter().filter(|d| d.message.key == k).count();
+        .wait_for(8, Duration::from_secs(30))
+        .await;
+    let count = |k: &str| all.iter().filter(|m| m.key == k).count();
     assert_eq!(
         (count("bad"), count("broken"), count("down")),
         (6, 1, 1),

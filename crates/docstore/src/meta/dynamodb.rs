@@ -22,7 +22,8 @@ use super::rows::{check_owner, next_version};
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, Kind, NewVersion, OutboxEntry, ProcessingState, Timestamp, VersionRecord,
+    DocumentRecord, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, StageResult, Timestamp,
+    VersionRecord,
 };
 
 type Item = HashMap<String, Av>;
@@ -397,23 +398,39 @@ impl DynamoMetadata {
         ]);
         items.push(self.put(blob, Some("attribute_not_exists(pk)"))?);
         let (event_id, payload) = crate::outbox::file_uploaded(record);
+        items.push(self.outbox_put(
+            &event_id,
+            crate::outbox::FILE_UPLOADED,
+            id,
+            record.version,
+            payload,
+        )?);
+        Ok(items)
+    }
+
+    /// The outbox item of an event about version `version` of document `id`; it sits in the sparse
+    /// `outbox_pending` index until marked sent.
+    fn outbox_put(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        id: &str,
+        version: u64,
+        payload: String,
+    ) -> Result<TransactWriteItem> {
         let now = Timestamp::now().0;
         let mut ev = Self::key(format!("O#{event_id}"), OUTBOX_SK);
         ev.extend([
-            ("event_id".to_owned(), s(&event_id)),
-            ("event_type".to_owned(), s(crate::outbox::FILE_UPLOADED)),
+            ("event_id".to_owned(), s(event_id)),
+            ("event_type".to_owned(), s(event_type)),
             ("key".to_owned(), s(id)),
             ("payload".to_owned(), s(payload)),
-            ("created_at".to_owned(), n(record.created_at.0)),
+            ("created_at".to_owned(), n(now)),
             ("seq".to_owned(), n(now)),
             ("gsi3pk".to_owned(), s(PENDING)),
-            (
-                "gsi3sk".to_owned(),
-                s(format!("{now:015}#{id}#{:020}", record.version)),
-            ),
+            ("gsi3sk".to_owned(), s(format!("{now:015}#{id}#{version:020}"))),
         ]);
-        items.push(self.put(ev, Some("attribute_not_exists(pk)"))?);
-        Ok(items)
+        self.put(ev, Some("attribute_not_exists(pk)"))
     }
 
     async fn update_document(
@@ -862,5 +879,90 @@ impl MetadataStore for DynamoMetadata {
             }
         }
         Ok(())
+    }
+
+    async fn record_stage(
+        &self,
+        document_id: &str,
+        version: u64,
+        result: StageResult,
+        required: &[String],
+    ) -> Result<JoinOutcome> {
+        // Optimistic: the update is conditioned on the stage results read, so of concurrent
+        // completions one commits and the others re-read and merge again.
+        for attempt in 0..COMMIT_ATTEMPTS {
+            let Some(item) = self.get_item(doc_pk(document_id), &version_sk(version)).await? else {
+                return Err(Error::NotFound {
+                    document: document_id.to_owned(),
+                    version: Some(version),
+                });
+            };
+            let record = version_from_item(&item)?;
+            let old = opt_s(&item, "stages");
+            let merged = super::join::merge(&record, old.as_deref().unwrap_or(""), result.clone(), required)?;
+            let renditions =
+                serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))
+                .update_expression("SET stages = :s, renditions = :r, #st = :state")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":s", s(&merged.stages_json))
+                .expression_attribute_values(":r", s(renditions))
+                .expression_attribute_values(":state", s(merged.state.as_str()));
+            update = match &old {
+                Some(o) => update
+                    .condition_expression("stages = :old")
+                    .expression_attribute_values(":old", s(o)),
+                None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(stages)"),
+            };
+            let mut items = vec![
+                TransactWriteItem::builder()
+                    .update(update.build().map_err(build_err)?)
+                    .build(),
+            ];
+            // Blob references: the new renditions are kept by gc, the replaced ones are not.
+            let kept: HashSet<&str> = merged.renditions.iter().map(|r| r.blob_key.as_str()).collect();
+            for r in &record.renditions {
+                if !kept.contains(r.blob_key.as_str()) {
+                    items.push(self.delete(format!("B#{}", r.blob_key), BLOB_SK)?);
+                }
+            }
+            for r in &result.renditions {
+                let mut blob = Self::key(format!("B#{}", r.blob_key), BLOB_SK);
+                blob.extend([
+                    ("document_id".to_owned(), s(document_id)),
+                    ("version".to_owned(), n(version as i64)),
+                ]);
+                items.push(self.put(blob, None)?);
+            }
+            if let Some((event_id, payload)) = &merged.event {
+                items.push(self.outbox_put(
+                    event_id,
+                    crate::outbox::FILE_PROCESSED,
+                    document_id,
+                    version,
+                    payload.clone(),
+                )?);
+            }
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(merged.outcome),
+                Err(e) if lost_race(&e) => {
+                    let cap = 2u64.saturating_pow(attempt.min(6)).min(50);
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
+                }
+                Err(e) => return Err(ddb_err("TransactWriteItems", e)),
+            }
+        }
+        Err(Error::Unavailable {
+            backend: "dynamodb".into(),
+            detail: format!("stage result for {document_id} v{version} lost {COMMIT_ATTEMPTS} races"),
+        })
     }
 }

@@ -6,10 +6,13 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
+use crate::model::{
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+};
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+mod join;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
@@ -86,4 +89,17 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
 
     /// Marks outbox entries sent, by event id (marking an already-sent entry is a no-op).
     async fn outbox_mark_sent(&self, event_ids: &[String]) -> Result<()>;
+
+    /// Records that a stage succeeded for a version (replacing that stage's earlier result and
+    /// renditions: idempotent), and — when every stage in `required` has a result and the version
+    /// is still pending — marks it processed and records its `file.processed` outbox entry, all in
+    /// one atomic write. Of concurrent callers for one version exactly one completes the join.
+    /// Fails with `Error::NotFound` if the version does not exist (any more).
+    async fn record_stage(
+        &self,
+        document_id: &str,
+        version: u64,
+        result: StageResult,
+        required: &[String],
+    ) -> Result<JoinOutcome>;
 }

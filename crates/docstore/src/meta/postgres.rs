@@ -17,7 +17,9 @@ use super::rows::{
 };
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
-use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
+use crate::model::{
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -352,5 +354,63 @@ impl MetadataStore for PostgresMetadata {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn record_stage(
+        &self,
+        document_id: &str,
+        version: u64,
+        result: StageResult,
+        required: &[String],
+    ) -> Result<JoinOutcome> {
+        let mut tx = self.begin().await?;
+        // The row lock serialises concurrent stage completions of one version.
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS}, stages::text AS stages FROM versions \
+             WHERE document_id = $1 AND version = $2 FOR UPDATE"
+        );
+        let row = sqlx::query(&sql)
+            .bind(document_id)
+            .bind(version as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Err(Error::NotFound {
+                document: document_id.to_owned(),
+                version: Some(version),
+            });
+        };
+        let record = version_from_row(&row)?;
+        let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
+        let renditions =
+            serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+        sqlx::query(
+            "UPDATE versions SET stages = $1::jsonb, renditions = $2::jsonb, state = $3 \
+             WHERE document_id = $4 AND version = $5",
+        )
+        .bind(&merged.stages_json)
+        .bind(renditions)
+        .bind(merged.state.as_str())
+        .bind(document_id)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some((event_id, payload)) = &merged.event {
+            sqlx::query(
+                "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(event_id)
+            .bind(crate::outbox::FILE_PROCESSED)
+            .bind(document_id)
+            .bind(payload)
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(merged.outcome)
     }
 }

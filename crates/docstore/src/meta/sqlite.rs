@@ -21,7 +21,9 @@ use super::rows::{
 };
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
-use crate::model::{DocumentRecord, NewVersion, OutboxEntry, Timestamp, VersionRecord};
+use crate::model::{
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -123,6 +125,22 @@ fn map_err(e: sqlx::Error, path: &str) -> Error {
                 detail: db.message().to_owned(),
             };
         }
+        // SQLITE_BUSY (5) / SQLITE_LOCKED (6): another process held the lock past the busy
+        // timeout; nothing was written and a retry may succeed.
+        if let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok())
+            && matches!(code & 0xff, 5 | 6)
+        {
+            return Error::Unavailable {
+                backend: "sqlite".into(),
+                detail: db.message().to_owned(),
+            };
+        }
+    }
+    if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) {
+        return Error::Unavailable {
+            backend: "sqlite".into(),
+            detail: e.to_string(),
+        };
     }
     Error::Metadata(e.to_string())
 }
@@ -451,5 +469,66 @@ impl MetadataStore for SqliteMetadata {
                 .map_err(self.err())?;
         }
         tx.commit().await.map_err(self.err())
+    }
+
+    async fn record_stage(
+        &self,
+        document_id: &str,
+        version: u64,
+        result: StageResult,
+        required: &[String],
+    ) -> Result<JoinOutcome> {
+        let mut tx = self.begin().await?;
+        // A write first: takes the write lock, so the read below and the update are one step.
+        sqlx::query("UPDATE versions SET state = state WHERE document_id = ? AND version = ?")
+            .bind(document_id)
+            .bind(version as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let sql =
+            format!("SELECT {VERSION_COLUMNS}, stages FROM versions WHERE document_id = ? AND version = ?");
+        let row = sqlx::query(&sql)
+            .bind(document_id)
+            .bind(version as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let Some(row) = row else {
+            return Err(Error::NotFound {
+                document: document_id.to_owned(),
+                version: Some(version),
+            });
+        };
+        let record = version_from_row(&row)?;
+        let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
+        let renditions =
+            serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+        sqlx::query(
+            "UPDATE versions SET stages = ?, renditions = ?, state = ? WHERE document_id = ? AND version = ?",
+        )
+        .bind(&merged.stages_json)
+        .bind(renditions)
+        .bind(merged.state.as_str())
+        .bind(document_id)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
+        if let Some((event_id, payload)) = &merged.event {
+            sqlx::query(
+                "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(event_id)
+            .bind(crate::outbox::FILE_PROCESSED)
+            .bind(document_id)
+            .bind(payload)
+            .bind(Timestamp::now().0)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        }
+        tx.commit().await.map_err(self.err())?;
+        Ok(merged.outcome)
     }
 }

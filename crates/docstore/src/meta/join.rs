@@ -1,0 +1,87 @@
+//! The `file.processed` join, shared by every metadata backend: merge a stage's result into the
+//! version's recorded results and decide whether this write completes the version.
+//!
+//! Each backend runs [`merge`] inside one atomic write guarded by the version row it read (a row
+//! lock in SQL, a condition on the previous value in DynamoDB), so of any number of concurrent
+//! stage completions exactly one sees the version go from pending to complete and records the
+//! `file.processed` outbox entry in that same write.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::model::{JoinOutcome, ProcessingState, Rendition, StageResult, VersionRecord};
+
+/// Recorded results of a version, by stage name (stored as JSON in the version row or item).
+pub(crate) type Stages = BTreeMap<String, StageResult>;
+
+/// The result of merging one stage result into a version.
+pub(crate) struct Merged {
+    /// New stored value of the stage results.
+    pub(crate) stages_json: String,
+    /// New rendition list (this stage's earlier renditions replaced).
+    pub(crate) renditions: Vec<Rendition>,
+    /// Processing state to store.
+    pub(crate) state: ProcessingState,
+    /// `(event id, payload)` of the `file.processed` entry when this write completes the join.
+    pub(crate) event: Option<(String, String)>,
+    /// What to return to the caller once the write committed.
+    pub(crate) outcome: JoinOutcome,
+}
+
+/// Parses the stored stage results (`""` or absent means none yet).
+pub(crate) fn parse(stages_json: &str) -> Result<Stages> {
+    if stages_json.is_empty() {
+        return Ok(Stages::new());
+    }
+    serde_json::from_str(stages_json).map_err(|e| Error::Metadata(format!("stage results: {e}")))
+}
+
+/// Merges `result` into `version` (whose stored stage results are `stages_json`).
+pub(crate) fn merge(
+    version: &VersionRecord,
+    stages_json: &str,
+    result: StageResult,
+    required: &[String],
+) -> Result<Merged> {
+    if result.stage.is_empty() {
+        return Err(Error::InvalidInput("stage name is empty".into()));
+    }
+    let mut stages = parse(stages_json)?;
+    let mut renditions: Vec<Rendition> = version
+        .renditions
+        .iter()
+        .filter(|r| r.stage != result.stage)
+        .cloned()
+        .collect();
+    renditions.extend(result.renditions.iter().cloned());
+    stages.insert(result.stage.clone(), result);
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|s| !stages.contains_key(s.as_str()))
+        .cloned()
+        .collect();
+    let completes = missing.is_empty() && version.state == ProcessingState::Pending;
+    let state = if completes {
+        ProcessingState::Processed
+    } else {
+        version.state
+    };
+    let event = completes.then(|| {
+        let mut done = version.clone();
+        done.renditions = renditions.clone();
+        done.state = state;
+        crate::outbox::file_processed(&done, &stages)
+    });
+    let stages_json = serde_json::to_string(&stages).map_err(|e| Error::Metadata(e.to_string()))?;
+    Ok(Merged {
+        stages_json,
+        renditions,
+        state,
+        event,
+        outcome: JoinOutcome {
+            completed_now: completes,
+            state,
+            missing,
+        },
+    })
+}

@@ -1,0 +1,159 @@
+//! Processing stages as the join sees them: each stage processes a `file.uploaded` version and
+//! records its success through the store; the write that finds every configured stage done records
+//! the version's one `file.processed` event in the outbox (see
+//! [`docstore::meta::MetadataStore::record_stage`]), and the outbox relay publishes it.
+//!
+//! So no worker publishes `file.processed` itself: a worker killed at any point either recorded
+//! its success (the join is decided in the database) or did not (the event is redelivered and the
+//! stage runs again, idempotently).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use docstore::{DocStore, Error, Identity, Rendition, StageResult, Timestamp};
+
+use crate::events::{CloudEvent, FileUploaded};
+use crate::runtime::{Stage, StageError};
+
+/// What a processor produced for one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Renditions stored (already written through the store, encrypted).
+    pub renditions: Vec<Rendition>,
+    /// Pages seen, if the processor reads pages.
+    pub page_count: Option<u32>,
+    /// Characters of text extracted, if any.
+    pub text_length: Option<u64>,
+}
+
+/// One processing step over a stored version. Must be idempotent: outputs are keyed by
+/// (document, version, stage, stage version), so a rerun overwrites identical output.
+#[async_trait]
+pub trait Processor: Send + Sync {
+    /// Stage name, as listed in the join's required stages.
+    fn name(&self) -> &str;
+    /// Stage version; bump it when the output changes.
+    fn version(&self) -> u32;
+    /// Processes one version.
+    async fn process(
+        &self,
+        store: &DocStore,
+        who: &Identity,
+        file: &FileUploaded,
+    ) -> Result<Output, StageError>;
+}
+
+/// Maps a store error to retry-or-not.
+pub fn stage_error(e: Error) -> StageError {
+    match e {
+        Error::Unavailable { .. } | Error::KeyUnavailable { .. } | Error::Io { .. } | Error::Blob { .. } => {
+            StageError::Transient(e.to_string())
+        }
+        _ => StageError::Permanent(e.to_string()),
+    }
+}
+
+/// A [`Processor`] run as a runtime [`Stage`] that records its success for the join.
+pub struct Joined<P> {
+    processor: P,
+    store: Arc<DocStore>,
+    who: Identity,
+    required: Vec<String>,
+}
+
+impl<P: Processor> Joined<P> {
+    /// Runs `processor` against `store`; `required` lists every stage `file.processed` waits for.
+    pub fn new(processor: P, store: Arc<DocStore>, required: Vec<String>) -> Self {
+        let who = Identity::new(format!("service:{}-worker", processor.name()));
+        Joined {
+            processor,
+            store,
+            who,
+            required,
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Processor> Stage for Joined<P> {
+    fn name(&self) -> &str {
+        self.processor.name()
+    }
+
+    async fn handle(&self, event: &CloudEvent) -> Result<(), StageError> {
+        let file = event
+            .file_uploaded()
+            .map_err(|e| StageError::Permanent(e.to_string()))?;
+        let out = self.processor.process(&self.store, &self.who, &file).await?;
+        let result = StageResult {
+            stage: self.processor.name().to_owned(),
+            stage_version: self.processor.version(),
+            renditions: out.renditions,
+            page_count: out.page_count,
+            text_length: out.text_length,
+            recorded_at: Timestamp::now(),
+        };
+        let outcome = self
+            .store
+            .record_stage(&self.who, &file.document_id, file.version, result, &self.required)
+            .await
+            .map_err(stage_error)?;
+        if outcome.completed_now {
+            tracing::info!(
+                stage = self.processor.name(),
+                document = %file.document_id,
+                version = file.version,
+                "all stages done; file.processed recorded"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The `verify` stage: reads the whole version back through the store, which authenticates every
+/// frame and checks the plaintext SHA-256 against the digest recorded at upload — an end-to-end
+/// integrity scrub of each new version (blob, key, envelope) before it is announced as processed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Verify;
+
+#[async_trait]
+impl Processor for Verify {
+    fn name(&self) -> &str {
+        "verify"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    async fn process(
+        &self,
+        store: &DocStore,
+        who: &Identity,
+        file: &FileUploaded,
+    ) -> Result<Output, StageError> {
+        let doc = store
+            .get(who, &file.document_id, Some(file.version))
+            .await
+            .map_err(stage_error)?;
+        if doc.record.version_id != file.version_id {
+            return Err(StageError::Permanent(format!(
+                "{} v{}: event names version id {}, store has another",
+                file.document_id, file.version, file.version_id
+            )));
+        }
+        // The stream checks each frame and, at its end, the whole-document digest.
+        let mut body = doc.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            size += chunk.map_err(stage_error)?.len() as u64;
+        }
+        if size != file.size {
+            return Err(StageError::Permanent(format!(
+                "{} v{}: read {size} bytes, event says {}",
+                file.document_id, file.version, file.size
+            )));
+        }
+        Ok(Output::default())
+    }
+}

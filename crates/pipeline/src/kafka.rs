@@ -1,0 +1,362 @@
+//! The event bus on Apache Kafka (`rdkafka`, librdkafka built from source with `cmake-build`).
+//!
+//! - Producer: idempotent, `acks=all`; [`EventBus::publish`] returns once the broker has the
+//!   message on every in-sync replica. The partition is librdkafka's hash of the key (the document
+//!   id), so a document's versions stay in one partition, in order.
+//! - Consumer: a group member with `enable.auto.offset.store=false`: [`Subscription::ack`] stores
+//!   the next offset of a handled message, and librdkafka's background thread commits stored
+//!   offsets (every second, on rebalance and on close) — the async runtime never waits on a
+//!   synchronous commit. Storing an offset for a partition this member no longer owns is refused
+//!   by librdkafka and surfaces as [`BusError::Revoked`].
+//! - `isolation.level=read_committed`, cooperative-sticky assignment, a short session timeout so a
+//!   killed member's partitions move within seconds.
+//! - Topics are created on first use with [`KafkaConfig::partitions`] partitions; an optional
+//!   [`KafkaConfig::topic_prefix`] namespaces every topic on the wire (one cluster, several
+//!   environments or test runs).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::bus::{BusError, Delivery, EventBus, Message, Subscription};
+
+/// Settings of the Kafka bus.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Partitions of topics this bus creates.
+    pub partitions: i32,
+    /// Replication factor of topics this bus creates (`-1`: the broker's default).
+    pub replication: i32,
+    /// Prefix added to every topic name on the wire (empty: none).
+    pub topic_prefix: String,
+    /// Consumer session timeout: how soon a dead member's partitions move to the others.
+    pub session_timeout: Duration,
+    /// How long a publish may wait for the broker before failing.
+    pub delivery_timeout: Duration,
+    /// Further librdkafka properties (`security.protocol`, `sasl.*` …), applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Defaults for a cluster at `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            partitions: 6,
+            replication: -1,
+            topic_prefix: String::new(),
+            session_timeout: Duration::from_secs(6),
+            delivery_timeout: Duration::from_secs(30),
+            extra: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "docstore")
+            .set("log_level", "4");
+        c
+    }
+
+    fn apply_extra(&self, c: &mut ClientConfig) {
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+    }
+}
+
+fn unavailable(what: &str, e: KafkaError) -> BusError {
+    // KafkaError's text names codes and brokers, never message content.
+    BusError::Unavailable(format!("kafka {what}: {e}"))
+}
+
+/// The Kafka event bus.
+#[derive(Clone)]
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    known: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("brokers", &self.config.brokers)
+            .field("topic_prefix", &self.config.topic_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBus {
+    /// Connects a producer and an admin client (lazily: librdkafka connects in the background).
+    pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
+        let mut p = config.client();
+        p.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set(
+                "delivery.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            );
+        config.apply_extra(&mut p);
+        let producer: FutureProducer = p.create().map_err(|e| unavailable("producer", e))?;
+        let mut a = config.client();
+        config.apply_extra(&mut a);
+        let admin: AdminClient<DefaultClientContext> = a.create().map_err(|e| unavailable("admin", e))?;
+        Ok(KafkaBus {
+            config,
+            producer,
+            admin: Arc::new(admin),
+            known: Arc::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn wire(&self, topic: &str) -> String {
+        format!("{}{topic}", self.config.topic_prefix)
+    }
+
+    /// Creates the topics that do not exist yet (on the wire, with the prefix).
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let missing: Vec<String> = {
+            let known = self.known.lock().expect("topic set");
+            topics
+                .iter()
+                .map(|t| self.wire(t))
+                .filter(|t| !known.contains(t))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(30))));
+        let results = self
+            .admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| unavailable("create topics", e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(BusError::Unavailable(format!("kafka create topic {t}: {code}")));
+                }
+            }
+        }
+        self.known.lock().expect("topic set").extend(missing);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaBus {
+    async fn publish(&self, message: Message) -> Result<(), BusError> {
+        self.ensure_topics(std::slice::from_ref(&message.topic)).await?;
+        let topic = self.wire(&message.topic);
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (k, v) in &message.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(&topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .headers(headers);
+        self.producer
+            .send(record, Timeout::After(self.config.delivery_timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| unavailable("publish", e))
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError> {
+        self.ensure_topics(topics).await?;
+        let mut c = self.config.client();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout.as_millis() / 3).max(100).to_string(),
+            );
+        self.config.apply_extra(&mut c);
+        let consumer: StreamConsumer = c.create().map_err(|e| unavailable("consumer", e))?;
+        let wire: Vec<String> = topics.iter().map(|t| self.wire(t)).collect();
+        let refs: Vec<&str> = wire.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&refs)
+            .map_err(|e| unavailable("subscribe", e))?;
+        Ok(Box::new(KafkaSubscription {
+            consumer: Some(Arc::new(consumer)),
+            prefix: self.config.topic_prefix.clone(),
+        }))
+    }
+}
+
+struct KafkaSubscription {
+    /// `None` once closed.
+    consumer: Option<Arc<StreamConsumer>>,
+    prefix: String,
+}
+
+impl KafkaSubscription {
+    fn consumer(&self) -> Result<&StreamConsumer, BusError> {
+        self.consumer
+            .as_deref()
+            .ok_or_else(|| BusError::Unavailable("subscription closed".into()))
+    }
+
+    fn delivery(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
+        let topic = m.topic();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Delivery {
+            message: Message {
+                topic: topic.strip_prefix(&self.prefix).unwrap_or(topic).to_owned(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            },
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let consumer = self.consumer()?;
+        let first = match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(e)) => return Err(unavailable("poll", e)),
+            Ok(Ok(m)) => self.delivery(&m),
+        };
+        let mut out = vec![first];
+        // Take what librdkafka has already fetched, without waiting for more.
+        while out.len() < max.max(1) {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.push(self.delivery(&m)),
+                Some(Err(e)) => return Err(unavailable("poll", e)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        let consumer = self.consumer()?;
+        let topic = format!("{}{}", self.prefix, delivery.message.topic);
+        match consumer.store_offset(&topic, delivery.partition as i32, delivery.offset as i64) {
+            Ok(()) => Ok(()),
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition)) => {
+                Err(BusError::Revoked {
+                    topic: delivery.message.topic.clone(),
+                    partition: delivery.partition,
+                })
+            }
+            Err(e) => Err(unavailable("store offset", e)),
+        }
+    }
+
+    async fn lag(&mut self) -> Option<u64> {
+        let consumer = self.consumer.clone()?;
+        // Watermark queries are blocking network calls.
+        tokio::task::spawn_blocking(move || {
+            let positions = consumer.position().ok()?;
+            let mut lag = 0u64;
+            for e in positions.elements() {
+                let (_, high) = consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                    .ok()?;
+                let pos = e.offset().to_raw().filter(|p| *p >= 0).unwrap_or(0);
+                lag += (high - pos).max(0) as u64;
+            }
+            Some(lag)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn close(&mut self) -> Result<(), BusError> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        // Commit what is stored and leave the group; librdkafka's calls block, so off the runtime.
+        tokio::task::spawn_blocking(move || {
+            let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                Err(e) => Err(unavailable("commit", e)),
+            };
+            consumer.unsubscribe();
+            drop(consumer);
+            committed
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("close: {e}")))?
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        // Destroying a consumer blocks (it leaves the group); never on an async worker thread.
+        if let Some(consumer) = self.consumer.take() {
+            std::thread::spawn(move || drop(consumer));
+        }
+    }
+}
