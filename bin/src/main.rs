@@ -1,6 +1,8 @@
 //! `docstore`: the command line over the docstore library. Argument parsing and output formatting
 //! live here; every operation is a library call.
 
+mod events;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -103,6 +105,11 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Publish the outbox (file.uploaded, file.processed) to the event bus.
+    Relay(events::RelayArgs),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(events::DlqCommand),
     /// Remove blobs that no record references and that are older than the grace period.
     Gc {
         /// Grace period (e.g. 24h, 30m, 0s).
@@ -334,13 +341,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Provision = cli.command {
         return provision(&config, cli.json).await;
     }
+    if let Command::Dlq(cmd) = cli.command {
+        return events::dlq(cmd, cli.json).await;
+    }
     let store = if local {
         DocStore::open_local(dir).await?
     } else {
         config.open(false).await?
     };
     match cli.command {
-        Command::Init | Command::Provision => unreachable!("handled above"),
+        Command::Init | Command::Provision | Command::Dlq(_) => unreachable!("handled above"),
+        Command::Relay(a) => events::relay(&store, a, cli.json).await?,
         Command::Rewrap(a) => {
             let mut target_cfg = config.clone();
             target_cfg.keys = a.to.clone();

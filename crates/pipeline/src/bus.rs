@@ -56,6 +56,24 @@ pub enum BusError {
     /// The broker could not be reached or refused the request.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus settings are invalid.
+    #[error("bus configuration: {0}")]
+    Config(String),
+}
+
+/// Opens the bus a URL names: `kafka://host:port[,…][?…]` (see
+/// [`crate::kafka::KafkaConfig::from_url`]) or `memory://` (an [`InProcessBus`], for one process).
+pub fn open_bus(url: &str) -> Result<Arc<dyn EventBus>, BusError> {
+    if url == "memory://" || url == "memory" {
+        return Ok(Arc::new(InProcessBus::default()));
+    }
+    if url.starts_with("kafka://") {
+        let config = crate::kafka::KafkaConfig::from_url(url)?;
+        return Ok(Arc::new(crate::kafka::KafkaBus::new(config)?));
+    }
+    Err(BusError::Config(format!(
+        "bus URL {url:?}: expected kafka://host:port or memory://"
+    )))
 }
 
 /// The seam to a message bus (Kafka in production, [`InProcessBus`] embedded).

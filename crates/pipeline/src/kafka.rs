@@ -64,6 +64,31 @@ impl KafkaConfig {
         }
     }
 
+    /// Parses `kafka://host:port[,host:port…][?partitions=N&replication=R&prefix=P&session_timeout_ms=T]`.
+    pub fn from_url(url: &str) -> Result<Self, BusError> {
+        let bad = |why: &str| BusError::Config(format!("bus URL {url:?}: {why}"));
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("expected kafka://"))?;
+        let (brokers, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if brokers.is_empty() {
+            return Err(bad("no brokers"));
+        }
+        let mut c = KafkaConfig::new(brokers);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("query needs key=value"))?;
+            let num = |v: &str| v.parse::<i64>().map_err(|_| bad(&format!("{k} is not a number")));
+            match k {
+                "partitions" => c.partitions = num(v)?.clamp(1, 10_000) as i32,
+                "replication" => c.replication = num(v)?.clamp(-1, 100) as i32,
+                "prefix" => c.topic_prefix = v.to_owned(),
+                "session_timeout_ms" => c.session_timeout = Duration::from_millis(num(v)?.max(1) as u64),
+                other => return Err(bad(&format!("unknown setting {other}"))),
+            }
+        }
+        Ok(c)
+    }
+
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)

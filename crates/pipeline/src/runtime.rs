@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::bus::{BusError, Delivery, EventBus, Message, Subscription};
 use crate::events::CloudEvent;
@@ -243,7 +244,14 @@ impl Worker {
                 let _permit = limit.acquire_owned().await.expect("semaphore open");
                 let mut handled = Vec::new();
                 for d in deliveries {
-                    match self.handle_one(&d).await {
+                    let span = tracing::info_span!(
+                        "event",
+                        stage = self.stage.name(),
+                        trace_id = trace_id(&d.message.headers).unwrap_or(""),
+                        partition = d.partition,
+                        offset = d.offset,
+                    );
+                    match self.handle_one(&d).instrument(span).await {
                         Ok(()) => handled.push(d),
                         // Could not even dead-letter (bus down): stop this partition here so
                         // nothing after it is acked out of order; it is redelivered.
@@ -345,6 +353,13 @@ impl Worker {
         }
         unreachable!("the loop returns on the last attempt")
     }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`), for logs.
+fn trace_id(headers: &[(String, String)]) -> Option<&str> {
+    let (_, tp) = headers.iter().find(|(k, _)| k == "traceparent")?;
+    let id = tp.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// ±20 % jitter, so workers that failed together do not retry together.

@@ -1,0 +1,146 @@
+//! `docstore-worker`: runs one processing stage from the event bus through the worker runtime.
+//!
+//! ```text
+//! docstore-worker --stage verify --bus kafka://127.0.0.1:9092 --required verify
+//! ```
+//!
+//! The store is chosen like the CLI's (`--config` TOML, `DOCSTORE_BLOBS`/`METADATA`/`KEYS`/`AUDIT`).
+//! Each stage is its own consumer group (`docstore-<stage>` by default), reading `file.uploaded`.
+//! Logs are JSON lines on stderr (`RUST_LOG` filters; default `info`), with the event's trace id.
+//! `/metrics`, `/healthz` and `/readyz` are served on `--metrics-addr`.
+//! SIGTERM or SIGINT: stop polling, finish the batch in flight (bounded by `--shutdown-grace`),
+//! commit, leave the group, exit 0. A bus failure restarts the consumer after a backoff.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use docstore::config::StoreConfig;
+use docstore_pipeline::bus::open_bus;
+use docstore_pipeline::join::{Joined, Verify};
+use docstore_pipeline::observe;
+use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker};
+
+#[derive(Parser, Debug)]
+#[command(name = "docstore-worker", version, about = "Runs a docstore processing stage")]
+struct Args {
+    /// Stage to run.
+    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify"])]
+    stage: String,
+    /// Event bus: `kafka://host:port[,…][?partitions=N&prefix=P&session_timeout_ms=T]`.
+    #[arg(long, env = "DOCSTORE_BUS")]
+    bus: String,
+    /// Every stage `file.processed` waits for (comma-separated); default: this stage alone.
+    #[arg(long, env = "DOCSTORE_STAGES", value_delimiter = ',')]
+    required: Vec<String>,
+    /// Consumer group (default `docstore-<stage>`).
+    #[arg(long, env = "DOCSTORE_GROUP")]
+    group: Option<String>,
+    /// Data directory of an embedded store.
+    #[arg(long, env = "DOCSTORE_DATA_DIR", default_value = "docstore-data")]
+    data_dir: PathBuf,
+    /// TOML file choosing the store's backends (see README: Configuration).
+    #[arg(long, env = "DOCSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the metrics and health endpoints (port 0: any free port; the log says which).
+    #[arg(long, env = "DOCSTORE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+    /// Partitions handled at once.
+    #[arg(long, env = "DOCSTORE_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// How long shutdown waits for the batch in flight.
+    #[arg(long, env = "DOCSTORE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the process can still be stopped; it just cannot drain.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let config = StoreConfig::resolve(&args.data_dir, args.config.as_deref()).map_err(|e| e.to_string())?;
+    let store = Arc::new(config.open(false).await.map_err(|e| e.to_string())?);
+    let required = if args.required.is_empty() {
+        vec![args.stage.clone()]
+    } else {
+        args.required.clone()
+    };
+    if !required.contains(&args.stage) {
+        return Err(format!(
+            "--required does not list this worker's stage {:?}",
+            args.stage
+        ));
+    }
+    let stage: Arc<dyn Stage> = match args.stage.as_str() {
+        "verify" => Arc::new(Joined::new(Verify, store, required)),
+        other => return Err(format!("unknown stage {other:?}")),
+    };
+    let bus = open_bus(&args.bus).map_err(|e| e.to_string())?;
+    let mut rc = RuntimeConfig::new(
+        args.group
+            .clone()
+            .unwrap_or_else(|| format!("docstore-{}", args.stage)),
+        &[docstore::outbox::FILE_UPLOADED],
+    );
+    rc.concurrency = args.concurrency.max(1);
+    rc.shutdown_grace = args.shutdown_grace;
+    let worker = Worker::new(bus, stage, rc);
+    let (addr, _server) = observe::serve(args.metrics_addr, &args.stage, worker.metrics())
+        .await
+        .map_err(|e| format!("metrics endpoint on {}: {e}", args.metrics_addr))?;
+    tracing::info!(stage = %args.stage, metrics = %addr, "worker started");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        // `run` returns Ok only on shutdown; an error is a bus failure: rejoin after a pause.
+        match worker.run(&mut shutdown).await {
+            Ok(()) => {
+                tracing::info!(stage = %args.stage, "worker stopped");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(stage = %args.stage, error = %e, "bus failure; rejoining");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

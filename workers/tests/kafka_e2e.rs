@@ -1,0 +1,408 @@
+//! The pipeline end to end on a real Kafka broker and a real PostgreSQL: versions uploaded through
+//! the store, their `file.uploaded` events relayed from the outbox, `docstore-worker` processes
+//! (the `verify` stage) in one consumer group, the join recording `file.processed` once per
+//! version, relayed again. Counted on the topic.
+//!
+//! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_PG_URL` (scripts/services.sh); skipped without
+//! them unless `DOCSTORE_REQUIRE_SERVICES` is set.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use docstore::config::StoreConfig;
+use docstore::{DocStore, Identity, conformance};
+use docstore_pipeline::bus::{EventBus, Subscription, open_bus};
+use docstore_pipeline::relay::OutboxRelay;
+use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
+use sqlx::Connection;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    bus_url: String,
+    store_env: Vec<(String, String)>,
+    store: Arc<DocStore>,
+    pg: String,
+}
+
+fn services() -> Option<(String, String)> {
+    match (
+        std::env::var("DOCSTORE_TEST_KAFKA"),
+        std::env::var("DOCSTORE_TEST_PG_URL"),
+    ) {
+        (Ok(k), Ok(p)) => Some((k, p)),
+        _ => {
+            assert!(
+                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+                "DOCSTORE_TEST_KAFKA / DOCSTORE_TEST_PG_URL not set but services are required"
+            );
+            eprintln!("skipping: Kafka or PostgreSQL not configured");
+            None
+        }
+    }
+}
+
+/// A store of its own (fresh PostgreSQL database, blob folder, keyring, audit log) and topics of
+/// its own (a fresh prefix) on the shared servers.
+async fn env() -> Option<Env> {
+    let (kafka, pg_url) = services()?;
+    let db = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pg = match pg_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("bad PostgreSQL URL"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store_env = vec![
+        (
+            "DOCSTORE_BLOBS".to_owned(),
+            format!("file://{}", root.join("objects").display()),
+        ),
+        ("DOCSTORE_METADATA".to_owned(), pg.clone()),
+        (
+            "DOCSTORE_KEYS".to_owned(),
+            format!("keyring://{}", root.join("keyring.json").display()),
+        ),
+        (
+            "DOCSTORE_AUDIT".to_owned(),
+            format!("file://{}", root.join("audit.jsonl").display()),
+        ),
+    ];
+    let config = StoreConfig {
+        blobs: store_env[0].1.clone(),
+        metadata: store_env[1].1.clone(),
+        keys: store_env[2].1.clone(),
+        audit: store_env[3].1.clone(),
+    };
+    std::fs::create_dir_all(root.join("objects")).unwrap();
+    let store = Arc::new(config.open(true).await.unwrap());
+    let prefix = format!("e2e{}.", uuid::Uuid::new_v4().simple());
+    Some(Env {
+        _dir: dir,
+        root,
+        bus_url: format!("kafka://{kafka}?prefix={prefix}&partitions=6&session_timeout_ms=3000"),
+        store_env,
+        store,
+        pg,
+    })
+}
+
+struct WorkerProc {
+    child: Child,
+}
+
+impl WorkerProc {
+    fn start(env: &Env, name: &str) -> WorkerProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.root.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_docstore-worker"))
+            .args([
+                "--stage",
+                "verify",
+                "--required",
+                "verify",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--bus")
+            .arg(&env.bus_url)
+            .envs(env.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        WorkerProc { child }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "worker exited with {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "worker ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the outbox relay in this process until dropped.
+fn relay(env: &Env) -> tokio::task::JoinHandle<()> {
+    let bus = open_bus(&env.bus_url).unwrap();
+    let relay = OutboxRelay::new(env.store.metadata().clone(), bus, 200);
+    tokio::spawn(async move { relay.run(Duration::from_millis(50), std::future::pending()).await })
+}
+
+/// Uploads `docs` × `versions` small versions (interleaved across documents), counting them.
+fn uploader(
+    store: Arc<DocStore>,
+    docs: usize,
+    versions: usize,
+    done: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let who = Identity::new("test:uploader");
+        let mut ids: Vec<String> = Vec::new();
+        for v in 0..versions {
+            for d in 0..docs {
+                let body = conformance::pattern(2048 + d * 7 + v, (d * 31 + v) as u64);
+                let req = conformance::request(ids.get(d).map(String::as_str), "pat-e2e", "exam-e2e");
+                let rec = store.put(&who, req, &body[..]).await.unwrap();
+                if v == 0 {
+                    ids.push(rec.document_id);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ids
+    })
+}
+
+async fn processed_in_db(pg: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(pg).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM versions WHERE state = 'processed'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+async fn wait_processed(pg: &str, n: i64, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = processed_in_db(pg).await;
+        if got >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out: {got} of {n} versions processed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads every `file.processed` on the topic (as a group of its own) until `expect` distinct
+/// versions were seen and nothing more arrives for a while; returns (document, version) → count.
+async fn count_processed(
+    bus: &dyn EventBus,
+    expect: usize,
+    timeout: Duration,
+) -> HashMap<(String, u64), usize> {
+    let group = format!("count-{}", uuid::Uuid::new_v4().simple());
+    let mut sub = bus
+        .subscribe(&group, &["file.processed".to_owned()])
+        .await
+        .unwrap();
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    loop {
+        let batch = sub.poll(500, Duration::from_millis(200)).await.unwrap();
+        if batch.is_empty() {
+            if counts.len() >= expect && quiet_since.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+        } else {
+            quiet_since = Instant::now();
+        }
+        for d in batch {
+            let ev: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+            assert_eq!(ev["type"], "file.processed");
+            let key = (
+                ev["data"]["document_id"].as_str().unwrap().to_owned(),
+                ev["data"]["version"].as_u64().unwrap(),
+            );
+            *counts.entry(key).or_default() += 1;
+            sub.ack(&d).await.unwrap();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out counting file.processed: {} of {expect}",
+            counts.len()
+        );
+    }
+    counts
+}
+
+fn assert_exactly_once(counts: &HashMap<(String, u64), usize>, ids: &[String], versions: u64) {
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dups.is_empty(), "duplicated file.processed: {dups:?}");
+    for id in ids {
+        for v in 1..=versions {
+            assert!(counts.contains_key(&(id.clone(), v)), "{id} v{v} never processed");
+        }
+    }
+    assert_eq!(
+        counts.len(),
+        ids.len() * versions as usize,
+        "unexpected extra versions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_versions_two_workers_with_a_rebalance_exactly_once() {
+    let Some(env) = env().await else { return };
+    let _relay = relay(&env);
+    let uploaded = Arc::new(AtomicUsize::new(0));
+    let a = WorkerProc::start(&env, "worker-a");
+    let up = uploader(env.store.clone(), 250, 4, uploaded.clone());
+    // The second worker joins late (a rebalance), the first leaves early (another one).
+    wait_processed(&env.pg, 250, Duration::from_secs(120)).await;
+    let b = WorkerProc::start(&env, "worker-b");
+    wait_processed(&env.pg, 600, Duration::from_secs(120)).await;
+    a.stop();
+    let ids = up.await.unwrap();
+    assert_eq!(uploaded.load(Ordering::Relaxed), 1000);
+    wait_processed(&env.pg, 1000, Duration::from_secs(180)).await;
+    let bus = open_bus(&env.bus_url).unwrap();
+    let counts = count_processed(bus.as_ref(), 1000, Duration::from_secs(120)).await;
+    assert_exactly_once(&counts, &ids, 4);
+    b.stop();
+    // Both members did work: the rebalance really moved partitions.
+    for name in ["worker-a", "worker-b"] {
+        let log = std::fs::read_to_string(env.root.join(format!("{name}.log"))).unwrap();
+        assert!(
+            log.contains("file.processed recorded"),
+            "{name} processed nothing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_sigkills_during_a_thousand_versions_exactly_once() {
+    let Some(env) = env().await else { return };
+    let _relay = relay(&env);
+    let uploaded = Arc::new(AtomicUsize::new(0));
+    let steady = WorkerProc::start(&env, "worker-steady");
+    let mut victim = Some(WorkerProc::start(&env, "worker-victim"));
+    let up = uploader(env.store.clone(), 200, 5, uploaded.clone());
+    for kill in 0..10 {
+        // A random point: 200–900 ms into the victim's life.
+        tokio::time::sleep(Duration::from_millis(rand::random_range(200..900))).await;
+        if let Some(w) = victim.take() {
+            w.kill();
+        }
+        let done = processed_in_db(&env.pg).await;
+        eprintln!(
+            "kill {kill}: {} uploaded, {done} processed",
+            uploaded.load(Ordering::Relaxed)
+        );
+        if kill == 9 {
+            assert!(
+                done < 1000,
+                "the run ended before the last kill; the test proves nothing"
+            );
+        }
+        victim = Some(WorkerProc::start(&env, &format!("worker-victim-{kill}")));
+    }
+    let ids = up.await.unwrap();
+    assert_eq!(uploaded.load(Ordering::Relaxed), 1000);
+    wait_processed(&env.pg, 1000, Duration::from_secs(180)).await;
+    let bus = open_bus(&env.bus_url).unwrap();
+    let counts = count_processed(bus.as_ref(), 1000, Duration::from_secs(120)).await;
+    assert_exactly_once(&counts, &ids, 5);
+    drop(victim);
+    steady.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permanent_failure_dead_letters_then_replay_after_the_fix() {
+    let Some(env) = env().await else { return };
+    let who = Identity::new("test:e2e");
+    let bus = open_bus(&env.bus_url).unwrap();
+    // A version whose document is deleted before any worker reads it: the verify stage cannot
+    // read it (permanent), so its event is dead-lettered with the error.
+    let rec = env
+        .store
+        .put(
+            &who,
+            conformance::request(None, "pat-dlq", "exam-dlq"),
+            &b"lab report"[..],
+        )
+        .await
+        .unwrap();
+    env.store.delete(&who, &rec.document_id).await.unwrap();
+    let _relay = relay(&env);
+    let w = WorkerProc::start(&env, "worker-dlq");
+    let mut dlq = bus
+        .subscribe("inspect-dlq", &["file.uploaded.dlq".to_owned()])
+        .await
+        .unwrap();
+    let letters = poll_until(dlq.as_mut(), 1, Duration::from_secs(60)).await;
+    assert_eq!(letters.len(), 1);
+    let header = |k: &str| {
+        letters[0]
+            .message
+            .headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header(dlq_headers::KIND), "permanent");
+    assert_eq!(header(dlq_headers::ATTEMPTS), "1");
+    assert!(
+        header(dlq_headers::ERROR).contains("deleted"),
+        "{}",
+        header(dlq_headers::ERROR)
+    );
+    assert_eq!(processed_in_db(&env.pg).await, 0);
+
+    // The fix (restore), then the replay: processed, announced once.
+    env.store.restore(&who, &rec.document_id).await.unwrap();
+    let n = replay_dead_letters(bus.as_ref(), "file.uploaded.dlq", 10, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    wait_processed(&env.pg, 1, Duration::from_secs(60)).await;
+    let counts = count_processed(bus.as_ref(), 1, Duration::from_secs(60)).await;
+    assert_exactly_once(&counts, std::slice::from_ref(&rec.document_id), 1);
+    w.stop();
+}
+
+async fn poll_until(
+    sub: &mut dyn Subscription,
+    n: usize,
+    timeout: Duration,
+) -> Vec<docstore_pipeline::bus::Delivery> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(start.elapsed() < timeout, "timed out: {} of {n}", out.len());
+        out.extend(sub.poll(10, Duration::from_millis(200)).await.unwrap());
+    }
+    out
+}
