@@ -56,6 +56,9 @@ pub enum BusError {
     /// The broker could not be reached or refused the request.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// A newer publishing session of this relay started; this one may not publish any more.
+    #[error("relay {0} was fenced by a newer session")]
+    Fenced(String),
     /// The bus settings are invalid.
     #[error("bus configuration: {0}")]
     Config(String),
@@ -83,6 +86,49 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     async fn publish(&self, message: Message) -> Result<(), BusError>;
     /// Joins consumer group `group` reading `topics`.
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Starts an exclusive publishing session for the outbox relay named `relay`, fencing every
+    /// earlier session of that name (in any process), and returns it with the checkpoint stored by
+    /// the last batch that became visible (`None` if none ever did). After any error of
+    /// [`EventBus::publish_atomic`], start a new session.
+    ///
+    /// Default: no atomic publishing (at-least-once); the checkpoint is always `None`.
+    async fn begin_session(&self, relay: &str) -> Result<Session, BusError> {
+        Ok(Session {
+            relay: relay.to_owned(),
+            id: 0,
+            checkpoint: None,
+        })
+    }
+
+    /// Publishes `messages` (in order) and stores `checkpoint` as one atomic step: consumers see
+    /// all of them or none, and a later [`EventBus::begin_session`] returns `checkpoint`. Fails
+    /// with [`BusError::Fenced`] if a newer session of the relay started.
+    ///
+    /// Default: publishes one by one and forgets the checkpoint (at-least-once).
+    async fn publish_atomic(
+        &self,
+        session: &Session,
+        messages: Vec<Message>,
+        checkpoint: Vec<u8>,
+    ) -> Result<(), BusError> {
+        let _ = (session, checkpoint);
+        for m in messages {
+            self.publish(m).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An exclusive publishing session of a relay (see [`EventBus::begin_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Relay name.
+    pub relay: String,
+    /// Session number, increasing per relay name.
+    pub id: u64,
+    /// Checkpoint of the last visible batch.
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 /// A member of a consumer group.
@@ -126,6 +172,8 @@ struct Group {
 #[derive(Debug, Default)]
 struct State {
     topics: HashMap<String, Vec<Vec<Message>>>,
+    /// Relay name → (current session epoch, last checkpoint).
+    sessions: HashMap<String, (u64, Option<Vec<u8>>)>,
     groups: HashMap<String, Group>,
     next_member: u64,
 }
@@ -179,6 +227,46 @@ impl EventBus for InProcessBus {
                 .entry(message.topic.clone())
                 .or_insert_with(|| vec![Vec::new(); n as usize]);
             parts[partition_for(&message.key, n) as usize].push(message);
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn begin_session(&self, relay: &str) -> Result<Session, BusError> {
+        let mut st = self.lock();
+        let session = st.sessions.entry(relay.to_owned()).or_default();
+        session.0 += 1;
+        Ok(Session {
+            relay: relay.to_owned(),
+            id: session.0,
+            checkpoint: session.1.clone(),
+        })
+    }
+
+    async fn publish_atomic(
+        &self,
+        session: &Session,
+        messages: Vec<Message>,
+        checkpoint: Vec<u8>,
+    ) -> Result<(), BusError> {
+        let relay = session.relay.as_str();
+        // One lock for the whole batch: readers see all of it or none.
+        {
+            let mut st = self.lock();
+            if st.sessions.get(relay).map(|s| s.0) != Some(session.id) {
+                return Err(BusError::Fenced(relay.to_owned()));
+            }
+            for m in messages {
+                let p = partition_for(&m.key, self.partitions) as usize;
+                let parts = st
+                    .topics
+                    .entry(m.topic.clone())
+                    .or_insert_with(|| vec![Vec::new(); self.partitions as usize]);
+                parts[p].push(m);
+            }
+            if let Some(s) = st.sessions.get_mut(relay) {
+                s.1 = Some(checkpoint);
+            }
         }
         self.notify.notify_waiters();
         Ok(())

@@ -14,7 +14,8 @@
 //!   [`KafkaConfig::topic_prefix`] namespaces every topic on the wire (one cluster, several
 //!   environments or test runs).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +24,14 @@ use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::bus::{BusError, Delivery, EventBus, Message, Subscription};
+use crate::bus::{BusError, Delivery, EventBus, Message, Session, Subscription};
 
 /// Settings of the Kafka bus.
 #[derive(Debug, Clone)]
@@ -109,6 +111,76 @@ fn unavailable(what: &str, e: KafkaError) -> BusError {
     BusError::Unavailable(format!("kafka {what}: {e}"))
 }
 
+/// Topic (one partition) where a relay's transactions record their checkpoints.
+fn checkpoint_topic(relay: &str) -> String {
+    format!("docstore.relay.{relay}")
+}
+
+fn txn_err(what: &str, relay: &str, e: KafkaError) -> BusError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch) => {
+            BusError::Fenced(relay.to_owned())
+        }
+        _ => unavailable(what, e),
+    }
+}
+
+/// The payload of the last committed message of a one-partition topic (blocking). Reads
+/// backwards in growing windows, because aborted transactions and commit markers also take
+/// offsets.
+fn last_committed(reader: &BaseConsumer, topic: &str) -> Result<Option<Vec<u8>>, BusError> {
+    let (low, high) = reader
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .map_err(|e| unavailable("checkpoint watermarks", e))?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut window = 4i64;
+    loop {
+        let start = (high - window).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start))
+            .map_err(|e| unavailable("checkpoint assign", e))?;
+        reader
+            .assign(&tpl)
+            .map_err(|e| unavailable("checkpoint assign", e))?;
+        let mut last = None;
+        let mut idle = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match reader.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    idle = 0;
+                    last = Some(m.payload().unwrap_or_default().to_vec());
+                    if m.offset() >= high - 1 {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(unavailable("checkpoint read", e)),
+                None => {
+                    let pos = reader
+                        .position()
+                        .ok()
+                        .and_then(|t| t.find_partition(topic, 0).and_then(|e| e.offset().to_raw()))
+                        .unwrap_or(-1);
+                    idle += 1;
+                    // Caught up (position past the end), or only markers were left.
+                    if pos >= high || idle >= 10 {
+                        break;
+                    }
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(BusError::Unavailable("checkpoint read timed out".into()));
+            }
+        }
+        if last.is_some() || start == low {
+            return Ok(last);
+        }
+        window *= 4;
+    }
+}
+
 /// The Kafka event bus.
 #[derive(Clone)]
 pub struct KafkaBus {
@@ -116,6 +188,9 @@ pub struct KafkaBus {
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
     known: Arc<Mutex<HashSet<String>>>,
+    /// Transactional producers of relay sessions: relay name → (session id, producer).
+    sessions: Arc<Mutex<HashMap<String, (u64, FutureProducer)>>>,
+    next_session: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -152,6 +227,8 @@ impl KafkaBus {
             producer,
             admin: Arc::new(admin),
             known: Arc::default(),
+            sessions: Arc::default(),
+            next_session: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -160,32 +237,93 @@ impl KafkaBus {
         &self.config
     }
 
+    async fn transaction(
+        &self,
+        producer: &FutureProducer,
+        relay: &str,
+        messages: Vec<Message>,
+        checkpoint: Vec<u8>,
+    ) -> Result<(), BusError> {
+        producer
+            .begin_transaction()
+            .map_err(|e| txn_err("begin transaction", relay, e))?;
+        let checkpoint_msg = Message {
+            topic: checkpoint_topic(relay),
+            key: relay.to_owned(),
+            payload: checkpoint,
+            headers: Vec::new(),
+        };
+        let mut failed = None;
+        for m in messages.iter().chain(std::iter::once(&checkpoint_msg)) {
+            if let Err(e) = self.send(producer, m).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let p = producer.clone();
+        let finished = match failed {
+            None => tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
+                .await
+                .map_err(|e| BusError::Unavailable(format!("commit: {e}")))?
+                .map_err(|e| txn_err("commit transaction", relay, e)),
+            Some(e) => Err(e),
+        };
+        if finished.is_err() {
+            // Best effort: an unfinished transaction is aborted by the next session's init anyway.
+            let p = producer.clone();
+            let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(10))).await;
+        }
+        finished
+    }
+
+    async fn send(&self, producer: &FutureProducer, message: &Message) -> Result<(), BusError> {
+        let topic = self.wire(&message.topic);
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (k, v) in &message.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(&topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .headers(headers);
+        producer
+            .send(record, Timeout::After(self.config.delivery_timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| unavailable("publish", e))
+    }
+
     fn wire(&self, topic: &str) -> String {
         format!("{}{topic}", self.config.topic_prefix)
     }
 
     /// Creates the topics that do not exist yet (on the wire, with the prefix).
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        self.ensure_topics_with(topics, self.config.partitions).await
+    }
+
+    async fn ensure_topics_with(&self, topics: &[String], partitions: i32) -> Result<(), BusError> {
         let missing: Vec<String> = {
             let known = self.known.lock().expect("topic set");
-            topics
+            let mut missing: Vec<String> = topics
                 .iter()
                 .map(|t| self.wire(t))
                 .filter(|t| !known.contains(t))
-                .collect()
+                .collect();
+            // One request may not name a topic twice.
+            missing.sort();
+            missing.dedup();
+            missing
         };
         if missing.is_empty() {
             return Ok(());
         }
         let new: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|t| {
-                NewTopic::new(
-                    t,
-                    self.config.partitions,
-                    TopicReplication::Fixed(self.config.replication),
-                )
-            })
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(self.config.replication)))
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(30))));
         let results = self
@@ -210,23 +348,83 @@ impl KafkaBus {
 impl EventBus for KafkaBus {
     async fn publish(&self, message: Message) -> Result<(), BusError> {
         self.ensure_topics(std::slice::from_ref(&message.topic)).await?;
-        let topic = self.wire(&message.topic);
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (k, v) in &message.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let record = FutureRecord::to(&topic)
-            .key(&message.key)
-            .payload(&message.payload)
-            .headers(headers);
-        self.producer
-            .send(record, Timeout::After(self.config.delivery_timeout))
+        self.send(&self.producer, &message).await
+    }
+
+    async fn begin_session(&self, relay: &str) -> Result<Session, BusError> {
+        let checkpoints = checkpoint_topic(relay);
+        self.ensure_topics_with(std::slice::from_ref(&checkpoints), 1)
+            .await?;
+        let mut p = self.config.client();
+        p.set("transactional.id", format!("{}{relay}", self.config.topic_prefix))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("transaction.timeout.ms", "60000")
+            .set(
+                "message.timeout.ms",
+                self.config.delivery_timeout.as_millis().to_string(),
+            );
+        self.config.apply_extra(&mut p);
+        let producer: FutureProducer = p.create().map_err(|e| unavailable("producer", e))?;
+        let init = producer.clone();
+        // Fences every earlier producer of this transactional id and completes or aborts its
+        // open transaction, so the checkpoint read next is final. Blocking: off the runtime.
+        tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| unavailable("publish", e))
+            .map_err(|e| BusError::Unavailable(format!("init transactions: {e}")))?
+            .map_err(|e| txn_err("init transactions", relay, e))?;
+        let mut c = self.config.client();
+        c.set(
+            "group.id",
+            format!("{}{relay}-checkpoint", self.config.topic_prefix),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+        self.config.apply_extra(&mut c);
+        let reader: BaseConsumer = c.create().map_err(|e| unavailable("consumer", e))?;
+        let topic = self.wire(&checkpoints);
+        let checkpoint = tokio::task::spawn_blocking(move || last_committed(&reader, &topic))
+            .await
+            .map_err(|e| BusError::Unavailable(format!("read checkpoint: {e}")))??;
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .insert(relay.to_owned(), (id, producer));
+        Ok(Session {
+            relay: relay.to_owned(),
+            id,
+            checkpoint,
+        })
+    }
+
+    async fn publish_atomic(
+        &self,
+        session: &Session,
+        messages: Vec<Message>,
+        checkpoint: Vec<u8>,
+    ) -> Result<(), BusError> {
+        let producer = match self.sessions.lock().expect("sessions").get(&session.relay) {
+            Some((id, p)) if *id == session.id => p.clone(),
+            _ => return Err(BusError::Fenced(session.relay.clone())),
+        };
+        let topics: Vec<String> = messages.iter().map(|m| m.topic.clone()).collect();
+        self.ensure_topics(&topics).await?;
+        let result = self
+            .transaction(&producer, &session.relay, messages, checkpoint)
+            .await;
+        if result.is_err() {
+            // The session is over: the caller starts a new one, which re-reads the checkpoint.
+            let mut sessions = self.sessions.lock().expect("sessions");
+            if sessions
+                .get(&session.relay)
+                .is_some_and(|(id, _)| *id == session.id)
+            {
+                sessions.remove(&session.relay);
+            }
+        }
+        result
     }
 
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError> {

@@ -1,16 +1,23 @@
 //! The outbox relay: publishes the events the metadata store committed with each version, in
 //! commit order, then marks them sent.
 //!
-//! At-least-once: a crash after publishing and before marking sent re-publishes the entry on the
-//! next pass, and several relays may run at once (each may publish an entry another already did).
-//! Both are harmless because every event carries a stable id and consumers are idempotent.
+//! Exactly once, where the bus can publish atomically (Kafka transactions; the in-process bus):
+//! each batch is published together with a checkpoint naming its event ids, in one transaction
+//! of an exclusive session. A relay that starts (or restarts after any error) first opens a new
+//! session — which fences every older session of the same relay name, in any process — and marks
+//! the last checkpoint's entries sent before it reads the outbox. So a crash between publishing
+//! and marking never republishes, and of several relays running at once only the newest session
+//! can commit: the others' transactions abort and they start over. The invariant: before any
+//! batch commits, every earlier committed batch is marked sent.
+//!
+//! On a bus without atomic publishing the same code is at-least-once; events carry stable ids.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use docstore::meta::MetadataStore;
 
-use crate::bus::{EventBus, Message};
+use crate::bus::{EventBus, Message, Session};
 
 /// Publishes outbox entries from a metadata store to a bus.
 #[derive(Debug, Clone)]
@@ -18,7 +25,16 @@ pub struct OutboxRelay {
     meta: Arc<dyn MetadataStore>,
     bus: Arc<dyn EventBus>,
     batch: usize,
+    name: String,
+    /// The current publishing session; `None` after an error (the next pass opens a new one).
+    session: Arc<std::sync::Mutex<Option<Session>>>,
 }
+
+/// How long a fenced relay waits before opening a new session.
+const FENCED_STANDBY: Duration = Duration::from_secs(5);
+
+/// Default relay name (the Kafka transactional id, under the bus's topic prefix).
+pub const DEFAULT_RELAY: &str = "docstore-outbox";
 
 /// Why a relay pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -30,41 +46,81 @@ pub enum RelayError {
     /// Publishing failed; the entry stays pending and is retried on the next pass.
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    /// The bus holds a checkpoint this relay cannot read.
+    #[error("relay checkpoint unreadable: {0}")]
+    Checkpoint(String),
+}
+
+/// The bus message of an outbox entry, with a `traceparent` that starts the event's trace: from
+/// the event if it has one, else derived from the event id (so a redelivery keeps its trace).
+fn message(entry: &docstore::OutboxEntry) -> Message {
+    use sha2::{Digest, Sha256};
+    let mut headers = vec![("ce_id".to_owned(), entry.event_id.clone())];
+    let given = serde_json::from_str::<serde_json::Value>(&entry.payload)
+        .ok()
+        .and_then(|v| v.get("traceparent").and_then(|t| t.as_str()).map(str::to_owned));
+    let traceparent = given.unwrap_or_else(|| {
+        let h = Sha256::digest(entry.event_id.as_bytes());
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        format!("00-{}-{}-01", &hex[..32], &hex[32..48])
+    });
+    headers.push(("traceparent".to_owned(), traceparent));
+    Message {
+        topic: entry.event_type.clone(),
+        key: entry.key.clone(),
+        payload: entry.payload.clone().into_bytes(),
+        headers,
+    }
 }
 
 impl OutboxRelay {
-    /// A relay moving up to `batch` entries per pass.
+    /// A relay moving up to `batch` entries per pass, named [`DEFAULT_RELAY`].
     pub fn new(meta: Arc<dyn MetadataStore>, bus: Arc<dyn EventBus>, batch: usize) -> Self {
         OutboxRelay {
             meta,
             bus,
             batch: batch.max(1),
+            name: DEFAULT_RELAY.to_owned(),
+            session: Arc::default(),
         }
     }
 
-    /// One pass: publishes pending entries oldest first, marking each sent once the bus has
-    /// acknowledged it. Returns how many were published.
-    pub async fn run_once(&self) -> Result<usize, RelayError> {
-        let pending = self.meta.outbox_pending(self.batch).await?;
-        for entry in &pending {
-            let mut headers = vec![("ce_id".to_owned(), entry.event_id.clone())];
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&entry.payload)
-                && let Some(tp) = v.get("traceparent").and_then(|t| t.as_str())
-            {
-                headers.push(("traceparent".to_owned(), tp.to_owned()));
-            }
-            self.bus
-                .publish(Message {
-                    topic: entry.event_type.clone(),
-                    key: entry.key.clone(),
-                    payload: entry.payload.clone().into_bytes(),
-                    headers,
-                })
-                .await?;
-            self.meta
-                .outbox_mark_sent(std::slice::from_ref(&entry.event_id))
-                .await?;
+    /// Renames the relay: relays of one name fence each other (one publishes at a time).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The open session, or a new one after the previous checkpoint's entries are marked sent.
+    async fn session(&self) -> Result<Session, RelayError> {
+        if let Some(s) = self.session.lock().expect("session").take() {
+            return Ok(s);
         }
+        let session = self.bus.begin_session(&self.name).await?;
+        if let Some(cp) = &session.checkpoint {
+            let ids: Vec<String> =
+                serde_json::from_slice(cp).map_err(|e| RelayError::Checkpoint(e.to_string()))?;
+            self.meta.outbox_mark_sent(&ids).await?;
+        }
+        Ok(session)
+    }
+
+    /// One pass: publishes up to a batch of pending entries, oldest first, in one atomic step
+    /// with their checkpoint, then marks them sent. Returns how many were published.
+    pub async fn run_once(&self) -> Result<usize, RelayError> {
+        let session = self.session().await?;
+        let pending = self.meta.outbox_pending(self.batch).await?;
+        if pending.is_empty() {
+            *self.session.lock().expect("session") = Some(session);
+            return Ok(0);
+        }
+        let ids: Vec<String> = pending.iter().map(|e| e.event_id.clone()).collect();
+        let messages = pending.iter().map(message).collect();
+        let checkpoint = serde_json::to_vec(&ids).map_err(|e| RelayError::Checkpoint(e.to_string()))?;
+        // On error the session is dropped: the next pass opens a new one and reconciles.
+        self.bus.publish_atomic(&session, messages, checkpoint).await?;
+        self.meta.outbox_mark_sent(&ids).await?;
+        *self.session.lock().expect("session") = Some(session);
         Ok(pending.len())
     }
 
@@ -79,6 +135,12 @@ impl OutboxRelay {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     idle
+                }
+                // Another relay of this name took over: stand by, and take over again later if
+                // it stops (fencing it right back would starve both).
+                Err(RelayError::Bus(crate::bus::BusError::Fenced(_))) => {
+                    tracing::info!(relay = %self.name, "another relay is active; standing by");
+                    FENCED_STANDBY
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay pass failed; retrying");

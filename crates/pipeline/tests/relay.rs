@@ -1,14 +1,17 @@
-//! The outbox relay on the embedded store and the in-process bus: every committed version's
-//! `file.uploaded` reaches the bus once per pass, in commit order per document, and decodes.
+//! The outbox relay on the embedded store, on the in-process bus and on a real Kafka broker: every
+//! committed version's `file.uploaded` reaches the bus exactly once, in commit order per document,
+//! across a crash between publishing and marking sent, and with two relays running at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use docstore::conformance::request;
 use docstore::{DocStore, Identity};
-use docstore_pipeline::bus::{EventBus, InProcessBus};
+use docstore_pipeline::bus::{EventBus, InProcessBus, Message};
 use docstore_pipeline::events::{CloudEvent, EventType};
-use docstore_pipeline::relay::OutboxRelay;
+use docstore_pipeline::kafka::{KafkaBus, KafkaConfig};
+use docstore_pipeline::relay::{DEFAULT_RELAY, OutboxRelay};
 
 #[tokio::test]
 async fn relays_every_committed_version_in_order() {
@@ -65,4 +68,156 @@ async fn relays_every_committed_version_in_order() {
             "per-document order"
         );
     }
+}
+
+/// Two buses on the same topics (on Kafka: two clients, as two processes would have), or `None`.
+fn buses(kind: &str) -> Option<(Arc<dyn EventBus>, Arc<dyn EventBus>)> {
+    if kind == "memory" {
+        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(4));
+        return Some((bus.clone(), bus));
+    }
+    let Ok(brokers) = std::env::var("DOCSTORE_TEST_KAFKA") else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "DOCSTORE_TEST_KAFKA is not set but services are required"
+        );
+        return None;
+    };
+    let prefix = format!("r{}.", uuid::Uuid::new_v4().simple());
+    let make = || -> Arc<dyn EventBus> {
+        let mut c = KafkaConfig::new(brokers.clone());
+        c.topic_prefix = prefix.clone();
+        c.partitions = 4;
+        Arc::new(KafkaBus::new(c).unwrap())
+    };
+    Some((make(), make()))
+}
+
+async fn upload(store: &DocStore, n: usize) -> Vec<String> {
+    let who = Identity::new("staff:relay");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = store
+            .put(&who, request(None, "p", "e"), format!("body {i}").as_bytes())
+            .await
+            .unwrap();
+        ids.push(r.document_id);
+    }
+    ids
+}
+
+/// Every `file.uploaded` on the topic, by document id (read as a group of its own).
+async fn uploaded_counts(bus: &dyn EventBus, expect: usize) -> HashMap<String, usize> {
+    let group = format!("count-{}", uuid::Uuid::new_v4().simple());
+    let mut sub = bus.subscribe(&group, &["file.uploaded".into()]).await.unwrap();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut idle = 0;
+    let start = std::time::Instant::now();
+    while counts.values().sum::<usize>() < expect || idle < 10 {
+        assert!(start.elapsed() < Duration::from_secs(90), "timed out counting");
+        let got = sub.poll(500, Duration::from_millis(200)).await.unwrap();
+        idle = if got.is_empty() { idle + 1 } else { 0 };
+        for d in got {
+            *counts.entry(d.message.key.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+async fn crash_after_publish_before_mark(kind: &str) {
+    let Some((bus, _)) = buses(kind) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::init_local(&dir.path().join("data")).await.unwrap();
+    let ids = upload(&store, 7).await;
+    // What a relay does up to the crash: its session publishes the pending entries with their
+    // checkpoint — and the process dies before marking them sent.
+    let session = bus.begin_session(DEFAULT_RELAY).await.unwrap();
+    let pending = store.metadata().outbox_pending(100).await.unwrap();
+    assert_eq!(pending.len(), 7);
+    let event_ids: Vec<String> = pending.iter().map(|e| e.event_id.clone()).collect();
+    let messages = pending
+        .iter()
+        .map(|e| Message {
+            topic: e.event_type.clone(),
+            key: e.key.clone(),
+            payload: e.payload.clone().into_bytes(),
+            headers: vec![],
+        })
+        .collect();
+    bus.publish_atomic(&session, messages, serde_json::to_vec(&event_ids).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.metadata().outbox_pending(100).await.unwrap().len(), 7);
+    // The restarted relay reconciles from the checkpoint instead of publishing again.
+    let relay = OutboxRelay::new(store.metadata().clone(), bus.clone(), 100);
+    assert_eq!(relay.run_once().await.unwrap(), 0, "republished after the crash");
+    assert!(store.metadata().outbox_pending(100).await.unwrap().is_empty());
+    // And later entries still flow.
+    let more = upload(&store, 3).await;
+    assert_eq!(relay.run_once().await.unwrap(), 3);
+    let counts = uploaded_counts(bus.as_ref(), 10).await;
+    for id in ids.iter().chain(&more) {
+        assert_eq!(counts.get(id), Some(&1), "{id}");
+    }
+    // The fenced session can no longer publish.
+    assert!(
+        bus.publish_atomic(&session, vec![], b"[]".to_vec())
+            .await
+            .is_err()
+    );
+}
+
+async fn two_relays_at_once(kind: &str) {
+    let Some((bus_a, bus_b)) = buses(kind) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::init_local(&dir.path().join("data")).await.unwrap();
+    let ids = upload(&store, 150).await;
+    let run = |bus: Arc<dyn EventBus>| {
+        let relay = OutboxRelay::new(store.metadata().clone(), bus, 7);
+        async move {
+            // Each keeps going until the outbox is empty; fenced passes fail and start over.
+            for _ in 0..500 {
+                match relay.run_once().await {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    // Fenced by the other relay (or its transaction aborted): stand by a little,
+                    // as `OutboxRelay::run` does, instead of fencing it right back.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(rand::random_range(200..1200))).await,
+                }
+            }
+            panic!("relay never drained the outbox");
+        }
+    };
+    futures::future::join(run(bus_a.clone()), run(bus_b)).await;
+    assert!(store.metadata().outbox_pending(1000).await.unwrap().is_empty());
+    let counts = uploaded_counts(bus_a.as_ref(), 150).await;
+    assert_eq!(counts.len(), 150);
+    for id in &ids {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "{id} published {:?} times",
+            counts.get(id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn crash_after_publish_before_mark_in_process() {
+    crash_after_publish_before_mark("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_publish_before_mark_kafka() {
+    crash_after_publish_before_mark("kafka").await;
+}
+
+#[tokio::test]
+async fn two_relays_at_once_in_process() {
+    two_relays_at_once("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_at_once_kafka() {
+    two_relays_at_once("kafka").await;
 }
