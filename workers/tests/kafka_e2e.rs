@@ -390,7 +390,60 @@ async fn permanent_failure_dead_letters_then_replay_after_the_fix() {
     wait_processed(&env.pg, 1, Duration::from_secs(60)).await;
     let counts = count_processed(bus.as_ref(), 1, Duration::from_secs(60)).await;
     assert_exactly_once(&counts, std::slice::from_ref(&rec.document_id), 1);
+
+    // Observability: the endpoints answer and count what happened; logs are JSON with trace ids
+    // and hold no document content.
+    let log_path = env.root.join("worker-dlq.log");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    let addr = lines
+        .iter()
+        .find_map(|l| l["fields"]["metrics"].as_str())
+        .expect("the worker logs its metrics address")
+        .to_owned();
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    for want in [
+        "docstore_worker_processed_total{stage=\"verify\"} 1",
+        "docstore_worker_dead_lettered_total{stage=\"verify\"} 1",
+        "docstore_worker_stage_latency_seconds_bucket{",
+        "docstore_worker_consumer_lag{stage=\"verify\"}",
+    ] {
+        assert!(metrics.contains(want), "metrics lack {want}:\n{metrics}");
+    }
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["trace_id"].as_str().is_some_and(|t| t.len() == 32)),
+        "no log line carries a trace id"
+    );
+    assert!(!log.contains("lab report"), "document content in the logs");
     w.stop();
+}
+
+/// A GET over plain HTTP/1.0 on loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 async fn poll_until(

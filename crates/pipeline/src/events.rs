@@ -169,6 +169,56 @@ pub struct FileUploaded {
     pub sha256: String,
 }
 
+/// Data of `file.processed`: the version, its renditions and what the stages found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProcessed {
+    /// Document id.
+    pub document_id: String,
+    /// Version number.
+    pub version: u64,
+    /// Version UUID.
+    pub version_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Exam id.
+    pub exam_id: String,
+    /// Hex SHA-256 of the original's plaintext.
+    pub sha256: String,
+    /// Renditions (stage, stage version, blob key, media type, size, digest).
+    pub renditions: Vec<docstore::Rendition>,
+    /// Pages, if a stage counted them.
+    pub page_count: Option<u32>,
+    /// Characters of extracted text, if a stage extracted any.
+    pub text_length: Option<u64>,
+    /// Stage name → stage version that ran.
+    pub stages: BTreeMap<String, u32>,
+}
+
+/// Data of `file.deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDeleted {
+    /// Document id.
+    pub document_id: String,
+    /// The version concerned; absent when the whole document is.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// `deleted` (tombstone), `purged` or `shredded`.
+    pub reason: String,
+}
+
+/// Data of the `exam.*` events (from the clinic's exam system). Only the ids are required; the
+/// pipeline passes the rest through untouched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExamEvent {
+    /// Exam id.
+    pub exam_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Everything else the exam system sent.
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, Value>,
+}
+
 impl CloudEvent {
     /// Decodes and validates one event.
     pub fn decode(bytes: &[u8]) -> Result<CloudEvent, DecodeError> {
@@ -223,18 +273,43 @@ impl CloudEvent {
     }
 
     fn validate_data(&self) -> Result<(), DecodeError> {
-        if matches!(self.event_type, EventType::FileUploaded) {
-            self.file_uploaded()?;
+        match self.event_type {
+            EventType::FileUploaded => self.file_uploaded().map(drop),
+            EventType::FileProcessed => self.file_processed().map(drop),
+            EventType::FileDeleted => self.file_deleted().map(drop),
+            EventType::ExamCreated
+            | EventType::ExamUpdated
+            | EventType::ExamCompleted
+            | EventType::ExamResultReady => self.exam().map(drop),
+            EventType::Account(_) => Ok(()),
         }
-        Ok(())
     }
 
-    /// The `file.uploaded` payload.
-    pub fn file_uploaded(&self) -> Result<FileUploaded, DecodeError> {
+    fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
         serde_json::from_value(self.data.clone()).map_err(|e| DecodeError::Data {
             event_type: self.event_type.as_str().to_owned(),
             reason: e.to_string().chars().take(120).collect(),
         })
+    }
+
+    /// The `file.uploaded` payload.
+    pub fn file_uploaded(&self) -> Result<FileUploaded, DecodeError> {
+        self.data_as()
+    }
+
+    /// The `file.processed` payload.
+    pub fn file_processed(&self) -> Result<FileProcessed, DecodeError> {
+        self.data_as()
+    }
+
+    /// The `file.deleted` payload.
+    pub fn file_deleted(&self) -> Result<FileDeleted, DecodeError> {
+        self.data_as()
+    }
+
+    /// The payload of an `exam.*` event.
+    pub fn exam(&self) -> Result<ExamEvent, DecodeError> {
+        self.data_as()
     }
 
     /// The W3C `traceparent` extension, if any.
@@ -270,6 +345,65 @@ mod tests {
         assert_eq!(ev.file_uploaded().unwrap().version, 1);
         assert!(ev.traceparent().unwrap().starts_with("00-"));
         assert_eq!(CloudEvent::decode(&ev.encode()).unwrap(), ev);
+    }
+
+    #[test]
+    fn every_type_decodes_its_data() {
+        let ev = |t: &str, data: Value| {
+            let v = serde_json::json!({"specversion": "1.0", "id": "i", "source": "urn:t", "type": t, "data": data});
+            CloudEvent::decode(&serde_json::to_vec(&v).unwrap())
+        };
+        let exam = ev(
+            "exam.result.ready",
+            serde_json::json!({"exam_id": "e1", "patient_id": "p1", "status": "final"}),
+        )
+        .unwrap();
+        assert_eq!(exam.exam().unwrap().rest["status"], "final");
+        assert!(matches!(
+            ev("exam.created", serde_json::json!({"exam_id": "e1"})),
+            Err(DecodeError::Data { .. })
+        ));
+        let deleted = ev(
+            "file.deleted",
+            serde_json::json!({"document_id": "d", "reason": "purged"}),
+        )
+        .unwrap();
+        assert_eq!(deleted.file_deleted().unwrap().version, None);
+        assert!(ev("account.created", serde_json::json!(null)).is_ok());
+        assert!(matches!(
+            ev("file.processed", serde_json::json!({"document_id": "d"})),
+            Err(DecodeError::Data { .. })
+        ));
+    }
+
+    /// The store writes `file.processed`; the pipeline's strict decoder must accept it.
+    #[test]
+    fn the_stores_file_processed_decodes() {
+        let record: docstore::VersionRecord = serde_json::from_value(serde_json::json!({
+            "document_id": "d1", "version": 2, "version_id": "vid", "patient_id": "p", "exam_id": "e",
+            "kind": "report", "media_type": "application/pdf", "size": 10, "sha256": "ab",
+            "created_at": 0, "created_by": "t", "blob_key": "k", "state": "processed", "renditions": []
+        }))
+        .unwrap();
+        let stages = BTreeMap::from([(
+            "verify".to_owned(),
+            docstore::StageResult {
+                stage: "verify".into(),
+                stage_version: 1,
+                renditions: vec![],
+                page_count: Some(3),
+                text_length: None,
+                recorded_at: docstore::Timestamp(0),
+            },
+        )]);
+        let (id, payload) = docstore::outbox::file_processed(&record, &stages);
+        let ev = CloudEvent::decode(payload.as_bytes()).unwrap();
+        assert_eq!(ev.id, id);
+        let data = ev.file_processed().unwrap();
+        assert_eq!(
+            (data.version, data.page_count, data.stages["verify"]),
+            (2, Some(3), 1)
+        );
     }
 
     #[test]
