@@ -17,6 +17,21 @@ pub const FILE_UPLOADED: &str = "file.uploaded";
 /// Event type recorded once per version when every configured stage has succeeded.
 pub const FILE_PROCESSED: &str = "file.processed";
 
+/// A W3C `traceparent` whose trace id is derived from `trace_of` (an event id) and whose span id
+/// from `span_of`: deterministic, so a redelivered event keeps its trace, and `file.processed`
+/// (span of its own id, trace of the version's `file.uploaded`) joins the upload's trace.
+pub fn traceparent(trace_of: &str, span_of: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex = |s: &str, n: usize| -> String {
+        Sha256::digest(s.as_bytes())
+            .iter()
+            .take(n)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    format!("00-{}-{}-01", hex(trace_of, 16), hex(span_of, 8))
+}
+
 /// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
 ///
 /// Carries identifiers and digests only, never content. The id is derived from the version id, so a
@@ -53,6 +68,7 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
 /// the join's conditional write, against recording it twice.
 pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageResult>) -> (String, String) {
     let event_id = format!("file.processed:{}", record.version_id);
+    let uploaded_id = format!("file.uploaded:{}", record.version_id);
     let page_count = stages.values().filter_map(|s| s.page_count).max();
     let text_length = stages.values().filter_map(|s| s.text_length).max();
     let stage_versions: BTreeMap<&str, u32> = stages
@@ -65,6 +81,7 @@ pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageRes
         "source": SOURCE,
         "type": FILE_PROCESSED,
         "time": crate::model::Timestamp::now().to_rfc3339(),
+        "traceparent": traceparent(&uploaded_id, &event_id),
         "subject": record.document_id,
         "datacontenttype": "application/json",
         "data": {

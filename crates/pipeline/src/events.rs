@@ -404,6 +404,11 @@ mod tests {
             (data.version, data.page_count, data.stages["verify"]),
             (2, Some(3), 1)
         );
+        // Same trace as the version's file.uploaded (as the relay stamps it), its own span.
+        let uploaded = docstore::outbox::traceparent("file.uploaded:vid", "file.uploaded:vid");
+        let processed = ev.traceparent().unwrap();
+        assert_eq!(processed.split('-').nth(1), uploaded.split('-').nth(1));
+        assert_ne!(processed.split('-').nth(2), uploaded.split('-').nth(2));
     }
 
     #[test]

@@ -54,16 +54,12 @@ pub enum RelayError {
 /// The bus message of an outbox entry, with a `traceparent` that starts the event's trace: from
 /// the event if it has one, else derived from the event id (so a redelivery keeps its trace).
 fn message(entry: &docstore::OutboxEntry) -> Message {
-    use sha2::{Digest, Sha256};
     let mut headers = vec![("ce_id".to_owned(), entry.event_id.clone())];
     let given = serde_json::from_str::<serde_json::Value>(&entry.payload)
         .ok()
         .and_then(|v| v.get("traceparent").and_then(|t| t.as_str()).map(str::to_owned));
-    let traceparent = given.unwrap_or_else(|| {
-        let h = Sha256::digest(entry.event_id.as_bytes());
-        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-        format!("00-{}-{}-01", &hex[..32], &hex[32..48])
-    });
+    let traceparent =
+        given.unwrap_or_else(|| docstore::outbox::traceparent(&entry.event_id, &entry.event_id));
     headers.push(("traceparent".to_owned(), traceparent));
     Message {
         topic: entry.event_type.clone(),
