@@ -344,6 +344,7 @@ fn stage_result(stage: &str, rendition: Option<&str>) -> StageResult {
                 media_type: "image/png".into(),
                 size: 10,
                 sha256: "00".repeat(32),
+                key_block: vec![7, 7, 7],
             })
             .into_iter()
             .collect(),
@@ -666,6 +667,101 @@ pub async fn docstore(store: &DocStore) {
             .any(|r| r.action == "purge" && r.outcome == "refused")
     );
     assert!(trail.iter().any(|r| r.action == "put" && r.outcome == "conflict"));
+    renditions(store).await;
+}
+
+/// Renditions: stored encrypted under their own key, recorded through the join, read back intact,
+/// refused whenever their version is unreadable (deleted, shredded), never named with keys in
+/// events.
+async fn renditions(store: &DocStore) {
+    let who = Identity::new("service:thumbnail-worker");
+    let (patient, exam) = (fresh("pat"), fresh("exam"));
+    let body = pattern(70_000, 11);
+    let v1 = store
+        .put(&who, request(None, &patient, &exam), &body[..])
+        .await
+        .unwrap();
+    let doc = v1.document_id.clone();
+    let thumb = pattern(9_000, 12);
+    let r = store
+        .put_rendition(&who, &doc, 1, "thumbnail", 1, "image/png", &thumb[..])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.size, r.sha256.clone()),
+        (thumb.len() as u64, sha256_hex(&thumb))
+    );
+    assert!(!r.key_block.is_empty());
+    let size = store.blobs().size(&r.blob_key).await.unwrap();
+    let raw = store.blobs().get_range(&r.blob_key, 0..size).await.unwrap();
+    assert!(
+        !raw.windows(64).any(|w| thumb.windows(64).next() == Some(w)),
+        "rendition stored in the clear"
+    );
+    // Not recorded yet: not readable.
+    assert!(matches!(
+        store.get_rendition(&who, &doc, 1, "thumbnail").await,
+        Err(Error::NotFound { .. })
+    ));
+    let result = StageResult {
+        stage: "thumbnail".into(),
+        stage_version: 1,
+        renditions: vec![r.clone()],
+        page_count: None,
+        text_length: None,
+        recorded_at: Timestamp::now(),
+    };
+    let outcome = store
+        .record_stage(&who, &doc, 1, result, &["thumbnail".to_owned()])
+        .await
+        .unwrap();
+    assert!(outcome.completed_now);
+    let back = store
+        .get_rendition(&who, &doc, 1, "thumbnail")
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    assert_eq!(&back[..], &thumb[..]);
+    assert_eq!(
+        store.metadata().version(&doc, Some(1)).await.unwrap().renditions[0].key_block,
+        r.key_block,
+        "the key block survives the metadata round trip"
+    );
+    let events = outbox_for(store.metadata().as_ref(), &doc).await;
+    let processed = events
+        .iter()
+        .find(|e| e.event_type == crate::outbox::FILE_PROCESSED)
+        .expect("file.processed recorded");
+    assert!(processed.payload.contains(&r.blob_key));
+    assert!(
+        !processed.payload.contains("key_block"),
+        "an event carries a wrapped key"
+    );
+
+    // A rendition is bound to its (version, stage, stage version): another stage's name fails.
+    assert!(matches!(
+        store.get_rendition(&who, &doc, 1, "stamp").await,
+        Err(Error::NotFound { .. })
+    ));
+    store.delete(&who, &doc).await.unwrap();
+    assert!(matches!(
+        store.get_rendition(&who, &doc, 1, "thumbnail").await,
+        Err(Error::Deleted { .. })
+    ));
+    store.restore(&who, &doc).await.unwrap();
+    store.shred(&who, &doc, 1).await.unwrap();
+    assert!(matches!(
+        store.get_rendition(&who, &doc, 1, "thumbnail").await,
+        Err(Error::Shredded { .. })
+    ));
+    assert!(
+        store.blobs().size(&r.blob_key).await.is_err(),
+        "shred left rendition ciphertext"
+    );
+    let ids: Vec<String> = events.into_iter().map(|e| e.event_id).collect();
+    store.metadata().outbox_mark_sent(&ids).await.unwrap();
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -169,6 +169,25 @@ pub struct Rendition {
     pub size: u64,
     /// Hex SHA-256 of the plaintext.
     pub sha256: String,
+    /// Encoded key block of the rendition's envelope (wrapped data keys). Stored with the version's
+    /// metadata, never published in events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "key_block_b64")]
+    pub key_block: Vec<u8>,
+}
+
+mod key_block_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A version about to be committed: the blob is already written.

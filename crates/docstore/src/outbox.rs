@@ -92,7 +92,15 @@ pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageRes
             "exam_id": record.exam_id,
             "kind": record.kind,
             "sha256": record.sha256,
-            "renditions": record.renditions,
+            // Wrapped keys stay in the store: events name renditions, they do not carry keys.
+            "renditions": record.renditions.iter().map(|r| serde_json::json!({
+                "stage": r.stage,
+                "stage_version": r.stage_version,
+                "blob_key": r.blob_key,
+                "media_type": r.media_type,
+                "size": r.size,
+                "sha256": r.sha256,
+            })).collect::<Vec<_>>(),
             "page_count": page_count,
             "text_length": text_length,
             "stages": stage_versions,

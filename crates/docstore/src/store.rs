@@ -21,8 +21,8 @@ use crate::error::{Error, IntegrityError, Result};
 use crate::keys::{self, KeyProvider, keyring::Keyring};
 use crate::meta::{HoldChange, MetadataStore, sqlite::SqliteMetadata};
 use crate::model::{
-    DocumentRecord, Identity, JoinOutcome, Kind, NewVersion, StageResult, Timestamp, VersionRecord,
-    validate_id,
+    DocumentRecord, Identity, JoinOutcome, Kind, NewVersion, Rendition, StageResult, Timestamp,
+    VersionRecord, validate_id,
 };
 
 /// Context key naming the document in every envelope and wrapped key.
@@ -47,6 +47,22 @@ pub struct PutRequest {
     pub media_type: String,
     /// Compare-and-swap: commit only if the latest version is this (0: the document must be new).
     pub expected_version: Option<u64>,
+}
+
+/// Blob key prefix of renditions.
+pub const RENDITION_PREFIX: &str = "renditions";
+
+/// The version id bound into a rendition's encryption context: a rendition cannot be passed off as
+/// its version, another stage's output, or another stage version's.
+fn rendition_context_id(version_id: &str, stage: &str, stage_version: u32) -> String {
+    format!("{version_id}#{stage}@{stage_version}")
+}
+
+/// What [`DocStore::seal_upload`] wrote.
+struct Sealed {
+    size: u64,
+    sha256: [u8; 32],
+    key_block: Vec<u8>,
 }
 
 /// Result of a [`DocStore::rewrap`] pass.
@@ -330,7 +346,7 @@ impl DocStore {
         who: &Identity,
         doc_id: &str,
         req: PutRequest,
-        mut body: R,
+        body: R,
     ) -> Result<VersionRecord> {
         validate_id("document", doc_id)?;
         validate_id("patient", &req.patient_id)?;
@@ -340,6 +356,49 @@ impl DocStore {
                 "media type must look like type/subtype".into(),
             ));
         }
+        let version_id = uuid::Uuid::new_v4().to_string();
+        let blob_key = format!("{BLOB_PREFIX}/{doc_id}/{version_id}");
+        let context = DocStore::context(doc_id, &version_id);
+        let sealed = self.seal_upload(who, doc_id, &blob_key, context, body).await?;
+        let new = NewVersion {
+            document_id: doc_id.to_owned(),
+            version_id,
+            patient_id: req.patient_id,
+            exam_id: req.exam_id,
+            kind: req.kind,
+            media_type: req.media_type,
+            size: sealed.size,
+            sha256: sealed.sha256,
+            created_at: Timestamp::now(),
+            created_by: who.subject.clone(),
+            blob_key: blob_key.clone(),
+            key_block: sealed.key_block,
+        };
+        crate::failpoint::hit("before_commit").await;
+        match self.meta.commit_version(new, req.expected_version).await {
+            Ok(record) => {
+                crate::failpoint::hit("after_commit").await;
+                Ok(record)
+            }
+            Err(e) => {
+                // The commit did not happen: the blob is ours alone to remove.
+                let _ = self.blobs.delete(&blob_key).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals `body` under a fresh data key bound to `context` and uploads it to `blob_key`,
+    /// streaming in O(frame) memory: read a frame, hash it, seal it, upload it. An empty body is
+    /// refused before anything is written; a failed upload is aborted.
+    async fn seal_upload<R: AsyncRead + Unpin + Send>(
+        &self,
+        who: &Identity,
+        doc_id: &str,
+        blob_key: &str,
+        context: EncryptionContext,
+        mut body: R,
+    ) -> Result<Sealed> {
         let fs = self.frame_size as usize;
         let mut hasher = Sha256::new();
         let mut first = Zeroizing::new(Vec::with_capacity(fs + TAG_LEN));
@@ -349,9 +408,6 @@ impl DocStore {
                 "empty body: a version must have content".into(),
             ));
         }
-        let version_id = uuid::Uuid::new_v4().to_string();
-        let blob_key = format!("{BLOB_PREFIX}/{doc_id}/{version_id}");
-        let context = DocStore::context(doc_id, &version_id);
         let (data_key, wrapped) = self.keys.generate_data_key(&context).await?;
         self.record(
             who,
@@ -401,32 +457,11 @@ impl DocStore {
             }
         };
         upload.finish().await?;
-        let new = NewVersion {
-            document_id: doc_id.to_owned(),
-            version_id,
-            patient_id: req.patient_id,
-            exam_id: req.exam_id,
-            kind: req.kind,
-            media_type: req.media_type,
+        Ok(Sealed {
             size,
             sha256: hasher.finalize().into(),
-            created_at: Timestamp::now(),
-            created_by: who.subject.clone(),
-            blob_key: blob_key.clone(),
             key_block: keys::encode_key_block(&[wrapped]),
-        };
-        crate::failpoint::hit("before_commit").await;
-        match self.meta.commit_version(new, req.expected_version).await {
-            Ok(record) => {
-                crate::failpoint::hit("after_commit").await;
-                Ok(record)
-            }
-            Err(e) => {
-                // The commit did not happen: the blob is ours alone to remove.
-                let _ = self.blobs.delete(&blob_key).await;
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Looks up a readable version: the document must exist and not be deleted.
@@ -604,6 +639,94 @@ impl DocStore {
             let doc = self.meta.document(document_id).await?;
             let versions = self.meta.versions(document_id).await?;
             Ok((versions, Some(doc.latest_version), None))
+        })
+        .await
+    }
+
+    /// Stores a rendition of a version (stamped PDF, thumbnail, text …), encrypted like an original
+    /// under its own data key, bound to (document, version id, stage, stage version). Returns the
+    /// [`Rendition`] to record with [`DocStore::record_stage`]; until then it is an orphan that
+    /// [`DocStore::gc`] removes after the grace period, so a crashed stage leaves nothing behind.
+    pub async fn put_rendition<R: AsyncRead + Unpin + Send>(
+        &self,
+        who: &Identity,
+        document_id: &str,
+        version: u64,
+        stage: &str,
+        stage_version: u32,
+        media_type: &str,
+        body: R,
+    ) -> Result<Rendition> {
+        let detail = format!("stage={stage} v{stage_version}");
+        self.audited(who, "put_rendition", Some(document_id), async {
+            validate_id("stage", stage)?;
+            let record = self.readable(document_id, Some(version)).await?;
+            if record.key_block.is_empty() {
+                return Err(Error::Shredded {
+                    document: document_id.to_owned(),
+                    version,
+                });
+            }
+            let context_id = rendition_context_id(&record.version_id, stage, stage_version);
+            let blob_key = format!(
+                "{RENDITION_PREFIX}/{document_id}/{}/{stage}-v{stage_version}-{}",
+                record.version_id,
+                uuid::Uuid::new_v4().simple()
+            );
+            let context = DocStore::context(document_id, &context_id);
+            let sealed = self
+                .seal_upload(who, document_id, &blob_key, context, body)
+                .await?;
+            let rendition = Rendition {
+                stage: stage.to_owned(),
+                stage_version,
+                blob_key,
+                media_type: media_type.to_owned(),
+                size: sealed.size,
+                sha256: hex::encode(sealed.sha256),
+                key_block: sealed.key_block,
+            };
+            Ok((rendition, Some(version), Some(detail)))
+        })
+        .await
+    }
+
+    /// Opens the rendition a stage recorded for a version. Renditions are readable exactly while
+    /// their version is: a deleted document or a shredded version refuses them too.
+    pub async fn get_rendition(
+        &self,
+        who: &Identity,
+        document_id: &str,
+        version: u64,
+        stage: &str,
+    ) -> Result<Document> {
+        self.audited(who, "get_rendition", Some(document_id), async {
+            let record = self.readable(document_id, Some(version)).await?;
+            if record.key_block.is_empty() {
+                return Err(Error::Shredded {
+                    document: document_id.to_owned(),
+                    version,
+                });
+            }
+            let r = record
+                .renditions
+                .iter()
+                .find(|r| r.stage == stage)
+                .cloned()
+                .ok_or_else(|| Error::NotFound {
+                    document: document_id.to_owned(),
+                    version: Some(version),
+                })?;
+            // The rendition read as a version of its own: same checks, its own key and context.
+            let mut as_version = record.clone();
+            as_version.version_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
+            as_version.blob_key = r.blob_key;
+            as_version.key_block = r.key_block;
+            as_version.size = r.size;
+            as_version.sha256 = r.sha256;
+            as_version.media_type = r.media_type;
+            let doc = self.get_stream(who, as_version).await?;
+            Ok((doc, Some(version), Some(format!("stage={stage}"))))
         })
         .await
     }
@@ -867,6 +990,11 @@ impl DocStore {
                 self.meta
                     .replace_key_block(document_id, version, &record.key_block, &[])
                     .await?;
+            }
+            // Renditions are derived patient data: unreadable from now on (get_rendition refuses a
+            // shredded version), and their ciphertext goes too.
+            for r in &record.renditions {
+                self.blobs.delete(&r.blob_key).await?;
             }
             let shredded = self.meta.version(document_id, Some(version)).await?;
             Ok((shredded, Some(version), None))
