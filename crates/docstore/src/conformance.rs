@@ -684,7 +684,17 @@ async fn renditions(store: &DocStore) {
     let doc = v1.document_id.clone();
     let thumb = pattern(9_000, 12);
     let r = store
-        .put_rendition(&who, &doc, 1, "thumbnail", 1, "image/png", &thumb[..])
+        .put_rendition(
+            &who,
+            &doc,
+            1,
+            &crate::RenditionSpec {
+                stage: "thumbnail".into(),
+                stage_version: 1,
+                media_type: "image/png".into(),
+            },
+            &thumb[..],
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -49,5 +49,5 @@ pub use model::{
 };
 pub use store::{
     BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, Document, GcReport, LocalLayout, PutRequest,
-    RENDITION_PREFIX, RewrapReport,
+    RENDITION_PREFIX, RenditionSpec, RewrapReport,
 };

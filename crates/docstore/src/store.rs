@@ -49,6 +49,17 @@ pub struct PutRequest {
     pub expected_version: Option<u64>,
 }
 
+/// What a rendition is: which stage (and stage version) made it, and its media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionSpec {
+    /// Stage name.
+    pub stage: String,
+    /// Stage version.
+    pub stage_version: u32,
+    /// Media type of the rendition.
+    pub media_type: String,
+}
+
 /// Blob key prefix of renditions.
 pub const RENDITION_PREFIX: &str = "renditions";
 
@@ -421,7 +432,7 @@ impl DocStore {
         let mut sealer = Sealer::with_random_id(&data_key, context, self.frame_size)
             .map_err(|k| Error::integrity(doc_id, 0, k))?;
         drop(data_key);
-        let mut upload = self.blobs.upload(&blob_key).await?;
+        let mut upload = self.blobs.upload(blob_key).await?;
         let streamed = async {
             upload
                 .write(Bytes::copy_from_slice(sealer.header().as_bytes()))
@@ -652,11 +663,11 @@ impl DocStore {
         who: &Identity,
         document_id: &str,
         version: u64,
-        stage: &str,
-        stage_version: u32,
-        media_type: &str,
+        spec: &RenditionSpec,
         body: R,
     ) -> Result<Rendition> {
+        let (stage, stage_version, media_type) =
+            (spec.stage.as_str(), spec.stage_version, spec.media_type.as_str());
         let detail = format!("stage={stage} v{stage_version}");
         self.audited(who, "put_rendition", Some(document_id), async {
             validate_id("stage", stage)?;
