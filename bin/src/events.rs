@@ -1,4 +1,4 @@
-//! `docstore relay` and `docstore dlq …`: the event side of the CLI.
+//! `docstore relay`, `docstore dlq …` and the local stage commands: the pipeline side of the CLI.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,4 +217,44 @@ pub(crate) async fn dlq(cmd: DlqCommand, json_out: bool) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `docstore thumbnail FILE`: the thumbnail stage on a local file.
+pub(crate) async fn thumbnail(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<(), Error> {
+    use docstore_pipeline::stages::thumbnail::{ThumbnailError, ThumbnailLimits, thumbnail_image};
+    let limits = ThumbnailLimits::default();
+    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    if meta.len() > limits.max_input as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{}: {} bytes is above the limit",
+            file.display(),
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let thumb = tokio::task::spawn_blocking(move || thumbnail_image(&bytes, &limits))
+        .await
+        .map_err(|e| Error::InvalidInput(format!("thumbnail task failed: {e}")))?
+        .map_err(|e: ThumbnailError| Error::InvalidInput(format!("{}: {e}", file.display())))?;
+    let out = output
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| file.with_extension("thumb.png"));
+    std::fs::write(&out, &thumb.png).map_err(|e| Error::io(out.display().to_string(), e))?;
+    let v = json!({"output": out, "width": thumb.width, "height": thumb.height,
+                   "source_width": thumb.source_width, "source_height": thumb.source_height});
+    crate::emit(json_out, &v, |_| {
+        println!(
+            "{} ({}×{} from {}×{})",
+            out.display(),
+            thumb.width,
+            thumb.height,
+            thumb.source_width,
+            thumb.source_height
+        )
+    });
+    Ok(())
 }

@@ -105,6 +105,14 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Make a ~256 px PNG thumbnail of a local image file (the thumbnail stage, no store).
+    Thumbnail {
+        /// Image file (JPEG, PNG, TIFF, WebP, GIF).
+        file: PathBuf,
+        /// Output PNG (default: FILE.thumb.png).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
     Relay(events::RelayArgs),
     /// Inspect and replay dead letters.
@@ -344,13 +352,18 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Dlq(cmd) = cli.command {
         return events::dlq(cmd, cli.json).await;
     }
+    if let Command::Thumbnail { file, output } = &cli.command {
+        return events::thumbnail(file, output.as_deref(), cli.json).await;
+    }
     let store = if local {
         DocStore::open_local(dir).await?
     } else {
         config.open(false).await?
     };
     match cli.command {
-        Command::Init | Command::Provision | Command::Dlq(_) => unreachable!("handled above"),
+        Command::Init | Command::Provision | Command::Dlq(_) | Command::Thumbnail { .. } => {
+            unreachable!("handled above")
+        }
         Command::Relay(a) => events::relay(&store, a, cli.json).await?,
         Command::Rewrap(a) => {
             let mut target_cfg = config.clone();

@@ -315,3 +315,23 @@ fn tampered_blob_writes_no_output_file() {
         .collect();
     assert!(leftovers.is_empty(), "a failed read left {leftovers:?}");
 }
+
+#[test]
+fn thumbnail_of_a_local_file() {
+    let cli = Cli::new();
+    let image = cli.work.join("photo.png");
+    let img = image::RgbImage::from_fn(900, 300, |x, _| image::Rgb([(x % 251) as u8, 10, 200]));
+    img.save(&image).unwrap();
+    let out = cli.work.join("t.png");
+    let v = cli.json(&["thumbnail", image.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(256), Some(85)));
+    let back = image::open(&out).unwrap();
+    assert_eq!((back.width(), back.height()), (256, 85));
+    let not_image = cli.work.join("notes.txt");
+    std::fs::write(&not_image, "not an image").unwrap();
+    let (code, err) = cli.fails(&["thumbnail", not_image.to_str().unwrap()]);
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("unsupported format"), "{err}");
+    let (code, _) = cli.fails(&["thumbnail", "/nonexistent/x.png"]);
+    assert_eq!(code, 1);
+}

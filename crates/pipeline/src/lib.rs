@@ -12,3 +12,4 @@ pub mod kafka;
 pub mod observe;
 pub mod relay;
 pub mod runtime;
+pub mod stages;

@@ -1,0 +1,93 @@
+//! Processing stages, as [`crate::join::Processor`]s the worker runtime runs.
+//!
+//! Each reads a version through the store, works on the plaintext in memory (bounded by the
+//! stage's limits), stores its output as an encrypted rendition and reports it for the join.
+//! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
+
+pub mod thumbnail;
+
+use async_trait::async_trait;
+use docstore::{DocStore, Identity, RenditionSpec};
+use zeroize::Zeroizing;
+
+use crate::events::FileUploaded;
+use crate::join::{Output, Processor, stage_error};
+use crate::runtime::StageError;
+
+/// Reads a version's plaintext whole, refusing (permanently) anything above `max` bytes.
+async fn read_version(
+    store: &DocStore,
+    who: &Identity,
+    file: &FileUploaded,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, StageError> {
+    if file.size > max as u64 {
+        return Err(StageError::Permanent(format!(
+            "{} v{}: {} bytes exceeds this stage's limit of {max}",
+            file.document_id, file.version, file.size
+        )));
+    }
+    store
+        .get(who, &file.document_id, Some(file.version))
+        .await
+        .map_err(stage_error)?
+        .read_all()
+        .await
+        .map_err(stage_error)
+}
+
+/// The `thumbnail` stage: a ~256 px PNG of each exam image (see [`thumbnail`]). PDFs are passed
+/// through without a rendition until the PDF renderer lands (issue 5).
+#[derive(Debug, Default, Clone)]
+pub struct Thumbnailer {
+    /// Decoding limits.
+    pub limits: thumbnail::ThumbnailLimits,
+}
+
+#[async_trait]
+impl Processor for Thumbnailer {
+    fn name(&self) -> &str {
+        "thumbnail"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    async fn process(
+        &self,
+        store: &DocStore,
+        who: &Identity,
+        file: &FileUploaded,
+    ) -> Result<Output, StageError> {
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
+        if thumbnail::image_format(&bytes).is_none() {
+            if bytes.starts_with(b"%PDF-") {
+                tracing::info!(document = %file.document_id, version = file.version, "PDF thumbnails are not rendered yet");
+                return Ok(Output::default());
+            }
+            return Err(StageError::Permanent(format!(
+                "{} v{}: not an image this stage reads ({})",
+                file.document_id, file.version, file.media_type
+            )));
+        }
+        let limits = self.limits;
+        let thumb = tokio::task::spawn_blocking(move || thumbnail::thumbnail_image(&bytes, &limits))
+            .await
+            .map_err(|e| StageError::Permanent(format!("thumbnail task failed: {e}")))?
+            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
+        let spec = RenditionSpec {
+            stage: self.name().to_owned(),
+            stage_version: self.version(),
+            media_type: "image/png".into(),
+        };
+        let rendition = store
+            .put_rendition(who, &file.document_id, file.version, &spec, &thumb.png[..])
+            .await
+            .map_err(stage_error)?;
+        Ok(Output {
+            renditions: vec![rendition],
+            ..Output::default()
+        })
+    }
+}

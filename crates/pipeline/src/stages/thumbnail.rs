@@ -1,0 +1,212 @@
+//! Thumbnails of exam images: decode under limits, honour EXIF orientation, convert 16-bit, grey,
+//! palette and CMYK sources to 8-bit RGB(A), resize to fit [`EDGE`] px with a Lanczos3
+//! convolution (`fast_image_resize`), encode PNG.
+//!
+//! Limits are checked from the header before any pixel is decoded (`image` enforces its
+//! allocation limit in `ImageReader::decode` but not on the `into_decoder` path that orientation
+//! needs, so the total size is checked here), and a panic inside a decoder is caught and reported
+//! as [`ThumbnailError::DecoderPanicked`].
+
+use std::io::Cursor;
+
+use fast_image_resize as fr;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+
+/// Longest edge of a thumbnail, px.
+pub const EDGE: u32 = 256;
+
+/// Bounds on what a thumbnail may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct ThumbnailLimits {
+    /// Largest input, bytes.
+    pub max_input: usize,
+    /// Largest width or height, px.
+    pub max_side: u32,
+    /// Largest decoded image, bytes (width × height × bytes per pixel).
+    pub max_decoded: u64,
+}
+
+impl Default for ThumbnailLimits {
+    fn default() -> Self {
+        ThumbnailLimits {
+            max_input: 256 << 20,
+            max_side: 30_000,
+            // A 12-megapixel 16-bit RGBA photo is 96 MiB; 320 MiB keeps a worker under 512 MiB.
+            max_decoded: 320 << 20,
+        }
+    }
+}
+
+/// Why no thumbnail was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ThumbnailError {
+    /// Not an image format this stage reads.
+    #[error("unsupported format: {0}")]
+    Unsupported(String),
+    /// The input or the decoded image exceeds the limits.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The bytes are not a valid image of their format.
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    /// A decoder panicked; caught at this boundary.
+    #[error("the {0} decoder panicked on this input")]
+    DecoderPanicked(String),
+}
+
+/// A thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    /// PNG bytes.
+    pub png: Vec<u8>,
+    /// Thumbnail width, px.
+    pub width: u32,
+    /// Thumbnail height, px.
+    pub height: u32,
+    /// Source width after orientation, px.
+    pub source_width: u32,
+    /// Source height after orientation, px.
+    pub source_height: u32,
+}
+
+/// Image formats this stage reads, by magic bytes.
+pub fn image_format(bytes: &[u8]) -> Option<ImageFormat> {
+    match image::guess_format(bytes).ok()? {
+        f @ (ImageFormat::Jpeg
+        | ImageFormat::Png
+        | ImageFormat::Tiff
+        | ImageFormat::WebP
+        | ImageFormat::Gif) => Some(f),
+        _ => None,
+    }
+}
+
+/// A thumbnail of an image (CPU-bound: call from a blocking thread).
+pub fn thumbnail_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail, ThumbnailError> {
+    if bytes.len() > limits.max_input {
+        return Err(ThumbnailError::TooLarge(format!("{} bytes", bytes.len())));
+    }
+    let format = image_format(bytes)
+        .ok_or_else(|| ThumbnailError::Unsupported("not a JPEG, PNG, TIFF, WebP or GIF".into()))?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The decoder would fill the missing rows with grey; a truncated upload is bad input.
+        return Err(ThumbnailError::Decode(
+            "truncated JPEG: no end-of-image marker after the scan".into(),
+        ));
+    }
+    let name = format!("{format:?}");
+    // Third-party decoders are not trusted not to panic on hostile input.
+    match std::panic::catch_unwind(|| decode_and_resize(bytes, format, limits)) {
+        Ok(result) => result,
+        Err(_) => Err(ThumbnailError::DecoderPanicked(name)),
+    }
+}
+
+/// A JPEG ends its (last) scan with an EOI marker (`FF D9`); trailing bytes after it are allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(sos) => bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+fn decode_err(e: image::ImageError) -> ThumbnailError {
+    match e {
+        image::ImageError::Limits(l) => ThumbnailError::TooLarge(l.to_string()),
+        image::ImageError::Unsupported(u) => ThumbnailError::Unsupported(u.to_string()),
+        other => ThumbnailError::Decode(other.to_string().chars().take(200).collect()),
+    }
+}
+
+fn decode_and_resize(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &ThumbnailLimits,
+) -> Result<Thumbnail, ThumbnailError> {
+    let mut image_limits = Limits::default();
+    image_limits.max_image_width = Some(limits.max_side);
+    image_limits.max_image_height = Some(limits.max_side);
+    image_limits.max_alloc = Some(limits.max_decoded);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(image_limits.clone());
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(ThumbnailError::Decode("zero-sized image".into()));
+    }
+    if w > limits.max_side || h > limits.max_side || decoder.total_bytes() > limits.max_decoded {
+        return Err(ThumbnailError::TooLarge(format!("{w}×{h} px")));
+    }
+    decoder.set_limits(image_limits).map_err(decode_err)?;
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    let (sw, sh) = (img.width(), img.height());
+    let (tw, th) = fit(sw, sh, EDGE);
+    let (pixels, pixel_type, color) = if img.color().has_alpha() {
+        (
+            img.into_rgba8().into_raw(),
+            fr::PixelType::U8x4,
+            image::ExtendedColorType::Rgba8,
+        )
+    } else {
+        (
+            img.into_rgb8().into_raw(),
+            fr::PixelType::U8x3,
+            image::ExtendedColorType::Rgb8,
+        )
+    };
+    let src = fr::images::Image::from_vec_u8(sw, sh, pixels, pixel_type)
+        .map_err(|e| ThumbnailError::Decode(format!("resize source: {e}")))?;
+    let mut dst = fr::images::Image::new(tw, th, pixel_type);
+    fr::Resizer::new()
+        .resize(
+            &src,
+            &mut dst,
+            &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)),
+        )
+        .map_err(|e| ThumbnailError::Decode(format!("resize: {e}")))?;
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        dst.buffer(),
+        tw,
+        th,
+        color,
+    )
+    .map_err(|e| ThumbnailError::Decode(format!("encode: {e}")))?;
+    Ok(Thumbnail {
+        png,
+        width: tw,
+        height: th,
+        source_width: sw,
+        source_height: sh,
+    })
+}
+
+/// Fits `w × h` within `edge × edge`, keeping the aspect ratio; never upscales; at least 1 px.
+fn fit(w: u32, h: u32, edge: u32) -> (u32, u32) {
+    if w <= edge && h <= edge {
+        return (w, h);
+    }
+    if w >= h {
+        (edge, ((h as u64 * edge as u64) / w as u64).max(1) as u32)
+    } else {
+        (((w as u64 * edge as u64) / h as u64).max(1) as u32, edge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_keeps_aspect_and_never_upscales() {
+        assert_eq!(fit(4032, 3024, 256), (256, 192));
+        assert_eq!(fit(3024, 4032, 256), (192, 256));
+        assert_eq!(fit(100, 50, 256), (100, 50));
+        assert_eq!(fit(100_000, 1, 256), (256, 1));
+    }
+}

@@ -1,0 +1,107 @@
+//! Stages through the join on the embedded store: an exam image's thumbnail is stored as an
+//! encrypted rendition linked to its version, `file.processed` is recorded once and names it;
+//! reprocessing replaces, never duplicates; bad input is a permanent error.
+
+use std::sync::Arc;
+
+use docstore::conformance::request;
+use docstore::{DocStore, Identity, Kind};
+use docstore_pipeline::events::CloudEvent;
+use docstore_pipeline::join::Joined;
+use docstore_pipeline::runtime::{Stage, StageError};
+use docstore_pipeline::stages::Thumbnailer;
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+async fn uploaded_event(store: &DocStore, doc: &str) -> CloudEvent {
+    let entry = store
+        .metadata()
+        .outbox_pending(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.key == doc && e.event_type == "file.uploaded")
+        .unwrap();
+    CloudEvent::decode(entry.payload.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn thumbnail_rendition_join_and_idempotence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
+    let who = Identity::new("staff:stages");
+    let mut req = request(None, "pat-img", "exam-img");
+    req.kind = Kind::Image;
+    req.media_type = "image/png".into();
+    let v = store.put(&who, req, &png(1200, 800)[..]).await.unwrap();
+    let stage = Joined::new(Thumbnailer::default(), store.clone(), vec!["thumbnail".into()]);
+    let event = uploaded_event(&store, &v.document_id).await;
+    stage.handle(&event).await.unwrap();
+
+    let thumb = store
+        .get_rendition(&who, &v.document_id, 1, "thumbnail")
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    let img = image::load_from_memory_with_format(&thumb, image::ImageFormat::Png).unwrap();
+    assert_eq!((img.width(), img.height()), (256, 170));
+    let record = store.metadata().version(&v.document_id, Some(1)).await.unwrap();
+    assert_eq!(record.state, docstore::ProcessingState::Processed);
+    assert_eq!(record.renditions.len(), 1);
+    let first_key = record.renditions[0].blob_key.clone();
+
+    // A redelivery reprocesses: the rendition is replaced, not duplicated, and no second
+    // file.processed is recorded.
+    stage.handle(&event).await.unwrap();
+    let record = store.metadata().version(&v.document_id, Some(1)).await.unwrap();
+    assert_eq!(record.renditions.len(), 1);
+    assert_ne!(record.renditions[0].blob_key, first_key);
+    let processed: Vec<_> = store
+        .metadata()
+        .outbox_pending(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.key == v.document_id && e.event_type == "file.processed")
+        .collect();
+    assert_eq!(processed.len(), 1);
+    let ev = CloudEvent::decode(processed[0].payload.as_bytes()).unwrap();
+    let data = ev.file_processed().unwrap();
+    assert_eq!(data.renditions.len(), 1);
+    assert_eq!(data.renditions[0].media_type, "image/png");
+    assert!(
+        data.renditions[0].key_block.is_empty(),
+        "no wrapped key in the event"
+    );
+
+    // Not an image: permanent.
+    let mut req = request(None, "pat-img", "exam-img");
+    req.media_type = "text/plain".into();
+    let bad = store
+        .put(&who, req, &b"plain text, not an image"[..])
+        .await
+        .unwrap();
+    let event = uploaded_event(&store, &bad.document_id).await;
+    assert!(matches!(
+        stage.handle(&event).await,
+        Err(StageError::Permanent(_))
+    ));
+    // A truncated image: permanent too.
+    let mut req = request(None, "pat-img", "exam-img");
+    req.media_type = "image/png".into();
+    let cut = png(300, 300);
+    let cut = store.put(&who, req, &cut[..cut.len() / 2]).await.unwrap();
+    let event = uploaded_event(&store, &cut.document_id).await;
+    assert!(matches!(
+        stage.handle(&event).await,
+        Err(StageError::Permanent(_))
+    ));
+}

@@ -1,0 +1,165 @@
+//! The thumbnail stage on every image of the shared corpus (`DOCSTORE_CORPUS`, default
+//! `../shared/corpus`): a PNG of at most 256 px that decodes, with EXIF orientation applied — or a
+//! typed rejection listed here file by file. Hostile files: a typed error within 5 s, no panic,
+//! bounded memory (peak RSS of this test process checked).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use docstore_pipeline::stages::thumbnail::{EDGE, ThumbnailError, ThumbnailLimits, thumbnail_image};
+
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        Some(dir)
+    } else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus not found at {}",
+            dir.display()
+        );
+        eprintln!("skipping: corpus not found at {}", dir.display());
+        None
+    }
+}
+
+fn files(dir: &PathBuf, prefix: &str, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with(prefix) && exts.iter().any(|e| name.ends_with(e))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Corpus images this stage rejects, and why (checked: each must fail with this error kind).
+fn expected_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
+    match name {
+        // Lossless (process 14) 12-bit JPEG from a DICOM export: not a baseline/progressive JPEG
+        // the pure-Rust decoder reads.
+        "image-dicom-mr-lossless-12bit.jpg" => {
+            Some(|e| matches!(e, ThumbnailError::Decode(_) | ThumbnailError::Unsupported(_)))
+        }
+        _ => None,
+    }
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_corpus_image_is_thumbnailed_or_rejected_as_listed() {
+    let Some(dir) = corpus() else { return };
+    let images = files(
+        &dir,
+        "image-",
+        &[".jpg", ".png", ".gif", ".tif", ".tiff", ".webp"],
+    );
+    assert!(images.len() >= 15, "corpus images missing");
+    let limits = ThumbnailLimits::default();
+    for path in images {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = thumbnail_image(&bytes, &limits);
+        match (expected_rejection(&name), result) {
+            (None, Ok(t)) => {
+                assert!(
+                    t.width.max(t.height) <= EDGE && t.width >= 1 && t.height >= 1,
+                    "{name}"
+                );
+                let back = image::load_from_memory_with_format(&t.png, image::ImageFormat::Png)
+                    .unwrap_or_else(|e| panic!("{name}: thumbnail does not decode: {e}"));
+                assert_eq!((back.width(), back.height()), (t.width, t.height), "{name}");
+                // Aspect ratio within a pixel of the (oriented) source's.
+                let expect_h = t.width as f64 * t.source_height as f64 / t.source_width as f64;
+                assert!((expect_h - t.height as f64).abs() <= 1.0, "{name}: aspect");
+                eprintln!(
+                    "{name}: {}×{} → {}×{}",
+                    t.source_width, t.source_height, t.width, t.height
+                );
+            }
+            (Some(is), Err(e)) => assert!(is(&e), "{name}: rejected, but not as listed: {e}"),
+            (None, Err(e)) => panic!("{name}: unexpected rejection: {e}"),
+            (Some(_), Ok(_)) => panic!("{name}: listed as rejected but thumbnailed"),
+        }
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("image-jpeg-exif-orientation-6.jpg")).unwrap();
+    // `load_from_memory` ignores EXIF: the pixels as stored.
+    let stored = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    let t = thumbnail_image(&bytes, &ThumbnailLimits::default()).unwrap();
+    let thumb = image::load_from_memory(&t.png).unwrap().to_rgb8();
+    let resized = |img: &image::RgbImage| {
+        image::imageops::resize(
+            img,
+            thumb.width(),
+            thumb.height(),
+            image::imageops::FilterType::Triangle,
+        )
+    };
+    let diff = |a: &image::RgbImage| -> u64 {
+        a.as_raw()
+            .iter()
+            .zip(thumb.as_raw())
+            .map(|(x, y)| (*x as i64 - *y as i64).unsigned_abs())
+            .sum()
+    };
+    // Orientation 6: shown rotated 90° clockwise. The thumbnail must match that, not the stored
+    // pixels (the file is square, so only the content tells).
+    let rotated = diff(&resized(&image::imageops::rotate90(&stored)));
+    let unrotated = diff(&resized(&stored));
+    assert!(
+        rotated * 2 < unrotated,
+        "rotated {rotated} vs as stored {unrotated}"
+    );
+}
+
+#[test]
+fn hostile_images_fail_typed_fast_and_bounded() {
+    let Some(dir) = corpus() else { return };
+    let hostile = files(
+        &dir,
+        "hostile-",
+        &[".jpg", ".png", ".gif", ".tif", ".tiff", ".webp"],
+    );
+    assert!(hostile.len() >= 4, "hostile images missing");
+    for path in hostile {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = thumbnail_image(&bytes, &ThumbnailLimits::default());
+        let took = start.elapsed();
+        eprintln!(
+            "{name}: {result:?} in {took:?}",
+            result = result.as_ref().map(|t| (t.width, t.height))
+        );
+        assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+        match (name.as_str(), result) {
+            // A valid 1×1 image whose zTXt chunk is a decompression bomb: the decoder never
+            // inflates ancillary text, so the image is thumbnailed, in bounded memory.
+            ("hostile-png-text-chunk-bomb.png", Ok(t)) => assert_eq!((t.width, t.height), (1, 1)),
+            (_, Ok(t)) => panic!("{name}: hostile file accepted ({}×{})", t.width, t.height),
+            (_, Err(_)) => {}
+        }
+    }
+    let peak = peak_rss_mib();
+    assert!(peak < 512, "peak RSS {peak} MiB");
+}
