@@ -225,7 +225,9 @@ pub(crate) async fn thumbnail(
     output: Option<&std::path::Path>,
     json_out: bool,
 ) -> Result<(), Error> {
-    use docstore_pipeline::stages::thumbnail::{ThumbnailError, ThumbnailLimits, thumbnail_image};
+    use docstore_pipeline::stages::thumbnail::{
+        ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
+    };
     let limits = ThumbnailLimits::default();
     let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
     if meta.len() > limits.max_input as u64 {
@@ -236,10 +238,16 @@ pub(crate) async fn thumbnail(
         )));
     }
     let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-    let thumb = tokio::task::spawn_blocking(move || thumbnail_image(&bytes, &limits))
-        .await
-        .map_err(|e| Error::InvalidInput(format!("thumbnail task failed: {e}")))?
-        .map_err(|e: ThumbnailError| Error::InvalidInput(format!("{}: {e}", file.display())))?;
+    let thumb = tokio::task::spawn_blocking(move || {
+        if bytes.starts_with(b"%PDF-") {
+            thumbnail_pdf(&bytes, &limits)
+        } else {
+            thumbnail_image(&bytes, &limits)
+        }
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("thumbnail task failed: {e}")))?
+    .map_err(|e: ThumbnailError| Error::InvalidInput(format!("{}: {e}", file.display())))?;
     let out = output
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| file.with_extension("thumb.png"));

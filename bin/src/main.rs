@@ -105,9 +105,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Make a ~256 px PNG thumbnail of a local image file (the thumbnail stage, no store).
+    /// Make a ~256 px PNG thumbnail of a local image or PDF (page 1) — the thumbnail stage, no store.
     Thumbnail {
-        /// Image file (JPEG, PNG, TIFF, WebP, GIF).
+        /// Image (JPEG, PNG, TIFF, WebP, GIF) or PDF file.
         file: PathBuf,
         /// Output PNG (default: FILE.thumb.png).
         #[arg(short, long)]

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use docstore_pipeline::stages::thumbnail::{EDGE, ThumbnailError, ThumbnailLimits, thumbnail_image};
+use docstore_pipeline::stages::thumbnail::{
+    EDGE, ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
+};
 
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCSTORE_CORPUS")
@@ -162,4 +164,95 @@ fn hostile_images_fail_typed_fast_and_bounded() {
     }
     let peak = peak_rss_mib();
     assert!(peak < 512, "peak RSS {peak} MiB");
+}
+
+/// Corpus PDFs whose page 1 this stage does not render, and why. (Owner-password files — printing
+/// or copying restricted, empty user password — are readable and rendered: viewing is allowed.)
+fn expected_pdf_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
+    match name {
+        "encrypted-aes256-r6-userpw.pdf" | "encrypted-rc4-40-userpw.pdf" => {
+            Some(|e| matches!(e, ThumbnailError::Encrypted))
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_corpus_pdf_gets_a_page_one_thumbnail_or_is_rejected_as_listed() {
+    let Some(dir) = corpus() else { return };
+    let pdfs: Vec<PathBuf> = files(&dir, "", &[".pdf"])
+        .into_iter()
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("hostile-"))
+        .collect();
+    assert!(pdfs.len() >= 30, "corpus PDFs missing");
+    let limits = ThumbnailLimits::default();
+    let mut failures = Vec::new();
+    for path in pdfs {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = thumbnail_pdf(&bytes, &limits);
+        eprintln!(
+            "{name}: {:?} in {:?}",
+            result.as_ref().map(|t| (t.width, t.height)),
+            start.elapsed()
+        );
+        match (expected_pdf_rejection(&name), result) {
+            (None, Ok(t)) => {
+                assert_eq!(t.width.max(t.height), EDGE, "{name}");
+                image::load_from_memory_with_format(&t.png, image::ImageFormat::Png)
+                    .unwrap_or_else(|e| panic!("{name}: thumbnail does not decode: {e}"));
+            }
+            (Some(is), Err(e)) => assert!(is(&e), "{name}: rejected, but not as listed: {e}"),
+            (None, Err(e)) => failures.push(format!("{name}: unexpected rejection: {e}")),
+            (Some(_), Ok(_)) => failures.push(format!("{name}: listed as rejected but rendered")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn hostile_pdfs_fail_typed_fast_and_bounded() {
+    let Some(dir) = corpus() else { return };
+    let hostile = files(&dir, "hostile-", &[".pdf"]);
+    assert!(hostile.len() >= 10, "hostile PDFs missing");
+    for path in hostile {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = thumbnail_pdf(&bytes, &ThumbnailLimits::default());
+        let took = start.elapsed();
+        eprintln!(
+            "{name}: {:?} in {took:?}",
+            result.as_ref().map(|t| (t.width, t.height))
+        );
+        assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+        if let Ok(t) = result {
+            assert!(
+                hostile_but_renderable(&name),
+                "{name}: hostile PDF accepted ({}×{})",
+                t.width,
+                t.height
+            );
+        }
+    }
+    let peak = peak_rss_mib();
+    assert!(peak < 512, "peak RSS {peak} MiB");
+}
+
+/// Hostile files the renderer repairs or whose malice lies where page-1 rendering never goes
+/// (outlines, later pages, unreferenced streams), listed one by one: for these a bounded
+/// thumbnail is the right outcome. Every other hostile PDF must fail with a typed error.
+fn hostile_but_renderable(name: &str) -> bool {
+    matches!(
+        name,
+        "hostile-bad-xref.pdf"
+            | "hostile-broken-flate-null-pages.pdf"
+            | "hostile-decompression-bomb.pdf"
+            | "hostile-outlines-loop.pdf"
+            | "hostile-pagecount-intmin.pdf"
+            | "hostile-pages-loop.pdf"
+            | "hostile-type3-content-cycle.pdf"
+            | "hostile-xref-prev-loop.pdf"
+    )
 }

@@ -36,8 +36,8 @@ async fn read_version(
         .map_err(stage_error)
 }
 
-/// The `thumbnail` stage: a ~256 px PNG of each exam image (see [`thumbnail`]). PDFs are passed
-/// through without a rendition until the PDF renderer lands (issue 5).
+/// The `thumbnail` stage: a ~256 px PNG of each exam image or of page 1 of each PDF (see
+/// [`thumbnail`]).
 #[derive(Debug, Default, Clone)]
 pub struct Thumbnailer {
     /// Decoding limits.
@@ -61,21 +61,24 @@ impl Processor for Thumbnailer {
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
         let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        if thumbnail::image_format(&bytes).is_none() {
-            if bytes.starts_with(b"%PDF-") {
-                tracing::info!(document = %file.document_id, version = file.version, "PDF thumbnails are not rendered yet");
-                return Ok(Output::default());
-            }
+        let is_pdf = bytes.starts_with(b"%PDF-");
+        if !is_pdf && thumbnail::image_format(&bytes).is_none() {
             return Err(StageError::Permanent(format!(
-                "{} v{}: not an image this stage reads ({})",
+                "{} v{}: not a PDF or an image this stage reads ({})",
                 file.document_id, file.version, file.media_type
             )));
         }
         let limits = self.limits;
-        let thumb = tokio::task::spawn_blocking(move || thumbnail::thumbnail_image(&bytes, &limits))
-            .await
-            .map_err(|e| StageError::Permanent(format!("thumbnail task failed: {e}")))?
-            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
+        let thumb = tokio::task::spawn_blocking(move || {
+            if is_pdf {
+                thumbnail::thumbnail_pdf(&bytes, &limits)
+            } else {
+                thumbnail::thumbnail_image(&bytes, &limits)
+            }
+        })
+        .await
+        .map_err(|e| StageError::Permanent(format!("thumbnail task failed: {e}")))?
+        .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
         let spec = RenditionSpec {
             stage: self.name().to_owned(),
             stage_version: self.version(),

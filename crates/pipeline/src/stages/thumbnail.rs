@@ -1,6 +1,9 @@
-//! Thumbnails of exam images: decode under limits, honour EXIF orientation, convert 16-bit, grey,
-//! palette and CMYK sources to 8-bit RGB(A), resize to fit [`EDGE`] px with a Lanczos3
-//! convolution (`fast_image_resize`), encode PNG.
+//! Thumbnails of exam images and PDFs.
+//!
+//! Images: decode under limits, honour EXIF orientation, convert 16-bit, grey, palette and CMYK
+//! sources to 8-bit RGB(A), resize to fit [`EDGE`] px with a Lanczos3 convolution
+//! (`fast_image_resize`), encode PNG. PDFs: page 1 rendered by `hayro` (pure Rust) straight at the
+//! scale that fits [`EDGE`], on white, with a time bound.
 //!
 //! Limits are checked from the header before any pixel is decoded (`image` enforces its
 //! allocation limit in `ImageReader::decode` but not on the `into_decoder` path that orientation
@@ -24,6 +27,8 @@ pub struct ThumbnailLimits {
     pub max_side: u32,
     /// Largest decoded image, bytes (width × height × bytes per pixel).
     pub max_decoded: u64,
+    /// Longest a PDF page may take to render.
+    pub max_render_time: std::time::Duration,
 }
 
 impl Default for ThumbnailLimits {
@@ -33,6 +38,7 @@ impl Default for ThumbnailLimits {
             max_side: 30_000,
             // A 12-megapixel 16-bit RGBA photo is 96 MiB; 320 MiB keeps a worker under 512 MiB.
             max_decoded: 320 << 20,
+            max_render_time: std::time::Duration::from_secs(4),
         }
     }
 }
@@ -50,6 +56,12 @@ pub enum ThumbnailError {
     /// The bytes are not a valid image of their format.
     #[error("cannot decode: {0}")]
     Decode(String),
+    /// The PDF is encrypted (a password is needed to read it).
+    #[error("encrypted PDF")]
+    Encrypted,
+    /// Rendering did not finish within the time bound.
+    #[error("gave up after {0:?}")]
+    TimedOut(std::time::Duration),
     /// A decoder panicked; caught at this boundary.
     #[error("the {0} decoder panicked on this input")]
     DecoderPanicked(String),
@@ -101,6 +113,75 @@ pub fn thumbnail_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbna
         Ok(result) => result,
         Err(_) => Err(ThumbnailError::DecoderPanicked(name)),
     }
+}
+
+/// A thumbnail of page 1 of a PDF (blocking; the render runs on a helper thread so that the time
+/// bound holds even if the renderer loops: past it, the call returns and the thread is abandoned).
+pub fn thumbnail_pdf(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail, ThumbnailError> {
+    if bytes.len() > limits.max_input {
+        return Err(ThumbnailError::TooLarge(format!("{} bytes", bytes.len())));
+    }
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(ThumbnailError::Unsupported("not a PDF".into()));
+    }
+    let data = bytes.to_vec();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pdf-thumbnail".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(|| render_first_page(data))
+                .unwrap_or_else(|_| Err(ThumbnailError::DecoderPanicked("PDF".into())));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| ThumbnailError::Decode(format!("render thread: {e}")))?;
+    match rx.recv_timeout(limits.max_render_time) {
+        Ok(result) => result,
+        Err(_) => Err(ThumbnailError::TimedOut(limits.max_render_time)),
+    }
+}
+
+fn render_first_page(data: Vec<u8>) -> Result<Thumbnail, ThumbnailError> {
+    use hayro::hayro_interpret::InterpreterSettings;
+    use hayro::hayro_syntax::{LoadPdfError, Pdf};
+    let pdf = Pdf::new(data).map_err(|e| match e {
+        LoadPdfError::Decryption(_) => ThumbnailError::Encrypted,
+        _ => ThumbnailError::Decode("not a readable PDF".into()),
+    })?;
+    let page = pdf
+        .pages()
+        .first()
+        .ok_or_else(|| ThumbnailError::Decode("the PDF has no pages".into()))?;
+    let (w, h) = page.render_dimensions();
+    if !(w.is_finite() && h.is_finite() && w >= 1.0 && h >= 1.0 && w <= 200_000.0 && h <= 200_000.0) {
+        return Err(ThumbnailError::Decode(format!("page size {w}×{h} pt")));
+    }
+    // A hair over the exact ratio, so the long side truncates to EDGE, not EDGE - 1.
+    let scale = (EDGE as f32 + 0.5) / w.max(h);
+    let pixmap = hayro::render(
+        page,
+        &hayro::RenderCache::new(),
+        &InterpreterSettings::default(),
+        &hayro::RenderSettings::default(),
+        &hayro::PixmapSettings {
+            x_scale: scale,
+            y_scale: scale,
+            bg_color: hayro::vello_cpu::color::palette::css::WHITE,
+        },
+    );
+    let (tw, th) = (pixmap.width() as u32, pixmap.height() as u32);
+    if tw == 0 || th == 0 {
+        return Err(ThumbnailError::Decode("page rendered empty".into()));
+    }
+    let png = pixmap
+        .into_png()
+        .map_err(|e| ThumbnailError::Decode(format!("encode: {e}")))?;
+    Ok(Thumbnail {
+        png,
+        width: tw,
+        height: th,
+        source_width: w.round() as u32,
+        source_height: h.round() as u32,
+    })
 }
 
 /// A JPEG ends its (last) scan with an EOI marker (`FF D9`); trailing bytes after it are allowed.
