@@ -72,7 +72,7 @@ start_pg() {
   echo "$port"
 }
 
-kafka_libs=${DOCSTORE_KAFKA_LIBS:-$HOME/.cache/docstore-kafka/libs}
+kafka_libs=${DOCSTORE_KAFKA_LIBS:-$HOME/.cache/docstore-kafka-4.1.1/libs}
 
 start_kafka() {
   if ! ls "$kafka_libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
@@ -109,7 +109,8 @@ PROPS
   cluster=$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   java -cp "$kafka_libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/kafka.properties" \
     >"$dir/kafka-format.log" 2>&1
-  java -Xmx768m -cp "$kafka_libs/*" kafka.Kafka "$dir/kafka.properties" >"$dir/kafka.log" 2>&1 &
+  java -Xmx768m -Dlog4j2.configurationFile="$(cd "$(dirname "$0")" && pwd)/kafka/log4j2.properties" \
+    -cp "$kafka_libs/*" kafka.Kafka "$dir/kafka.properties" >"$dir/kafka.log" 2>&1 &
   echo $! >"$dir/kafka.pid"
   wait_port "$port" 60
   echo "kafka on 127.0.0.1:$port" >&2

@@ -339,6 +339,40 @@ impl KafkaBus {
                 }
             }
         }
+        // CreateTopics returns once the controller has the topics; a client whose next metadata
+        // request still misses one would wait for its periodic refresh (minutes, for a
+        // subscription). So wait, bounded, until the topics are visible.
+        let producer = self.producer.clone();
+        let names = missing.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            for name in &names {
+                loop {
+                    let visible = producer
+                        .client()
+                        .fetch_metadata(Some(name), Duration::from_secs(2))
+                        .ok()
+                        .and_then(|m| {
+                            m.topics()
+                                .first()
+                                .map(|t| t.error().is_none() && !t.partitions().is_empty())
+                        })
+                        .unwrap_or(false);
+                    if visible {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(BusError::Unavailable(format!(
+                            "kafka topic {name} not visible after creation"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("topic metadata: {e}")))??;
         self.known.lock().expect("topic set").extend(missing);
         Ok(())
     }
@@ -437,6 +471,8 @@ impl EventBus for KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // A safety net for topics created elsewhere after this member subscribed.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set(
                 "session.timeout.ms",
                 self.config.session_timeout.as_millis().to_string(),

@@ -136,7 +136,11 @@ impl Tap {
 }
 
 fn config(backoff_ms: u64) -> RuntimeConfig {
-    let mut c = RuntimeConfig::new("recorders", &["file.uploaded"]);
+    // A group per test run: tests share the broker and run at once.
+    let mut c = RuntimeConfig::new(
+        format!("recorders-{}", uuid::Uuid::new_v4().simple()),
+        &["file.uploaded"],
+    );
     c.backoff = Duration::from_millis(backoff_ms);
     c.poll_wait = Duration::from_millis(20);
     c
@@ -179,7 +183,9 @@ async fn thousand_events_two_workers_rebalance_nothing_lost(bus: Arc<dyn EventBu
         ..Default::default()
     });
     let (stop_a, rx_a) = watch::channel(false);
-    let a = Worker::new(bus.clone(), stage.clone(), config(10));
+    // One group: b joins a's group late, a leaves early.
+    let group = config(10);
+    let a = Worker::new(bus.clone(), stage.clone(), group.clone());
     let ha = tokio::spawn(async move {
         a.run(async move {
             let mut r = rx_a;
@@ -198,7 +204,7 @@ async fn thousand_events_two_workers_rebalance_nothing_lost(bus: Arc<dyn EventBu
     .await;
     // Second worker joins late (rebalance), then the first leaves early (rebalance again).
     let (stop_b, rx_b) = watch::channel(false);
-    let b = Worker::new(bus.clone(), stage.clone(), config(10));
+    let b = Worker::new(bus.clone(), stage.clone(), group);
     let hb = tokio::spawn(async move {
         b.run(async move {
             let mut r = rx_b;
