@@ -10,7 +10,7 @@ cd "$here"
 export DOCSTORE_CORPUS=${DOCSTORE_CORPUS:-$here/../shared/corpus}
 [ -f "$DOCSTORE_CORPUS/MANIFEST.tsv" ] || { echo "test corpus not found at $DOCSTORE_CORPUS" >&2; exit 1; }
 
-echo "== build dependencies"; scripts/build-deps.sh
+echo "== build and test dependencies"; scripts/build-deps.sh --test
 echo "== services"
 export DOCSTORE_SERVICES_DIR=${DOCSTORE_SERVICES_DIR:-$(mktemp -d /tmp/docstore-services.XXXXXX)}
 trap 'scripts/services.sh stop' EXIT

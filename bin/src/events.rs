@@ -266,3 +266,38 @@ pub(crate) async fn thumbnail(
     });
     Ok(())
 }
+
+/// `docstore extract FILE`: the text stage on a local PDF.
+pub(crate) async fn extract(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<(), Error> {
+    use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+    let limits = ExtractLimits::default();
+    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    if meta.len() > limits.max_input as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{}: {} bytes is above the limit",
+            file.display(),
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let text = tokio::task::spawn_blocking(move || extract_pdf_text(&bytes, &limits))
+        .await
+        .map_err(|e| Error::InvalidInput(format!("extract task failed: {e}")))?
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", file.display())))?;
+    let joined = text.joined();
+    match output {
+        Some(out) => std::fs::write(out, &joined).map_err(|e| Error::io(out.display().to_string(), e))?,
+        None if !json_out => print!("{joined}"),
+        None => {}
+    }
+    if json_out {
+        let v = json!({"pages": text.page_count, "chars": text.chars(),
+                       "text": if output.is_none() { Some(&joined) } else { None }});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    Ok(())
+}

@@ -113,6 +113,14 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Extract the text of a local PDF, pages separated by form feeds — the text stage, no store.
+    Extract {
+        /// PDF file.
+        file: PathBuf,
+        /// Output text file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
     Relay(events::RelayArgs),
     /// Inspect and replay dead letters.
@@ -355,13 +363,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Thumbnail { file, output } = &cli.command {
         return events::thumbnail(file, output.as_deref(), cli.json).await;
     }
+    if let Command::Extract { file, output } = &cli.command {
+        return events::extract(file, output.as_deref(), cli.json).await;
+    }
     let store = if local {
         DocStore::open_local(dir).await?
     } else {
         config.open(false).await?
     };
     match cli.command {
-        Command::Init | Command::Provision | Command::Dlq(_) | Command::Thumbnail { .. } => {
+        Command::Init
+        | Command::Provision
+        | Command::Dlq(_)
+        | Command::Thumbnail { .. }
+        | Command::Extract { .. } => {
             unreachable!("handled above")
         }
         Command::Relay(a) => events::relay(&store, a, cli.json).await?,

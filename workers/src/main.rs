@@ -23,13 +23,13 @@ use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::join::{Joined, Verify};
 use docstore_pipeline::observe;
 use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker};
-use docstore_pipeline::stages::Thumbnailer;
+use docstore_pipeline::stages::{Extractor, Thumbnailer};
 
 #[derive(Parser, Debug)]
 #[command(name = "docstore-worker", version, about = "Runs a docstore processing stage")]
 struct Args {
     /// Stage to run.
-    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail"])]
+    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail", "text"])]
     stage: String,
     /// Event bus: `kafka://host:port[,…][?partitions=N&prefix=P&session_timeout_ms=T]`.
     #[arg(long, env = "DOCSTORE_BUS")]
@@ -88,6 +88,7 @@ async fn run(args: Args) -> Result<(), String> {
     let stage: Arc<dyn Stage> = match args.stage.as_str() {
         "verify" => Arc::new(Joined::new(Verify, store, required)),
         "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
+        "text" => Arc::new(Joined::new(Extractor::default(), store, required)),
         other => return Err(format!("unknown stage {other:?}")),
     };
     let bus = open_bus(&args.bus).map_err(|e| e.to_string())?;

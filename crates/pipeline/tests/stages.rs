@@ -105,3 +105,61 @@ async fn thumbnail_rendition_join_and_idempotence() {
         Err(StageError::Permanent(_))
     ));
 }
+
+#[tokio::test]
+async fn text_stage_stores_page_text_and_reports_counts() {
+    let corpus = std::env::var_os("DOCSTORE_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+        });
+    let Ok(pdf) = std::fs::read(corpus.join("text-pt-8p-diario-oficial-signed.pdf")) else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus missing"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
+    let who = Identity::new("staff:stages");
+    let v = store
+        .put(&who, request(None, "pat-pdf", "exam-pdf"), &pdf[..])
+        .await
+        .unwrap();
+    let required = vec!["text".to_owned(), "thumbnail".to_owned()];
+    let text = Joined::new(
+        docstore_pipeline::stages::Extractor::default(),
+        store.clone(),
+        required.clone(),
+    );
+    let thumb = Joined::new(Thumbnailer::default(), store.clone(), required);
+    let event = uploaded_event(&store, &v.document_id).await;
+    text.handle(&event).await.unwrap();
+    thumb.handle(&event).await.unwrap();
+    let body = store
+        .get_rendition(&who, &v.document_id, 1, "text")
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(body.matches('\u{c}').count(), 7, "8 pages, form-feed separated");
+    assert!(body.to_lowercase().contains("diário oficial") || body.to_lowercase().contains("diario oficial"));
+    let processed = store
+        .metadata()
+        .outbox_pending(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.key == v.document_id && e.event_type == "file.processed")
+        .expect("both stages done: file.processed recorded");
+    let data = CloudEvent::decode(processed.payload.as_bytes())
+        .unwrap()
+        .file_processed()
+        .unwrap();
+    assert_eq!(data.page_count, Some(8));
+    assert!(data.text_length.unwrap() > 1000);
+    assert_eq!(data.renditions.len(), 2);
+}

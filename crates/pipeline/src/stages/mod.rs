@@ -4,6 +4,7 @@
 //! stage's limits), stores its output as an encrypted rendition and reports it for the join.
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
+pub mod extract;
 pub mod thumbnail;
 
 use async_trait::async_trait;
@@ -91,6 +92,68 @@ impl Processor for Thumbnailer {
         Ok(Output {
             renditions: vec![rendition],
             ..Output::default()
+        })
+    }
+}
+
+/// The `text` stage: the text of every PDF page (see [`extract`]), stored as a UTF-8 rendition
+/// with pages separated by form feeds; reports page count and text length for `file.processed`.
+/// Images have no text layer: they are recorded with no text until OCR is enabled.
+#[derive(Debug, Default, Clone)]
+pub struct Extractor {
+    /// Extraction limits.
+    pub limits: extract::ExtractLimits,
+}
+
+#[async_trait]
+impl Processor for Extractor {
+    fn name(&self) -> &str {
+        "text"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    async fn process(
+        &self,
+        store: &DocStore,
+        who: &Identity,
+        file: &FileUploaded,
+    ) -> Result<Output, StageError> {
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
+        if !bytes.starts_with(b"%PDF-") {
+            if thumbnail::image_format(&bytes).is_some() {
+                return Ok(Output {
+                    page_count: Some(1),
+                    text_length: Some(0),
+                    ..Output::default()
+                });
+            }
+            return Err(StageError::Permanent(format!(
+                "{} v{}: not a PDF or an image ({})",
+                file.document_id, file.version, file.media_type
+            )));
+        }
+        let limits = self.limits;
+        let text = tokio::task::spawn_blocking(move || extract::extract_pdf_text(&bytes, &limits))
+            .await
+            .map_err(|e| StageError::Permanent(format!("extract task failed: {e}")))?
+            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
+        let joined = Zeroizing::new(text.joined().into_bytes());
+        let spec = RenditionSpec {
+            stage: self.name().to_owned(),
+            stage_version: self.version(),
+            media_type: "text/plain; charset=utf-8".into(),
+        };
+        let rendition = store
+            .put_rendition(who, &file.document_id, file.version, &spec, &joined[..])
+            .await
+            .map_err(stage_error)?;
+        Ok(Output {
+            renditions: vec![rendition],
+            page_count: Some(text.page_count as u32),
+            text_length: Some(text.chars()),
         })
     }
 }

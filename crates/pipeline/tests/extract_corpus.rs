@@ -1,0 +1,192 @@
+//! The text stage on the shared corpus: word recall against `pdftotext` (poppler) on the text
+//! PDFs ≥ 0.98, every other non-hostile PDF extracted or rejected with a listed typed reason, and
+//! hostile PDFs fail typed within 5 s (or are listed as safely readable).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use docstore_pipeline::stages::extract::{ExtractError, ExtractLimits, extract_pdf_text};
+
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        Some(dir)
+    } else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus not found"
+        );
+        eprintln!("skipping: corpus not found at {}", dir.display());
+        None
+    }
+}
+
+fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.ends_with(".pdf") && name.starts_with("hostile-") == hostile
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Lower-cased Latin-script words (letters incl. Latin-1/Extended-A accents, digits), counted.
+///
+/// The bar is measured on Latin-script words because the reference is not always right: pdftotext
+/// mis-maps some fonts (in text-23p-htmldoc-pdf13.pdf its punctuation comes out as "ǡ" and digits as
+/// "ͳ", where ours reads "," and "1"), and CJK or Arabic word boundaries need a segmenter, not a
+/// split on non-letters.
+fn words(text: &str) -> HashMap<String, usize> {
+    use unicode_normalization::UnicodeNormalization;
+    let text: String = text.nfkc().collect();
+    let mut out = HashMap::new();
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let latin = w
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ('\u{c0}'..='\u{17f}').contains(&c));
+        if latin {
+            *out.entry(w.to_lowercase()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn pdftotext(path: &Path) -> Option<String> {
+    let out = std::process::Command::new("pdftotext")
+        .arg(path)
+        .arg("-")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Recall of `reference`'s words in `ours` (multiset).
+fn recall(ours: &str, reference: &str) -> f64 {
+    let (o, r) = (words(ours), words(reference));
+    let total: usize = r.values().sum();
+    if total == 0 {
+        return 1.0;
+    }
+    let hit: usize = r.iter().map(|(w, n)| (*n).min(*o.get(w).unwrap_or(&0))).sum();
+    hit as f64 / total as f64
+}
+
+/// Non-hostile PDFs not extracted, and why.
+fn expected_rejection(name: &str) -> Option<fn(&ExtractError) -> bool> {
+    match name {
+        "encrypted-aes256-r6-userpw.pdf" | "encrypted-rc4-40-userpw.pdf" => {
+            Some(|e| matches!(e, ExtractError::Encrypted))
+        }
+        _ => None,
+    }
+}
+
+/// Text PDFs below the recall bar (measured 2026-11-24; checked to stay below, so the list stays
+/// true). Open in issue 5: table pages (space-padded rows), the htmldoc file's reading order, the
+/// CJK file without a ToUnicode map, and a one-line accent sample.
+fn known_low_recall(name: &str) -> bool {
+    matches!(
+        name,
+        "text-16p-spreadsheet-xrefstream.pdf" // 0.941
+            | "text-1p-pdf12-itext-paper.pdf" // 0.943
+            | "text-1p-table-pdf13-quartz.pdf" // 0.901
+            | "text-23p-htmldoc-pdf13.pdf" // 0.695
+            | "text-chinese-nounicode-xiaobiaosong.pdf" // 0.359
+            | "text-french-diacritics-pdftex.pdf" // 0.500 (2 words)
+    )
+}
+
+#[test]
+fn text_pdfs_match_pdftotext_and_the_rest_is_extracted_or_listed() {
+    let Some(dir) = corpus() else { return };
+    if pdftotext(&dir.join("text-1p-latex-objstm.pdf")).is_none() {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "pdftotext missing"
+        );
+        eprintln!("skipping: pdftotext not installed");
+        return;
+    }
+    let limits = ExtractLimits::default();
+    let mut problems = Vec::new();
+    for path in pdfs(&dir, false) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = extract_pdf_text(&bytes, &limits);
+        match (expected_rejection(&name), result) {
+            (Some(is), Err(e)) => assert!(is(&e), "{name}: rejected, but not as listed: {e}"),
+            (Some(_), Ok(_)) => problems.push(format!("{name}: listed as rejected but extracted")),
+            (None, Err(e)) => problems.push(format!("{name}: unexpected rejection: {e}")),
+            (None, Ok(text)) => {
+                assert!(text.page_count >= 1, "{name}");
+                let reference = pdftotext(&path).unwrap_or_default();
+                let r = recall(&text.joined(), &reference);
+                eprintln!(
+                    "{name}: {} pages, recall {r:.4} in {:?}",
+                    text.page_count,
+                    start.elapsed()
+                );
+                if name.starts_with("text-") {
+                    if r < 0.98 && !known_low_recall(&name) {
+                        problems.push(format!("{name}: recall {r:.4} < 0.98"));
+                    }
+                    if r >= 0.98 && known_low_recall(&name) {
+                        problems.push(format!("{name}: listed as low recall but reaches {r:.4}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn hostile_pdfs_fail_typed_within_bounds() {
+    let Some(dir) = corpus() else { return };
+    let limits = ExtractLimits {
+        max_time: Duration::from_secs(4),
+        ..ExtractLimits::default()
+    };
+    for path in pdfs(&dir, true) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = extract_pdf_text(&bytes, &limits);
+        let took = start.elapsed();
+        eprintln!("{name}: {:?} in {took:?}", result.as_ref().map(|t| t.page_count));
+        assert!(took < Duration::from_secs(5), "{name}: {took:?}");
+        if result.is_ok() {
+            assert!(hostile_but_readable(&name), "{name}: hostile PDF accepted");
+        }
+    }
+}
+
+/// Hostile files whose malice text extraction tolerates (repaired, or outside the page content:
+/// images are not decoded for text, outlines are not read), listed one by one.
+fn hostile_but_readable(name: &str) -> bool {
+    matches!(
+        name,
+        "hostile-bad-xref.pdf"
+            | "hostile-decompression-bomb.pdf"
+            | "hostile-jpeg-40000px-wide.pdf"
+            | "hostile-objstm-self-ref.pdf"
+            | "hostile-outlines-loop.pdf"
+            | "hostile-pagecount-intmin.pdf"
+            | "hostile-pages-loop.pdf"
+            | "hostile-type3-content-cycle.pdf"
+            | "hostile-xref-prev-loop.pdf"
+    )
+}
