@@ -3,11 +3,12 @@
 # cargo: cmake (librdkafka is built from source by rdkafka's `cmake-build`) and libcurl's headers.
 # librdkafka 2.12 includes <curl/curl.h> even with curl disabled (confluentinc/librdkafka#5135:
 # an `#ifdef` on a macro its CMake always defines); the header is read, nothing is linked.
-# With --test, also the reference tools the tests compare against (poppler-utils: pdftotext).
+# With --test, also the reference tools the tests compare against (poppler-utils: pdftotext; qpdf).
 set -euo pipefail
 need=()
 if [ "${1:-}" = "--test" ]; then
   command -v pdftotext >/dev/null || need+=(poppler-utils)
+  command -v qpdf >/dev/null || need+=(qpdf)
 fi
 command -v cmake >/dev/null || need+=(cmake)
 compgen -G '/usr/include/curl/curl.h' >/dev/null || compgen -G '/usr/include/*/curl/curl.h' >/dev/null \

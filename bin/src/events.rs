@@ -301,3 +301,36 @@ pub(crate) async fn extract(
     }
     Ok(())
 }
+
+/// `docstore stamp FILE`: the stamp stage on a local PDF.
+pub(crate) async fn stamp(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    info: docstore_pipeline::stages::stamp::StampInfo,
+    json_out: bool,
+) -> Result<(), Error> {
+    use docstore_pipeline::stages::stamp::{StampLimits, stamp_pdf};
+    let limits = StampLimits::default();
+    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    if meta.len() > limits.max_input as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{}: {} bytes is above the limit",
+            file.display(),
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let stamped = tokio::task::spawn_blocking(move || stamp_pdf(&bytes, &info, &limits))
+        .await
+        .map_err(|e| Error::InvalidInput(format!("stamp task failed: {e}")))?
+        .map_err(|e| Error::InvalidInput(format!("{}: {e}", file.display())))?;
+    let out = output
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| file.with_extension("stamped.pdf"));
+    std::fs::write(&out, &stamped).map_err(|e| Error::io(out.display().to_string(), e))?;
+    let v = json!({"output": out, "bytes": stamped.len()});
+    crate::emit(json_out, &v, |_| {
+        println!("{} ({} bytes)", out.display(), stamped.len())
+    });
+    Ok(())
+}

@@ -113,6 +113,26 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Stamp every page of a local PDF with a release stamp — the stamp stage, no store.
+    Stamp {
+        /// PDF file.
+        file: PathBuf,
+        /// Output PDF (default: FILE.stamped.pdf).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Clinic name.
+        #[arg(long, env = "DOCSTORE_CLINIC", default_value = "Clínica")]
+        clinic: String,
+        /// Exam id printed on the stamp.
+        #[arg(long, default_value = "-")]
+        exam: String,
+        /// Patient id printed on the stamp.
+        #[arg(long, default_value = "-")]
+        patient: String,
+        /// The stamp's last line.
+        #[arg(long, default_value = "Documento liberado eletronicamente")]
+        text: String,
+    },
     /// Extract the text of a local PDF, pages separated by form feeds — the text stage, no store.
     Extract {
         /// PDF file.
@@ -363,6 +383,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Thumbnail { file, output } = &cli.command {
         return events::thumbnail(file, output.as_deref(), cli.json).await;
     }
+    if let Command::Stamp {
+        file,
+        output,
+        clinic,
+        exam,
+        patient,
+        text,
+    } = &cli.command
+    {
+        let info = docstore_pipeline::stages::stamp::StampInfo {
+            clinic: clinic.clone(),
+            exam_id: exam.clone(),
+            patient_id: patient.clone(),
+            released_at: docstore_pipeline::stages::release_time(Timestamp::now()),
+            text: text.clone(),
+        };
+        return events::stamp(file, output.as_deref(), info, cli.json).await;
+    }
     if let Command::Extract { file, output } = &cli.command {
         return events::extract(file, output.as_deref(), cli.json).await;
     }
@@ -376,7 +414,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         | Command::Provision
         | Command::Dlq(_)
         | Command::Thumbnail { .. }
-        | Command::Extract { .. } => {
+        | Command::Extract { .. }
+        | Command::Stamp { .. } => {
             unreachable!("handled above")
         }
         Command::Relay(a) => events::relay(&store, a, cli.json).await?,

@@ -335,3 +335,44 @@ fn thumbnail_of_a_local_file() {
     let (code, _) = cli.fails(&["thumbnail", "/nonexistent/x.png"]);
     assert_eq!(code, 1);
 }
+
+#[test]
+fn stamp_and_extract_a_local_pdf() {
+    let corpus = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
+    let pdf = corpus.join("text-pt-8p-diario-oficial-signed.pdf");
+    if !pdf.is_file() {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus missing"
+        );
+        return;
+    }
+    let cli = Cli::new();
+    let out = cli.work.join("stamped.pdf");
+    let pdf_s = pdf.to_str().unwrap();
+    cli.json(&[
+        "stamp",
+        pdf_s,
+        "-o",
+        out.to_str().unwrap(),
+        "--exam",
+        "EXM-9",
+        "--patient",
+        "PAC-3",
+    ]);
+    let text = cli.ok(&["extract", out.to_str().unwrap()]);
+    let pages: Vec<&str> = text.split('\u{c}').collect();
+    assert_eq!(pages.len(), 8);
+    assert!(
+        pages.iter().all(|p| p.contains("EXM-9") && p.contains("PAC-3")),
+        "stamp on every page"
+    );
+    let v = cli.json(&["extract", pdf_s]);
+    assert_eq!(v["pages"], 8);
+    let not_pdf = cli.work.join("x.pdf");
+    std::fs::write(&not_pdf, "hello").unwrap();
+    assert_eq!(cli.fails(&["stamp", not_pdf.to_str().unwrap()]).0, 7);
+    assert_eq!(cli.fails(&["extract", not_pdf.to_str().unwrap()]).0, 7);
+}

@@ -23,13 +23,13 @@ use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::join::{Joined, Verify};
 use docstore_pipeline::observe;
 use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker};
-use docstore_pipeline::stages::{Extractor, Thumbnailer};
+use docstore_pipeline::stages::{Extractor, Stamper, Thumbnailer};
 
 #[derive(Parser, Debug)]
 #[command(name = "docstore-worker", version, about = "Runs a docstore processing stage")]
 struct Args {
     /// Stage to run.
-    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail", "text"])]
+    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail", "text", "stamp"])]
     stage: String,
     /// Event bus: `kafka://host:port[,…][?partitions=N&prefix=P&session_timeout_ms=T]`.
     #[arg(long, env = "DOCSTORE_BUS")]
@@ -49,6 +49,9 @@ struct Args {
     /// Address of the metrics and health endpoints (port 0: any free port; the log says which).
     #[arg(long, env = "DOCSTORE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
+    /// Clinic name printed by the stamp stage.
+    #[arg(long, env = "DOCSTORE_CLINIC", default_value = "Clínica")]
+    clinic: String,
     /// Partitions handled at once.
     #[arg(long, env = "DOCSTORE_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
@@ -89,6 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
         "verify" => Arc::new(Joined::new(Verify, store, required)),
         "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
         "text" => Arc::new(Joined::new(Extractor::default(), store, required)),
+        "stamp" => Arc::new(Joined::new(Stamper::new(args.clinic.clone()), store, required)),
         other => return Err(format!("unknown stage {other:?}")),
     };
     let bus = open_bus(&args.bus).map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
 pub mod extract;
+pub mod stamp;
 pub mod thumbnail;
 
 use async_trait::async_trait;
@@ -154,6 +155,89 @@ impl Processor for Extractor {
             renditions: vec![rendition],
             page_count: Some(text.page_count as u32),
             text_length: Some(text.chars()),
+        })
+    }
+}
+
+/// The `stamp` stage: a release stamp on every page of each PDF (see [`stamp`]), stored as an
+/// `application/pdf` rendition. Images are not stamped (recorded with no rendition).
+#[derive(Debug, Clone)]
+pub struct Stamper {
+    /// Clinic name printed on the stamp.
+    pub clinic: String,
+    /// The configurable last line.
+    pub text: String,
+    /// Limits.
+    pub limits: stamp::StampLimits,
+}
+
+impl Stamper {
+    /// A stamper for `clinic`, with the default line.
+    pub fn new(clinic: impl Into<String>) -> Self {
+        Stamper {
+            clinic: clinic.into(),
+            text: "Documento liberado eletronicamente".into(),
+            limits: stamp::StampLimits::default(),
+        }
+    }
+}
+
+/// Release time as printed on stamps: UTC, to the minute.
+pub fn release_time(t: docstore::Timestamp) -> String {
+    let s = t.to_rfc3339();
+    format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
+#[async_trait]
+impl Processor for Stamper {
+    fn name(&self) -> &str {
+        "stamp"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    async fn process(
+        &self,
+        store: &DocStore,
+        who: &Identity,
+        file: &FileUploaded,
+    ) -> Result<Output, StageError> {
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
+        if !bytes.starts_with(b"%PDF-") {
+            if thumbnail::image_format(&bytes).is_some() {
+                return Ok(Output::default());
+            }
+            return Err(StageError::Permanent(format!(
+                "{} v{}: not a PDF or an image ({})",
+                file.document_id, file.version, file.media_type
+            )));
+        }
+        let info = stamp::StampInfo {
+            clinic: self.clinic.clone(),
+            exam_id: file.exam_id.clone(),
+            patient_id: file.patient_id.clone(),
+            released_at: release_time(docstore::Timestamp::now()),
+            text: self.text.clone(),
+        };
+        let limits = self.limits;
+        let stamped = tokio::task::spawn_blocking(move || stamp::stamp_pdf(&bytes, &info, &limits))
+            .await
+            .map_err(|e| StageError::Permanent(format!("stamp task failed: {e}")))?
+            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
+        let spec = RenditionSpec {
+            stage: self.name().to_owned(),
+            stage_version: self.version(),
+            media_type: "application/pdf".into(),
+        };
+        let rendition = store
+            .put_rendition(who, &file.document_id, file.version, &spec, &stamped[..])
+            .await
+            .map_err(stage_error)?;
+        Ok(Output {
+            renditions: vec![rendition],
+            ..Output::default()
         })
     }
 }

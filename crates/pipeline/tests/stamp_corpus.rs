@@ -1,0 +1,164 @@
+//! The stamp stage on the shared corpus: every non-hostile PDF stamped (qpdf --check clean where
+//! qpdf accepts the input; the stamp text found on every page by the text extractor; output kept
+//! compact) or rejected with a listed typed reason; hostile PDFs fail typed within 5 s or are
+//! listed as safely stampable.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+use docstore_pipeline::stages::stamp::{StampError, StampInfo, StampLimits, stamp_pdf};
+
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        Some(dir)
+    } else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus not found"
+        );
+        None
+    }
+}
+
+fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.ends_with(".pdf") && name.starts_with("hostile-") == hostile
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn info() -> StampInfo {
+    StampInfo {
+        clinic: "Clínica São Lucas".into(),
+        exam_id: "EXM-2026-0042".into(),
+        patient_id: "PAC-7781".into(),
+        released_at: "2026-11-24 10:30 UTC".into(),
+        text: "Documento liberado eletronicamente".into(),
+    }
+}
+
+/// `qpdf --check` verdict, or `None` when qpdf is not installed.
+fn qpdf_ok(path: &Path) -> Option<bool> {
+    let out = std::process::Command::new("qpdf")
+        .arg("--check")
+        .arg(path)
+        .output()
+        .ok()?;
+    // 0: clean, 3: warnings only; 2: errors.
+    Some(matches!(out.status.code(), Some(0) | Some(3)))
+}
+
+fn expected_rejection(name: &str) -> Option<fn(&StampError) -> bool> {
+    match name {
+        "encrypted-aes256-r6-userpw.pdf" | "encrypted-rc4-40-userpw.pdf" => {
+            Some(|e| matches!(e, StampError::Encrypted))
+        }
+        "encrypted-aes128-emptypw.pdf"
+        | "encrypted-aes256-r6-ownerpw-restricted-30p.pdf"
+        | "encrypted-rc4-128-ownerpw-30p.pdf" => Some(|e| matches!(e, StampError::Restricted)),
+        // A broken cross-reference table: qpdf reconstructs it (with warnings), lopdf reports a
+        // missing object. Rejected rather than guessed at.
+        "scanned-2p-a4-jpeg-form.pdf" => Some(|e| matches!(e, StampError::Invalid(_))),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_corpus_pdf_is_stamped_or_rejected_as_listed() {
+    let Some(dir) = corpus() else { return };
+    let have_qpdf = qpdf_ok(&dir.join("text-1p-latex-objstm.pdf")).is_some();
+    assert!(
+        have_qpdf || std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+        "qpdf missing"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    for path in pdfs(&dir, false) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = stamp_pdf(&bytes, &info(), &StampLimits::default());
+        match (expected_rejection(&name), result) {
+            (Some(is), Err(e)) => assert!(is(&e), "{name}: rejected, but not as listed: {e}"),
+            (Some(_), Ok(_)) => problems.push(format!("{name}: listed as rejected but stamped")),
+            (None, Err(e)) => problems.push(format!("{name}: unexpected rejection: {e}")),
+            (None, Ok(out)) => {
+                let took = start.elapsed();
+                let stamped = work.path().join(&name);
+                std::fs::write(&stamped, &out).unwrap();
+                if have_qpdf && qpdf_ok(&path) == Some(true) && qpdf_ok(&stamped) != Some(true) {
+                    problems.push(format!("{name}: qpdf --check fails on the stamped file"));
+                }
+                // Compact: object streams kept, not a blown-up rewrite.
+                if out.len() > bytes.len() * 3 / 2 + 64 * 1024 {
+                    problems.push(format!("{name}: {} → {} bytes", bytes.len(), out.len()));
+                }
+                match extract_pdf_text(&out, &ExtractLimits::default()) {
+                    Ok(text) => {
+                        let missing: Vec<usize> = text
+                            .pages
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| !p.contains("EXM-2026-0042"))
+                            .map(|(i, _)| i + 1)
+                            .collect();
+                        if !missing.is_empty() {
+                            problems.push(format!("{name}: stamp text not found on pages {missing:?}"));
+                        }
+                    }
+                    Err(e) => problems.push(format!("{name}: stamped file does not extract: {e}")),
+                }
+                eprintln!("{name}: {} → {} bytes in {took:?}", bytes.len(), out.len());
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn hostile_pdfs_fail_typed_within_bounds() {
+    let Some(dir) = corpus() else { return };
+    let limits = StampLimits {
+        max_time: Duration::from_secs(4),
+        ..StampLimits::default()
+    };
+    for path in pdfs(&dir, true) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let result = stamp_pdf(&bytes, &info(), &limits);
+        let took = start.elapsed();
+        eprintln!("{name}: {:?} in {took:?}", result.as_ref().map(|o| o.len()));
+        assert!(took < Duration::from_secs(5), "{name}: {took:?}");
+        if result.is_ok() {
+            assert!(hostile_but_stampable(&name), "{name}: hostile PDF stamped");
+        }
+    }
+}
+
+/// Hostile files lopdf repairs or whose malice the stamp never touches (images and content are
+/// copied, not decoded; outlines are not read), listed one by one.
+fn hostile_but_stampable(name: &str) -> bool {
+    matches!(
+        name,
+        "hostile-bad-xref.pdf"
+            | "hostile-decompression-bomb.pdf"
+            | "hostile-jpeg-40000px-wide.pdf"
+            | "hostile-objstm-self-ref.pdf"
+            | "hostile-outlines-loop.pdf"
+            | "hostile-pagecount-intmin.pdf"
+            | "hostile-pages-loop.pdf"
+            | "hostile-type3-content-cycle.pdf"
+            | "hostile-xref-prev-loop.pdf"
+    )
+}
