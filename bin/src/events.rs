@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use docstore::{DocStore, Error};
 use docstore_pipeline::bus::{BusError, Delivery, EventBus, open_bus};
 use docstore_pipeline::relay::{OutboxRelay, RelayError};
-use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
+use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters, shutdown_signal};
 use serde_json::json;
 
 /// Where the events go.
@@ -78,19 +78,6 @@ fn bus_err(e: BusError) -> Error {
 
 fn bus(args: &BusArgs) -> Result<Arc<dyn EventBus>, Error> {
     open_bus(&args.bus).map_err(bus_err)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 pub(crate) async fn relay(store: &DocStore, a: RelayArgs, json_out: bool) -> Result<(), Error> {
@@ -219,6 +206,20 @@ pub(crate) async fn dlq(cmd: DlqCommand, json_out: bool) -> Result<(), Error> {
     }
 }
 
+/// Reads a local input file for a stage command, refusing files above `max` bytes.
+fn read_limited(file: &std::path::Path, max: usize) -> Result<Vec<u8>, Error> {
+    let io = |e| Error::io(file.display().to_string(), e);
+    let meta = std::fs::metadata(file).map_err(io)?;
+    if meta.len() > max as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{}: {} bytes is above the limit",
+            file.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(file).map_err(io)
+}
+
 /// `docstore thumbnail FILE`: the thumbnail stage on a local file.
 pub(crate) async fn thumbnail(
     file: &std::path::Path,
@@ -229,15 +230,7 @@ pub(crate) async fn thumbnail(
         ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
     };
     let limits = ThumbnailLimits::default();
-    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-    if meta.len() > limits.max_input as u64 {
-        return Err(Error::InvalidInput(format!(
-            "{}: {} bytes is above the limit",
-            file.display(),
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let bytes = read_limited(file, limits.max_input)?;
     let thumb = tokio::task::spawn_blocking(move || {
         if bytes.starts_with(b"%PDF-") {
             thumbnail_pdf(&bytes, &limits)
@@ -275,15 +268,7 @@ pub(crate) async fn extract(
 ) -> Result<(), Error> {
     use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
     let limits = ExtractLimits::default();
-    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-    if meta.len() > limits.max_input as u64 {
-        return Err(Error::InvalidInput(format!(
-            "{}: {} bytes is above the limit",
-            file.display(),
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let bytes = read_limited(file, limits.max_input)?;
     let text = tokio::task::spawn_blocking(move || extract_pdf_text(&bytes, &limits))
         .await
         .map_err(|e| Error::InvalidInput(format!("extract task failed: {e}")))?
@@ -311,15 +296,7 @@ pub(crate) async fn stamp(
 ) -> Result<(), Error> {
     use docstore_pipeline::stages::stamp::{StampLimits, stamp_pdf};
     let limits = StampLimits::default();
-    let meta = std::fs::metadata(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-    if meta.len() > limits.max_input as u64 {
-        return Err(Error::InvalidInput(format!(
-            "{}: {} bytes is above the limit",
-            file.display(),
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))?;
+    let bytes = read_limited(file, limits.max_input)?;
     let stamped = tokio::task::spawn_blocking(move || stamp_pdf(&bytes, &info, &limits))
         .await
         .map_err(|e| Error::InvalidInput(format!("stamp task failed: {e}")))?

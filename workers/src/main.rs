@@ -22,7 +22,7 @@ use docstore::config::StoreConfig;
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::join::{Joined, Verify};
 use docstore_pipeline::observe;
-use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker};
+use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker, shutdown_signal};
 use docstore_pipeline::stages::{Extractor, Stamper, Thumbnailer};
 
 #[derive(Parser, Debug)]
@@ -58,20 +58,6 @@ struct Args {
     /// How long shutdown waits for the batch in flight.
     #[arg(long, env = "DOCSTORE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the process can still be stopped; it just cannot drain.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 async fn run(args: Args) -> Result<(), String> {

@@ -355,6 +355,21 @@ impl Worker {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT: the graceful-shutdown trigger of workers and the relay. Without
+/// signal handlers (a sandbox that forbids them) it never resolves; the process can still be stopped.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`), for logs.
 fn trace_id(headers: &[(String, String)]) -> Option<&str> {
     let (_, tp) = headers.iter().find(|(k, _)| k == "traceparent")?;

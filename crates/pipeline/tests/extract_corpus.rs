@@ -2,40 +2,14 @@
 //! PDFs ≥ 0.98, every other non-hostile PDF extracted or rejected with a listed typed reason, and
 //! hostile PDFs fail typed within 5 s (or are listed as safely readable).
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{corpus, pdfs};
 use docstore_pipeline::stages::extract::{ExtractError, ExtractLimits, extract_pdf_text};
-
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus not found"
-        );
-        eprintln!("skipping: corpus not found at {}", dir.display());
-        None
-    }
-}
-
-fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            name.ends_with(".pdf") && name.starts_with("hostile-") == hostile
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// Lower-cased Latin-script words (letters incl. Latin-1/Extended-A accents, digits), counted.
 ///

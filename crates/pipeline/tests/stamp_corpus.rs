@@ -3,39 +3,14 @@
 //! compact) or rejected with a listed typed reason; hostile PDFs fail typed within 5 s or are
 //! listed as safely stampable.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{corpus, pdfs};
 use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
 use docstore_pipeline::stages::stamp::{StampError, StampInfo, StampLimits, stamp_pdf};
-
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus not found"
-        );
-        None
-    }
-}
-
-fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            name.ends_with(".pdf") && name.starts_with("hostile-") == hostile
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 fn info() -> StampInfo {
     StampInfo {

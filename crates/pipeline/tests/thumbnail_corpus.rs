@@ -3,42 +3,14 @@
 //! typed rejection listed here file by file. Hostile files: a typed error within 5 s, no panic,
 //! bounded memory (peak RSS of this test process checked).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{corpus, files};
 use docstore_pipeline::stages::thumbnail::{
     EDGE, ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
 };
-
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus not found at {}",
-            dir.display()
-        );
-        eprintln!("skipping: corpus not found at {}", dir.display());
-        None
-    }
-}
-
-fn files(dir: &PathBuf, prefix: &str, exts: &[&str]) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            name.starts_with(prefix) && exts.iter().any(|e| name.ends_with(e))
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// Corpus images this stage rejects, and why (checked: each must fail with this error kind).
 fn expected_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
@@ -180,10 +152,7 @@ fn expected_pdf_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
 #[test]
 fn every_corpus_pdf_gets_a_page_one_thumbnail_or_is_rejected_as_listed() {
     let Some(dir) = corpus() else { return };
-    let pdfs: Vec<PathBuf> = files(&dir, "", &[".pdf"])
-        .into_iter()
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with("hostile-"))
-        .collect();
+    let pdfs = common::pdfs(&dir, false);
     assert!(pdfs.len() >= 30, "corpus PDFs missing");
     let limits = ThumbnailLimits::default();
     let mut failures = Vec::new();

@@ -89,18 +89,13 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
         return Err(ExtractError::NotPdf);
     }
     let data = bytes.to_vec();
-    let limits_copy = *limits;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("pdf-extract".into())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(|| extract(data, &limits_copy))
-                .unwrap_or(Err(ExtractError::Panicked));
-            let _ = tx.send(result);
-        })
-        .map_err(|e| ExtractError::Invalid(format!("extract thread: {e}")))?;
-    rx.recv_timeout(limits.max_time)
-        .unwrap_or(Err(ExtractError::TimedOut(limits.max_time)))
+    let copy = *limits;
+    match super::bounded("pdf-extract", limits.max_time, move || extract(data, &copy)) {
+        Ok(result) => result,
+        Err(super::Aborted::TimedOut) => Err(ExtractError::TimedOut(limits.max_time)),
+        Err(super::Aborted::Panicked) => Err(ExtractError::Panicked),
+        Err(super::Aborted::NoThread) => Err(ExtractError::Invalid("no extract thread".into())),
+    }
 }
 
 fn short(e: impl std::fmt::Display) -> String {

@@ -16,6 +16,38 @@ use crate::events::FileUploaded;
 use crate::join::{Output, Processor, stage_error};
 use crate::runtime::StageError;
 
+/// Why [`bounded`] returned without the work's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aborted {
+    /// The work panicked (caught).
+    Panicked,
+    /// The work did not finish within the bound; its thread is abandoned, not killed.
+    TimedOut,
+    /// No thread could be started.
+    NoThread,
+}
+
+/// Runs third-party parsing or rendering on a helper thread named `name`, catching panics, and
+/// waits at most `limit`: a looping decoder cannot hold the caller past the bound.
+pub fn bounded<T: Send + 'static>(
+    name: &str,
+    limit: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Aborted> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+        })
+        .map_err(|_| Aborted::NoThread)?;
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(Aborted::Panicked),
+        Err(_) => Err(Aborted::TimedOut),
+    }
+}
+
 /// Reads a version's plaintext whole, refusing (permanently) anything above `max` bytes.
 async fn read_version(
     store: &DocStore,

@@ -92,19 +92,13 @@ pub fn stamp_pdf(bytes: &[u8], info: &StampInfo, limits: &StampLimits) -> Result
     if !bytes.starts_with(b"%PDF-") {
         return Err(StampError::NotPdf);
     }
-    let data = bytes.to_vec();
-    let (info, limits_copy) = (info.clone(), *limits);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("pdf-stamp".into())
-        .spawn(move || {
-            let r = std::panic::catch_unwind(|| stamp(&data, &info, &limits_copy))
-                .unwrap_or(Err(StampError::Panicked));
-            let _ = tx.send(r);
-        })
-        .map_err(|e| StampError::Invalid(format!("stamp thread: {e}")))?;
-    rx.recv_timeout(limits.max_time)
-        .unwrap_or(Err(StampError::TimedOut(limits.max_time)))
+    let (data, info, copy) = (bytes.to_vec(), info.clone(), *limits);
+    match super::bounded("pdf-stamp", limits.max_time, move || stamp(&data, &info, &copy)) {
+        Ok(result) => result,
+        Err(super::Aborted::TimedOut) => Err(StampError::TimedOut(limits.max_time)),
+        Err(super::Aborted::Panicked) => Err(StampError::Panicked),
+        Err(super::Aborted::NoThread) => Err(StampError::Invalid("no stamp thread".into())),
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> StampError {

@@ -125,18 +125,13 @@ pub fn thumbnail_pdf(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail
         return Err(ThumbnailError::Unsupported("not a PDF".into()));
     }
     let data = bytes.to_vec();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("pdf-thumbnail".into())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(|| render_first_page(data))
-                .unwrap_or_else(|_| Err(ThumbnailError::DecoderPanicked("PDF".into())));
-            let _ = tx.send(result);
-        })
-        .map_err(|e| ThumbnailError::Decode(format!("render thread: {e}")))?;
-    match rx.recv_timeout(limits.max_render_time) {
+    match super::bounded("pdf-thumbnail", limits.max_render_time, move || {
+        render_first_page(data)
+    }) {
         Ok(result) => result,
-        Err(_) => Err(ThumbnailError::TimedOut(limits.max_render_time)),
+        Err(super::Aborted::TimedOut) => Err(ThumbnailError::TimedOut(limits.max_render_time)),
+        Err(super::Aborted::Panicked) => Err(ThumbnailError::DecoderPanicked("PDF".into())),
+        Err(super::Aborted::NoThread) => Err(ThumbnailError::Decode("no render thread".into())),
     }
 }
 

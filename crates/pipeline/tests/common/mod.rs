@@ -1,0 +1,45 @@
+//! Helpers shared by the corpus tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The shared corpus (`DOCSTORE_CORPUS`, default `../shared/corpus` beside the checkout), or `None`
+/// (skip) when it is absent and services are not required.
+pub(crate) fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        Some(dir)
+    } else {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "corpus not found at {}",
+            dir.display()
+        );
+        eprintln!("skipping: corpus not found at {}", dir.display());
+        None
+    }
+}
+
+/// Corpus files whose name starts with `prefix` and ends with one of `exts`, sorted.
+pub(crate) fn files(dir: &Path, prefix: &str, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with(prefix) && exts.iter().any(|e| name.ends_with(e))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The corpus PDFs, hostile ones or the others.
+pub(crate) fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
+    files(dir, "", &[".pdf"])
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("hostile-") == hostile)
+        .collect()
+}
