@@ -70,6 +70,42 @@ async fn read_version(
         .map_err(stage_error)
 }
 
+/// Runs CPU-bound stage work off the async runtime; its error, or a failed task, is permanent
+/// (bad input does not get better with retries).
+async fn blocking<T, E>(
+    file: &FileUploaded,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, StageError>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StageError::Permanent(format!("stage task failed: {e}")))?
+        .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))
+}
+
+/// Stores `body` as `stage`'s rendition of the version.
+async fn store_rendition(
+    store: &DocStore,
+    who: &Identity,
+    file: &FileUploaded,
+    stage: &dyn Processor,
+    media_type: &str,
+    body: &[u8],
+) -> Result<docstore::Rendition, StageError> {
+    let spec = RenditionSpec {
+        stage: stage.name().to_owned(),
+        stage_version: stage.version(),
+        media_type: media_type.to_owned(),
+    };
+    store
+        .put_rendition(who, &file.document_id, file.version, &spec, body)
+        .await
+        .map_err(stage_error)
+}
+
 /// The `thumbnail` stage: a ~256 px PNG of each exam image or of page 1 of each PDF (see
 /// [`thumbnail`]).
 #[derive(Debug, Default, Clone)]
@@ -103,25 +139,15 @@ impl Processor for Thumbnailer {
             )));
         }
         let limits = self.limits;
-        let thumb = tokio::task::spawn_blocking(move || {
+        let thumb = blocking(file, move || {
             if is_pdf {
                 thumbnail::thumbnail_pdf(&bytes, &limits)
             } else {
                 thumbnail::thumbnail_image(&bytes, &limits)
             }
         })
-        .await
-        .map_err(|e| StageError::Permanent(format!("thumbnail task failed: {e}")))?
-        .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
-        let spec = RenditionSpec {
-            stage: self.name().to_owned(),
-            stage_version: self.version(),
-            media_type: "image/png".into(),
-        };
-        let rendition = store
-            .put_rendition(who, &file.document_id, file.version, &spec, &thumb.png[..])
-            .await
-            .map_err(stage_error)?;
+        .await?;
+        let rendition = store_rendition(store, who, file, self, "image/png", &thumb.png).await?;
         Ok(Output {
             renditions: vec![rendition],
             ..Output::default()
@@ -169,20 +195,9 @@ impl Processor for Extractor {
             )));
         }
         let limits = self.limits;
-        let text = tokio::task::spawn_blocking(move || extract::extract_pdf_text(&bytes, &limits))
-            .await
-            .map_err(|e| StageError::Permanent(format!("extract task failed: {e}")))?
-            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
+        let text = blocking(file, move || extract::extract_pdf_text(&bytes, &limits)).await?;
         let joined = Zeroizing::new(text.joined().into_bytes());
-        let spec = RenditionSpec {
-            stage: self.name().to_owned(),
-            stage_version: self.version(),
-            media_type: "text/plain; charset=utf-8".into(),
-        };
-        let rendition = store
-            .put_rendition(who, &file.document_id, file.version, &spec, &joined[..])
-            .await
-            .map_err(stage_error)?;
+        let rendition = store_rendition(store, who, file, self, "text/plain; charset=utf-8", &joined).await?;
         Ok(Output {
             renditions: vec![rendition],
             page_count: Some(text.page_count as u32),
@@ -254,19 +269,8 @@ impl Processor for Stamper {
             text: self.text.clone(),
         };
         let limits = self.limits;
-        let stamped = tokio::task::spawn_blocking(move || stamp::stamp_pdf(&bytes, &info, &limits))
-            .await
-            .map_err(|e| StageError::Permanent(format!("stamp task failed: {e}")))?
-            .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))?;
-        let spec = RenditionSpec {
-            stage: self.name().to_owned(),
-            stage_version: self.version(),
-            media_type: "application/pdf".into(),
-        };
-        let rendition = store
-            .put_rendition(who, &file.document_id, file.version, &spec, &stamped[..])
-            .await
-            .map_err(stage_error)?;
+        let stamped = blocking(file, move || stamp::stamp_pdf(&bytes, &info, &limits)).await?;
+        let rendition = store_rendition(store, who, file, self, "application/pdf", &stamped).await?;
         Ok(Output {
             renditions: vec![rendition],
             ..Output::default()
