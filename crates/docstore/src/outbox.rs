@@ -32,32 +32,56 @@ pub fn traceparent(trace_of: &str, span_of: &str) -> String {
     format!("00-{}-{}-01", hex(trace_of, 16), hex(span_of, 8))
 }
 
+/// The id of the `event_type` event of a version: derived from its version id, so a re-recorded
+/// event is recognisably the same one, and `file.processed` can name its upload's trace.
+fn id_of(event_type: &str, version_id: &str) -> String {
+    format!("{event_type}:{version_id}")
+}
+
+/// The structured-mode CloudEvent around `data`, about version `record`.
+fn cloud_event(
+    id: &str,
+    event_type: &str,
+    time: String,
+    record: &VersionRecord,
+    data: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": SOURCE,
+        "type": event_type,
+        "time": time,
+        "subject": record.document_id,
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
 /// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
 ///
 /// Carries identifiers and digests only, never content. The id is derived from the version id, so a
 /// re-recorded event for the same version is recognisably the same event.
 pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
-    let event_id = format!("file.uploaded:{}", record.version_id);
-    let event = serde_json::json!({
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": FILE_UPLOADED,
-        "time": record.created_at.to_rfc3339(),
-        "subject": record.document_id,
-        "datacontenttype": "application/json",
-        "data": {
-            "document_id": record.document_id,
-            "version": record.version,
-            "version_id": record.version_id,
-            "patient_id": record.patient_id,
-            "exam_id": record.exam_id,
-            "kind": record.kind,
-            "media_type": record.media_type,
-            "size": record.size,
-            "sha256": record.sha256,
-        }
+    let event_id = id_of(FILE_UPLOADED, &record.version_id);
+    let data = serde_json::json!({
+        "document_id": record.document_id,
+        "version": record.version,
+        "version_id": record.version_id,
+        "patient_id": record.patient_id,
+        "exam_id": record.exam_id,
+        "kind": record.kind,
+        "media_type": record.media_type,
+        "size": record.size,
+        "sha256": record.sha256,
     });
+    let event = cloud_event(
+        &event_id,
+        FILE_UPLOADED,
+        record.created_at.to_rfc3339(),
+        record,
+        data,
+    );
     (event_id, event.to_string())
 }
 
@@ -67,44 +91,42 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
 /// The id is derived from the version id: the outbox's unique event id is a second guard, beside
 /// the join's conditional write, against recording it twice.
 pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageResult>) -> (String, String) {
-    let event_id = format!("file.processed:{}", record.version_id);
-    let uploaded_id = format!("file.uploaded:{}", record.version_id);
+    let event_id = id_of(FILE_PROCESSED, &record.version_id);
+    let uploaded_id = id_of(FILE_UPLOADED, &record.version_id);
     let page_count = stages.values().filter_map(|s| s.page_count).max();
     let text_length = stages.values().filter_map(|s| s.text_length).max();
     let stage_versions: BTreeMap<&str, u32> = stages
         .iter()
         .map(|(name, s)| (name.as_str(), s.stage_version))
         .collect();
-    let event = serde_json::json!({
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": FILE_PROCESSED,
-        "time": crate::model::Timestamp::now().to_rfc3339(),
-        "traceparent": traceparent(&uploaded_id, &event_id),
-        "subject": record.document_id,
-        "datacontenttype": "application/json",
-        "data": {
-            "document_id": record.document_id,
-            "version": record.version,
-            "version_id": record.version_id,
-            "patient_id": record.patient_id,
-            "exam_id": record.exam_id,
-            "kind": record.kind,
-            "sha256": record.sha256,
-            // Wrapped keys stay in the store: events name renditions, they do not carry keys.
-            "renditions": record.renditions.iter().map(|r| serde_json::json!({
-                "stage": r.stage,
-                "stage_version": r.stage_version,
-                "blob_key": r.blob_key,
-                "media_type": r.media_type,
-                "size": r.size,
-                "sha256": r.sha256,
-            })).collect::<Vec<_>>(),
-            "page_count": page_count,
-            "text_length": text_length,
-            "stages": stage_versions,
-        }
+    let data = serde_json::json!({
+        "document_id": record.document_id,
+        "version": record.version,
+        "version_id": record.version_id,
+        "patient_id": record.patient_id,
+        "exam_id": record.exam_id,
+        "kind": record.kind,
+        "sha256": record.sha256,
+        // Wrapped keys stay in the store: events name renditions, they do not carry keys.
+        "renditions": record.renditions.iter().map(|r| serde_json::json!({
+            "stage": r.stage,
+            "stage_version": r.stage_version,
+            "blob_key": r.blob_key,
+            "media_type": r.media_type,
+            "size": r.size,
+            "sha256": r.sha256,
+        })).collect::<Vec<_>>(),
+        "page_count": page_count,
+        "text_length": text_length,
+        "stages": stage_versions,
     });
+    let mut event = cloud_event(
+        &event_id,
+        FILE_PROCESSED,
+        crate::model::Timestamp::now().to_rfc3339(),
+        record,
+        data,
+    );
+    event["traceparent"] = serde_json::Value::String(traceparent(&uploaded_id, &event_id));
     (event_id, event.to_string())
 }
