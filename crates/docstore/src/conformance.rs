@@ -880,9 +880,48 @@ pub async fn rewrap_and_shred<F: Future<Output = ()>>(
     };
     let before: Vec<Vec<u8>> =
         futures::future::join_all(bodies.iter().map(|(r, _)| blob_bytes(store, r.blob_key.clone()))).await;
+    // A rendition of the first document's v2: its own key block must move too.
+    let thumb = pattern(5_000, 42);
+    let (with_rendition, _) = &bodies[1];
+    let rendition = store
+        .put_rendition(
+            &who,
+            &with_rendition.document_id,
+            with_rendition.version,
+            &crate::RenditionSpec {
+                stage: "thumbnail".into(),
+                stage_version: 1,
+                media_type: "image/png".into(),
+            },
+            &thumb[..],
+        )
+        .await
+        .unwrap();
+    let result = StageResult {
+        stage: "thumbnail".into(),
+        stage_version: 1,
+        renditions: vec![rendition.clone()],
+        page_count: None,
+        text_length: None,
+        recorded_at: Timestamp::now(),
+    };
+    store
+        .record_stage(
+            &who,
+            &with_rendition.document_id,
+            with_rendition.version,
+            result,
+            &[],
+        )
+        .await
+        .unwrap();
 
     let report = store.rewrap(&who, target.clone(), &docs, None).await.unwrap();
-    assert_eq!((report.rewrapped, report.already), (4, 0), "{report:?}");
+    assert_eq!(
+        (report.rewrapped, report.already, report.renditions_rewrapped),
+        (4, 0, 1),
+        "{report:?}"
+    );
     retire_old.await;
     let moved = DocStore::new(
         store.blobs().clone(),
@@ -915,10 +954,37 @@ pub async fn rewrap_and_shred<F: Future<Output = ()>>(
         );
         assert_ne!(now.key_block, rec.key_block, "key block not replaced");
     }
+    let thumb_back = moved
+        .get_rendition(
+            &who,
+            &with_rendition.document_id,
+            with_rendition.version,
+            "thumbnail",
+        )
+        .await
+        .expect("rendition readable through the target after the old key was retired")
+        .read_all()
+        .await
+        .unwrap();
+    assert!(thumb_back[..] == thumb[..], "rendition changed by rewrap");
+    let now = moved
+        .metadata()
+        .version(&with_rendition.document_id, Some(with_rendition.version))
+        .await
+        .unwrap();
+    assert_eq!(now.renditions.len(), 1);
+    assert_eq!(
+        now.renditions[0].blob_key, rendition.blob_key,
+        "rewrap touched the rendition blob"
+    );
+    assert_ne!(
+        now.renditions[0].key_block, rendition.key_block,
+        "rendition key block not replaced"
+    );
     let again = moved.rewrap(&who, target.clone(), &docs, None).await.unwrap();
     assert_eq!(
-        (again.rewrapped, again.already),
-        (0, 4),
+        (again.rewrapped, again.already, again.renditions_rewrapped),
+        (0, 4, 0),
         "second pass must be a no-op: {again:?}"
     );
 
@@ -1025,6 +1091,9 @@ impl MetadataStore for StallingCommit {
     }
     async fn replace_key_block(&self, d: &str, v: u64, e: &[u8], n: &[u8]) -> Result<()> {
         self.0.replace_key_block(d, v, e, n).await
+    }
+    async fn replace_renditions(&self, d: &str, v: u64, e: &[Rendition], n: &[Rendition]) -> Result<()> {
+        self.0.replace_renditions(d, v, e, n).await
     }
     async fn list_documents(&self, a: Option<&str>, l: usize) -> Result<Vec<DocumentRecord>> {
         self.0.list_documents(a, l).await

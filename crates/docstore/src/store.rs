@@ -69,6 +69,25 @@ fn rendition_context_id(version_id: &str, stage: &str, stage_version: u32) -> St
     format!("{version_id}#{stage}@{stage_version}")
 }
 
+/// A rendition read as a version of its own: the same checks, with its own blob, key block,
+/// digest and encryption context.
+fn rendition_as_version(record: &VersionRecord, r: &Rendition) -> VersionRecord {
+    let mut v = record.clone();
+    v.version_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
+    v.blob_key = r.blob_key.clone();
+    v.key_block = r.key_block.clone();
+    v.size = r.size;
+    v.sha256 = r.sha256.clone();
+    v.media_type = r.media_type.clone();
+    v
+}
+
+/// Whether a key block holds exactly one key, wrapped by `provider` under `key_id`.
+fn under_key(block: &[u8], provider: &str, key_id: &str, doc: &str, v: u64) -> Result<bool> {
+    let keys = keys::decode_key_block(block).map_err(|k| Error::integrity(doc, v, k))?;
+    Ok(matches!(keys.as_slice(), [only] if only.provider == provider && only.key_id == key_id))
+}
+
 /// What [`DocStore::seal_upload`] wrote.
 struct Sealed {
     size: u64,
@@ -83,6 +102,8 @@ pub struct RewrapReport {
     pub rewrapped: usize,
     /// Versions already under the target key, left alone (a resumed pass skips them).
     pub already: usize,
+    /// Renditions moved to the target key (each read back through it after the move).
+    pub renditions_rewrapped: usize,
     /// Shredded versions, left alone.
     pub shredded: usize,
     /// Last document completed: pass it as `after` to resume an interrupted pass.
@@ -728,15 +749,7 @@ impl DocStore {
                     document: document_id.to_owned(),
                     version: Some(version),
                 })?;
-            // The rendition read as a version of its own: same checks, its own key and context.
-            let mut as_version = record.clone();
-            as_version.version_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
-            as_version.blob_key = r.blob_key;
-            as_version.key_block = r.key_block;
-            as_version.size = r.size;
-            as_version.sha256 = r.sha256;
-            as_version.media_type = r.media_type;
-            let doc = self.get_stream(who, as_version).await?;
+            let doc = self.get_stream(who, rendition_as_version(&record, &r)).await?;
             Ok((doc, Some(version), Some(format!("stage={stage}"))))
         })
         .await
@@ -879,10 +892,11 @@ impl DocStore {
             Err(e) => Err(e),
         };
         let detail = format!(
-            "target={} rewrapped={} already={} shredded={}",
+            "target={} rewrapped={} already={} renditions={} shredded={}",
             target.name(),
             report.rewrapped,
             report.already,
+            report.renditions_rewrapped,
             report.shredded
         );
         let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.class());
@@ -949,33 +963,95 @@ impl DocStore {
             report.shredded += 1;
             return Ok(());
         }
-        let context = DocStore::context(doc, &record.version_id);
-        let current = keys::decode_key_block(&record.key_block).map_err(|k| Error::integrity(doc, v, k))?;
-        // Already under the target key (a resumed pass): nothing to do.
-        if let [only] = current.as_slice()
-            && only.provider == target.name()
-            && only.key_id == target_key_id
-        {
+        // Already under the target key (a resumed pass): only its renditions may be left to move.
+        if under_key(&record.key_block, target.name(), target_key_id, doc, v)? {
             report.already += 1;
+        } else {
+            let context = DocStore::context(doc, &record.version_id);
+            let data_key =
+                keys::unwrap_key_block(self.keys.as_ref(), &record.key_block, &context, doc, v).await?;
+            let wrapped = target.encrypt_data_key(&data_key, &context).await?;
+            drop(data_key);
+            let block = keys::encode_key_block(&[wrapped]);
+            self.meta
+                .replace_key_block(doc, v, &record.key_block, &block)
+                .await?;
+            // Proof: the blob is untouched and reads back, through the new key, to the recorded
+            // digest.
+            let fresh = self.meta.version(doc, Some(v)).await?;
+            self.with_keys(target)
+                .get_stream(who, fresh)
+                .await?
+                .read_all()
+                .await?;
+            report.rewrapped += 1;
+        }
+        self.rewrap_renditions(who, target, target_key_id, doc, v, report)
+            .await
+    }
+
+    /// Moves a version's rendition keys to `target` (one compare-and-swap of the rendition list;
+    /// a stage recording new renditions meanwhile makes it re-read and try again).
+    async fn rewrap_renditions(
+        &self,
+        who: &Identity,
+        target: &Arc<dyn KeyProvider>,
+        target_key_id: &str,
+        doc: &str,
+        v: u64,
+        report: &mut RewrapReport,
+    ) -> Result<()> {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let record = self.meta.version(doc, Some(v)).await?;
+            let mut renditions = record.renditions.clone();
+            let mut moved = Vec::new();
+            for (i, r) in renditions.iter_mut().enumerate() {
+                if r.key_block.is_empty() || under_key(&r.key_block, target.name(), target_key_id, doc, v)? {
+                    continue;
+                }
+                let context_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
+                let context = DocStore::context(doc, &context_id);
+                let data_key =
+                    keys::unwrap_key_block(self.keys.as_ref(), &r.key_block, &context, doc, v).await?;
+                let wrapped = target.encrypt_data_key(&data_key, &context).await?;
+                drop(data_key);
+                r.key_block = keys::encode_key_block(&[wrapped]);
+                moved.push(i);
+            }
+            if moved.is_empty() {
+                return Ok(());
+            }
+            match self
+                .meta
+                .replace_renditions(doc, v, &record.renditions, &renditions)
+                .await
+            {
+                Ok(()) => {}
+                Err(Error::Refused { .. }) if attempt < ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+            let through_target = self.with_keys(target);
+            for i in moved {
+                let as_version = rendition_as_version(&record, &renditions[i]);
+                through_target
+                    .get_stream(who, as_version)
+                    .await?
+                    .read_all()
+                    .await?;
+                report.renditions_rewrapped += 1;
+            }
             return Ok(());
         }
-        let data_key =
-            keys::unwrap_key_block(self.keys.as_ref(), &record.key_block, &context, doc, v).await?;
-        let wrapped = target.encrypt_data_key(&data_key, &context).await?;
-        drop(data_key);
-        let block = keys::encode_key_block(&[wrapped]);
-        self.meta
-            .replace_key_block(doc, v, &record.key_block, &block)
-            .await?;
-        // Proof: the blob is untouched and reads back, through the new key, to the recorded digest.
-        let moved = DocStore {
-            keys: target.clone(),
-            ..self.clone()
-        };
-        let fresh = self.meta.version(doc, Some(v)).await?;
-        moved.get_stream(who, fresh).await?.read_all().await?;
-        report.rewrapped += 1;
         Ok(())
+    }
+
+    /// This store with another key provider (same blobs, metadata and audit).
+    fn with_keys(&self, keys: &Arc<dyn KeyProvider>) -> DocStore {
+        DocStore {
+            keys: keys.clone(),
+            ..self.clone()
+        }
     }
 
     /// Crypto-shreds one version: destroys its wrapped data key, so no key can ever read it again.

@@ -75,3 +75,16 @@ async fn crash_between_blob_and_commit_on_postgres() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn rewrap_to_a_new_keyring_then_shred_on_postgres() {
+    let Some(meta) = pg().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(meta, dir.path());
+    let target = Arc::new(Keyring::create(&dir.path().join("new-keyring.json")).unwrap());
+    let old_ring = dir.path().join("keyring.json");
+    conformance::rewrap_and_shred(&store, target, async move {
+        std::fs::remove_file(old_ring).unwrap();
+    })
+    .await;
+}

@@ -22,8 +22,8 @@ use super::rows::{check_owner, next_version};
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, StageResult, Timestamp,
-    VersionRecord,
+    DocumentRecord, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition, StageResult,
+    Timestamp, VersionRecord,
 };
 
 type Item = HashMap<String, Av>;
@@ -747,6 +747,33 @@ impl MetadataStore for DynamoMetadata {
         }
     }
 
+    async fn replace_renditions(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[Rendition],
+        new: &[Rendition],
+    ) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))
+            .update_expression("SET renditions = :new")
+            .condition_expression("renditions = :old")
+            .expression_attribute_values(":new", s(super::join::renditions_json(new)?))
+            .expression_attribute_values(":old", s(super::join::renditions_json(expected)?))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(super::join::renditions_changed(document_id, version))
+            }
+            Err(e) => Err(ddb_err("UpdateItem", e)),
+        }
+    }
+
     async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>> {
         // A scan reads the whole table: fine for the rare admin passes (re-wrap, re-index) that use
         // this; results are sorted here because scans have no order.
@@ -900,8 +927,7 @@ impl MetadataStore for DynamoMetadata {
             let record = version_from_item(&item)?;
             let old = opt_s(&item, "stages");
             let merged = super::join::merge(&record, old.as_deref().unwrap_or(""), result.clone(), required)?;
-            let renditions =
-                serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+            let renditions = super::join::renditions_json(&merged.renditions)?;
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))

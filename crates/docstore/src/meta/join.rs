@@ -54,6 +54,12 @@ pub(crate) fn merge(
         .cloned()
         .collect();
     renditions.extend(result.renditions.iter().cloned());
+    // The rendition list is the one place a rendition's key block is kept (re-wrap replaces it
+    // there); the stage result keeps only the descriptors.
+    let mut result = result;
+    for r in &mut result.renditions {
+        r.key_block.clear();
+    }
     stages.insert(result.stage.clone(), result);
     let missing: Vec<String> = required
         .iter()
@@ -84,4 +90,17 @@ pub(crate) fn merge(
             missing,
         },
     })
+}
+
+/// The stored form of a version's rendition list.
+pub(crate) fn renditions_json(renditions: &[Rendition]) -> Result<String> {
+    serde_json::to_string(renditions).map_err(|e| Error::Metadata(e.to_string()))
+}
+
+/// The refusal when a compare-and-swap on a version's renditions finds them changed.
+pub(crate) fn renditions_changed(document_id: &str, version: u64) -> Error {
+    Error::Refused {
+        document: document_id.to_owned(),
+        reason: format!("v{version}: renditions changed concurrently or version missing"),
+    }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp, VersionRecord,
 };
 
 #[cfg(feature = "aws")]
@@ -76,6 +76,17 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         version: u64,
         expected: &[u8],
         new: &[u8],
+    ) -> Result<()>;
+
+    /// Replaces a version's rendition list if it still equals `expected` (compare-and-swap on the
+    /// whole list), for re-wrapping renditions' key blocks. Fails with `Error::Refused` if a stage
+    /// recorded new renditions meanwhile (the caller re-reads and tries again).
+    async fn replace_renditions(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[Rendition],
+        new: &[Rendition],
     ) -> Result<()>;
 
     /// Documents in id order, starting after `after`, at most `limit` (for re-wrap and re-index).

@@ -18,7 +18,7 @@ use super::rows::{
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp, VersionRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -305,6 +305,30 @@ impl MetadataStore for PostgresMetadata {
                 document: document_id.to_owned(),
                 reason: format!("v{version}: key block changed concurrently or version missing"),
             });
+        }
+        Ok(())
+    }
+
+    async fn replace_renditions(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[Rendition],
+        new: &[Rendition],
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE versions SET renditions = $1::jsonb \
+             WHERE document_id = $2 AND version = $3 AND renditions = $4::jsonb",
+        )
+        .bind(super::join::renditions_json(new)?)
+        .bind(document_id)
+        .bind(version as i64)
+        .bind(super::join::renditions_json(expected)?)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if res.rows_affected() != 1 {
+            return Err(super::join::renditions_changed(document_id, version));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use super::rows::{
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, StageResult, Timestamp, VersionRecord,
+    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp, VersionRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -415,6 +415,29 @@ impl MetadataStore for SqliteMetadata {
         Ok(())
     }
 
+    async fn replace_renditions(
+        &self,
+        document_id: &str,
+        version: u64,
+        expected: &[Rendition],
+        new: &[Rendition],
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE versions SET renditions = ? WHERE document_id = ? AND version = ? AND renditions = ?",
+        )
+        .bind(super::join::renditions_json(new)?)
+        .bind(document_id)
+        .bind(version as i64)
+        .bind(super::join::renditions_json(expected)?)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        if res.rows_affected() != 1 {
+            return Err(super::join::renditions_changed(document_id, version));
+        }
+        Ok(())
+    }
+
     async fn list_documents(&self, after: Option<&str>, limit: usize) -> Result<Vec<DocumentRecord>> {
         let sql = format!(
             "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id > ? ORDER BY document_id LIMIT ?"
@@ -502,8 +525,7 @@ impl MetadataStore for SqliteMetadata {
         };
         let record = version_from_row(&row)?;
         let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
-        let renditions =
-            serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+        let renditions = super::join::renditions_json(&merged.renditions)?;
         sqlx::query(
             "UPDATE versions SET stages = ?, renditions = ?, state = ? WHERE document_id = ? AND version = ?",
         )
