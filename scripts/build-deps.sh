@@ -3,12 +3,23 @@
 # cargo: cmake (librdkafka is built from source by rdkafka's `cmake-build`) and libcurl's headers.
 # librdkafka 2.12 includes <curl/curl.h> even with curl disabled (confluentinc/librdkafka#5135:
 # an `#ifdef` on a macro its CMake always defines); the header is read, nothing is linked.
-# With --test, also the reference tools the tests compare against (poppler-utils: pdftotext; qpdf).
+# With --test, also what the `ocr` feature builds and runs with (Tesseract and Leptonica headers,
+# libclang for their bindings, the Portuguese and English models) and the reference tools the
+# tests and benches compare against (poppler-utils: pdftotext, pdftoppm; qpdf; libvips-tools:
+# vipsthumbnail).
 set -euo pipefail
 need=()
 if [ "${1:-}" = "--test" ]; then
   command -v pdftotext >/dev/null || need+=(poppler-utils)
   command -v qpdf >/dev/null || need+=(qpdf)
+  command -v vipsthumbnail >/dev/null || need+=(libvips-tools)
+  command -v pkg-config >/dev/null || need+=(pkg-config)
+  [ -f /usr/include/tesseract/capi.h ] || need+=(libtesseract-dev)
+  [ -f /usr/include/leptonica/allheaders.h ] || need+=(libleptonica-dev)
+  compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so' >/dev/null \
+    || need+=(libclang-dev)
+  compgen -G '/usr/share/tesseract-ocr/*/tessdata/por.traineddata' >/dev/null || need+=(tesseract-ocr-por)
+  compgen -G '/usr/share/tesseract-ocr/*/tessdata/eng.traineddata' >/dev/null || need+=(tesseract-ocr-eng)
 fi
 command -v cmake >/dev/null || need+=(cmake)
 compgen -G '/usr/include/curl/curl.h' >/dev/null || compgen -G '/usr/include/*/curl/curl.h' >/dev/null \

@@ -135,11 +135,15 @@ enum Command {
     },
     /// Extract the text of a local PDF, pages separated by form feeds — the text stage, no store.
     Extract {
-        /// PDF file.
+        /// PDF file (or, with --ocr, an image).
         file: PathBuf,
         /// Output text file (default: stdout).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Recognise pages without a text layer, and images, with Tesseract (built with the `ocr`
+        /// feature; languages from DOCSTORE_OCR_LANGUAGES, default por+eng).
+        #[arg(long)]
+        ocr: bool,
     },
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
     Relay(events::RelayArgs),
@@ -401,8 +405,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         };
         return events::stamp(file, output.as_deref(), info, cli.json).await;
     }
-    if let Command::Extract { file, output } = &cli.command {
-        return events::extract(file, output.as_deref(), cli.json).await;
+    if let Command::Extract { file, output, ocr } = &cli.command {
+        return events::extract(file, output.as_deref(), *ocr, cli.json).await;
     }
     let store = if local {
         DocStore::open_local(dir).await?
@@ -665,6 +669,14 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "ocr")]
+    if matches!(cli.command, Command::Extract { ocr: true, .. }) {
+        // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.
+        if let Err(e) = docstore_pipeline::stages::ocr::ensure_single_omp_thread() {
+            eprintln!("error: cannot re-execute with OMP_THREAD_LIMIT=1: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let json_out = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,9 +55,38 @@ struct Args {
     /// Partitions handled at once.
     #[arg(long, env = "DOCSTORE_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
+    /// Text stage: recognise pages without a text layer and images with Tesseract (needs the
+    /// `ocr` build feature and Debian's tesseract-ocr-por and tesseract-ocr-eng).
+    #[arg(long, env = "DOCSTORE_OCR")]
+    ocr: bool,
+    /// Tesseract languages for `--ocr`.
+    #[arg(long, env = "DOCSTORE_OCR_LANGUAGES", default_value = "por+eng")]
+    ocr_languages: String,
     /// How long shutdown waits for the batch in flight.
     #[arg(long, env = "DOCSTORE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+}
+
+/// The text stage as configured: with OCR when asked for (and built in), checked at start-up so a
+/// missing language pack stops the worker here rather than dead-lettering every scan.
+fn extractor(args: &Args) -> Result<Extractor, String> {
+    if !args.ocr {
+        return Ok(Extractor::default());
+    }
+    #[cfg(feature = "ocr")]
+    {
+        use docstore_pipeline::stages::ocr;
+        ocr::check(&args.ocr_languages).map_err(|e| e.to_string())?;
+        Ok(Extractor {
+            ocr: Some(ocr::OcrSettings {
+                languages: args.ocr_languages.clone(),
+                ..ocr::OcrSettings::default()
+            }),
+            ..Extractor::default()
+        })
+    }
+    #[cfg(not(feature = "ocr"))]
+    Err("--ocr: this docstore-worker was built without the `ocr` feature".into())
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -77,7 +106,7 @@ async fn run(args: Args) -> Result<(), String> {
     let stage: Arc<dyn Stage> = match args.stage.as_str() {
         "verify" => Arc::new(Joined::new(Verify, store, required)),
         "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
-        "text" => Arc::new(Joined::new(Extractor::default(), store, required)),
+        "text" => Arc::new(Joined::new(extractor(&args)?, store, required)),
         "stamp" => Arc::new(Joined::new(Stamper::new(args.clinic.clone()), store, required)),
         other => return Err(format!("unknown stage {other:?}")),
     };
@@ -129,7 +158,16 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    #[cfg(feature = "ocr")]
+    if args.ocr {
+        // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.
+        if let Err(e) = docstore_pipeline::stages::ocr::ensure_single_omp_thread() {
+            tracing::error!(error = %e, "cannot re-execute with OMP_THREAD_LIMIT=1");
+            return ExitCode::FAILURE;
+        }
+    }
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -65,6 +65,8 @@ pub struct ExtractedText {
     pub page_count: usize,
     /// Pages whose text could not be read (kept as empty pages).
     pub failed_pages: usize,
+    /// Pages whose text came from OCR (no usable text layer).
+    pub ocr_pages: usize,
 }
 
 impl ExtractedText {
@@ -146,5 +148,6 @@ fn extract(data: Vec<u8>, limits: &ExtractLimits) -> Result<ExtractedText, Extra
         pages,
         page_count,
         failed_pages: failed,
+        ocr_pages: 0,
     })
 }

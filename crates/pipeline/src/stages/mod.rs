@@ -5,6 +5,8 @@
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
 pub mod extract;
+#[cfg(feature = "ocr")]
+pub mod ocr;
 pub mod stamp;
 pub mod thumbnail;
 
@@ -157,11 +159,24 @@ impl Processor for Thumbnailer {
 
 /// The `text` stage: the text of every PDF page (see [`extract`]), stored as a UTF-8 rendition
 /// with pages separated by form feeds; reports page count and text length for `file.processed`.
-/// Images have no text layer: they are recorded with no text until OCR is enabled.
+/// With OCR (cargo feature `ocr`, [`Extractor::ocr`] set), pages without a text layer and images
+/// are recognised by Tesseract; without it, images are recorded with no text.
 #[derive(Debug, Default, Clone)]
 pub struct Extractor {
     /// Extraction limits.
     pub limits: extract::ExtractLimits,
+    /// OCR settings; `None` leaves scanned pages and images without text.
+    #[cfg(feature = "ocr")]
+    pub ocr: Option<ocr::OcrSettings>,
+}
+
+impl Extractor {
+    fn ocr_enabled(&self) -> bool {
+        #[cfg(feature = "ocr")]
+        return self.ocr.is_some();
+        #[cfg(not(feature = "ocr"))]
+        false
+    }
 }
 
 #[async_trait]
@@ -170,8 +185,9 @@ impl Processor for Extractor {
         "text"
     }
 
+    /// 2 with OCR: turning OCR on makes versions processed without it eligible again.
     fn version(&self) -> u32 {
-        1
+        if self.ocr_enabled() { 2 } else { 1 }
     }
 
     async fn process(
@@ -181,21 +197,41 @@ impl Processor for Extractor {
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
         let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        if !bytes.starts_with(b"%PDF-") {
-            if thumbnail::image_format(&bytes).is_some() {
-                return Ok(Output {
-                    page_count: Some(1),
-                    text_length: Some(0),
-                    ..Output::default()
-                });
-            }
+        let is_pdf = bytes.starts_with(b"%PDF-");
+        if !is_pdf && thumbnail::image_format(&bytes).is_none() {
             return Err(StageError::Permanent(format!(
                 "{} v{}: not a PDF or an image ({})",
                 file.document_id, file.version, file.media_type
             )));
         }
+        if !is_pdf && !self.ocr_enabled() {
+            return Ok(Output {
+                page_count: Some(1),
+                text_length: Some(0),
+                ..Output::default()
+            });
+        }
         let limits = self.limits;
-        let text = blocking(file, move || extract::extract_pdf_text(&bytes, &limits)).await?;
+        #[cfg(feature = "ocr")]
+        let ocr = self.ocr.clone();
+        let text = blocking(file, move || -> Result<extract::ExtractedText, String> {
+            #[cfg(feature = "ocr")]
+            if let Some(settings) = ocr {
+                if !is_pdf {
+                    return ocr::ocr_image(&bytes, &settings).map_err(|e| e.to_string());
+                }
+                let mut text = extract::extract_pdf_text(&bytes, &limits).map_err(|e| e.to_string())?;
+                match ocr::fill_scanned_pages(&bytes, &mut text, &settings) {
+                    Ok(_) => {}
+                    Err(e @ ocr::OcrError::Unavailable(_)) => return Err(e.to_string()),
+                    // The text layer stands; the scanned pages stay empty.
+                    Err(e) => tracing::warn!(error = %e, "OCR of pages without text failed"),
+                }
+                return Ok(text);
+            }
+            extract::extract_pdf_text(&bytes, &limits).map_err(|e| e.to_string())
+        })
+        .await?;
         let joined = Zeroizing::new(text.joined().into_bytes());
         let rendition = store_rendition(store, who, file, self, "text/plain; charset=utf-8", &joined).await?;
         Ok(Output {

@@ -96,17 +96,7 @@ pub fn image_format(bytes: &[u8]) -> Option<ImageFormat> {
 
 /// A thumbnail of an image (CPU-bound: call from a blocking thread).
 pub fn thumbnail_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail, ThumbnailError> {
-    if bytes.len() > limits.max_input {
-        return Err(ThumbnailError::TooLarge(format!("{} bytes", bytes.len())));
-    }
-    let format = image_format(bytes)
-        .ok_or_else(|| ThumbnailError::Unsupported("not a JPEG, PNG, TIFF, WebP or GIF".into()))?;
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        // The decoder would fill the missing rows with grey; a truncated upload is bad input.
-        return Err(ThumbnailError::Decode(
-            "truncated JPEG: no end-of-image marker after the scan".into(),
-        ));
-    }
+    let format = check_image(bytes, limits)?;
     let name = format!("{format:?}");
     // Third-party decoders are not trusted not to panic on hostile input.
     match std::panic::catch_unwind(|| decode_and_resize(bytes, format, limits)) {
@@ -196,11 +186,13 @@ fn decode_err(e: image::ImageError) -> ThumbnailError {
     }
 }
 
-fn decode_and_resize(
+/// Decodes an image under `limits` (checked from the header before any pixel is decoded) and
+/// applies its EXIF orientation. Panics are not caught here: callers run it under `catch_unwind`.
+pub(crate) fn decode_image(
     bytes: &[u8],
     format: ImageFormat,
     limits: &ThumbnailLimits,
-) -> Result<Thumbnail, ThumbnailError> {
+) -> Result<DynamicImage, ThumbnailError> {
     let mut image_limits = Limits::default();
     image_limits.max_image_width = Some(limits.max_side);
     image_limits.max_image_height = Some(limits.max_side);
@@ -219,6 +211,32 @@ fn decode_and_resize(
     let orientation = decoder.orientation().map_err(decode_err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Checks what [`thumbnail_image`] checks before decoding: size, a format this stage reads, and
+/// (for JPEG) that the scan is complete.
+pub(crate) fn check_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<ImageFormat, ThumbnailError> {
+    if bytes.len() > limits.max_input {
+        return Err(ThumbnailError::TooLarge(format!("{} bytes", bytes.len())));
+    }
+    let format = image_format(bytes)
+        .ok_or_else(|| ThumbnailError::Unsupported("not a JPEG, PNG, TIFF, WebP or GIF".into()))?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The decoder would fill the missing rows with grey; a truncated upload is bad input.
+        return Err(ThumbnailError::Decode(
+            "truncated JPEG: no end-of-image marker after the scan".into(),
+        ));
+    }
+    Ok(format)
+}
+
+fn decode_and_resize(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &ThumbnailLimits,
+) -> Result<Thumbnail, ThumbnailError> {
+    let img = decode_image(bytes, format, limits)?;
     let (sw, sh) = (img.width(), img.height());
     let (tw, th) = fit(sw, sh, EDGE);
     let (pixels, pixel_type, color) = if img.color().has_alpha() {
