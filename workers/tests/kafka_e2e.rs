@@ -6,17 +6,17 @@
 //! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_PG_URL` (scripts/services.sh); skipped without
 //! them unless `DOCSTORE_REQUIRE_SERVICES` is set.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{WorkerProc, assert_exactly_once, count_processed};
 use docstore::config::StoreConfig;
 use docstore::{DocStore, Identity, conformance};
-use docstore_pipeline::bus::{EventBus, Subscription, open_bus};
-use docstore_pipeline::relay::OutboxRelay;
+use docstore_pipeline::bus::{Subscription, open_bus};
 use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
 use sqlx::Connection;
 
@@ -96,74 +96,19 @@ async fn env() -> Option<Env> {
     })
 }
 
-struct WorkerProc {
-    child: Child,
+/// A `verify` worker on the test's bus and store.
+fn verify_worker(env: &Env, name: &str) -> WorkerProc {
+    WorkerProc::start(
+        &env.root,
+        name,
+        &["--stage", "verify", "--required", "verify"],
+        &env.bus_url,
+        &env.store_env,
+    )
 }
 
-impl WorkerProc {
-    fn start(env: &Env, name: &str) -> WorkerProc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(env.root.join(format!("{name}.log")))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_docstore-worker"))
-            .args([
-                "--stage",
-                "verify",
-                "--required",
-                "verify",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--bus")
-            .arg(&env.bus_url)
-            .envs(env.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        WorkerProc { child }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "worker exited with {status}");
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "worker ignored SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs the outbox relay in this process until dropped.
 fn relay(env: &Env) -> tokio::task::JoinHandle<()> {
-    let bus = open_bus(&env.bus_url).unwrap();
-    let relay = OutboxRelay::new(env.store.metadata().clone(), bus, 200);
-    tokio::spawn(async move { relay.run(Duration::from_millis(50), std::future::pending()).await })
+    common::relay(&env.store, &env.bus_url)
 }
 
 /// Uploads `docs` × `versions` small versions (interleaved across documents), counting them.
@@ -214,74 +159,16 @@ async fn wait_processed(pg: &str, n: i64, timeout: Duration) {
     }
 }
 
-/// Reads every `file.processed` on the topic (as a group of its own) until `expect` distinct
-/// versions were seen and nothing more arrives for a while; returns (document, version) → count.
-async fn count_processed(
-    bus: &dyn EventBus,
-    expect: usize,
-    timeout: Duration,
-) -> HashMap<(String, u64), usize> {
-    let group = format!("count-{}", uuid::Uuid::new_v4().simple());
-    let mut sub = bus
-        .subscribe(&group, &["file.processed".to_owned()])
-        .await
-        .unwrap();
-    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
-    let start = Instant::now();
-    let mut quiet_since = Instant::now();
-    loop {
-        let batch = sub.poll(500, Duration::from_millis(200)).await.unwrap();
-        if batch.is_empty() {
-            if counts.len() >= expect && quiet_since.elapsed() > Duration::from_secs(5) {
-                break;
-            }
-        } else {
-            quiet_since = Instant::now();
-        }
-        for d in batch {
-            let ev: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
-            assert_eq!(ev["type"], "file.processed");
-            let key = (
-                ev["data"]["document_id"].as_str().unwrap().to_owned(),
-                ev["data"]["version"].as_u64().unwrap(),
-            );
-            *counts.entry(key).or_default() += 1;
-            sub.ack(&d).await.unwrap();
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out counting file.processed: {} of {expect}",
-            counts.len()
-        );
-    }
-    counts
-}
-
-fn assert_exactly_once(counts: &HashMap<(String, u64), usize>, ids: &[String], versions: u64) {
-    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(dups.is_empty(), "duplicated file.processed: {dups:?}");
-    for id in ids {
-        for v in 1..=versions {
-            assert!(counts.contains_key(&(id.clone(), v)), "{id} v{v} never processed");
-        }
-    }
-    assert_eq!(
-        counts.len(),
-        ids.len() * versions as usize,
-        "unexpected extra versions"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_versions_two_workers_with_a_rebalance_exactly_once() {
     let Some(env) = env().await else { return };
     let _relay = relay(&env);
     let uploaded = Arc::new(AtomicUsize::new(0));
-    let a = WorkerProc::start(&env, "worker-a");
+    let a = verify_worker(&env, "worker-a");
     let up = uploader(env.store.clone(), 250, 4, uploaded.clone());
     // The second worker joins late (a rebalance), the first leaves early (another one).
     wait_processed(&env.pg, 250, Duration::from_secs(120)).await;
-    let b = WorkerProc::start(&env, "worker-b");
+    let b = verify_worker(&env, "worker-b");
     wait_processed(&env.pg, 600, Duration::from_secs(120)).await;
     a.stop();
     let ids = up.await.unwrap();
@@ -306,8 +193,8 @@ async fn ten_sigkills_during_a_thousand_versions_exactly_once() {
     let Some(env) = env().await else { return };
     let _relay = relay(&env);
     let uploaded = Arc::new(AtomicUsize::new(0));
-    let steady = WorkerProc::start(&env, "worker-steady");
-    let mut victim = Some(WorkerProc::start(&env, "worker-victim"));
+    let steady = verify_worker(&env, "worker-steady");
+    let mut victim = Some(verify_worker(&env, "worker-victim"));
     let up = uploader(env.store.clone(), 200, 5, uploaded.clone());
     for kill in 0..10 {
         // A random point: 200–900 ms into the victim's life.
@@ -326,7 +213,7 @@ async fn ten_sigkills_during_a_thousand_versions_exactly_once() {
                 "the run ended before the last kill; the test proves nothing"
             );
         }
-        victim = Some(WorkerProc::start(&env, &format!("worker-victim-{kill}")));
+        victim = Some(verify_worker(&env, &format!("worker-victim-{kill}")));
     }
     let ids = up.await.unwrap();
     assert_eq!(uploaded.load(Ordering::Relaxed), 1000);
@@ -356,7 +243,7 @@ async fn permanent_failure_dead_letters_then_replay_after_the_fix() {
         .unwrap();
     env.store.delete(&who, &rec.document_id).await.unwrap();
     let _relay = relay(&env);
-    let w = WorkerProc::start(&env, "worker-dlq");
+    let w = verify_worker(&env, "worker-dlq");
     let mut dlq = bus
         .subscribe("inspect-dlq", &["file.uploaded.dlq".to_owned()])
         .await

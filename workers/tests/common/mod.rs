@@ -1,0 +1,143 @@
+//! Helpers shared by the end-to-end tests: worker processes, the in-process relay, and counting
+//! `file.processed` on the topic.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docstore::DocStore;
+use docstore_pipeline::bus::{EventBus, open_bus};
+use docstore_pipeline::relay::OutboxRelay;
+
+pub(crate) struct WorkerProc {
+    pub(crate) child: Child,
+}
+
+impl WorkerProc {
+    /// Starts `docstore-worker` with `args` (plus `--bus` and a free metrics port), the store
+    /// configured by `store_env`, logging to `<root>/<name>.log`.
+    pub(crate) fn start(
+        root: &Path,
+        name: &str,
+        args: &[&str],
+        bus_url: &str,
+        store_env: &[(String, String)],
+    ) -> WorkerProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_docstore-worker"))
+            .args(args)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .arg("--bus")
+            .arg(bus_url)
+            .envs(store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        WorkerProc { child }
+    }
+
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub(crate) fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "worker exited with {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "worker ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the outbox relay in this process until dropped.
+pub(crate) fn relay(store: &Arc<DocStore>, bus_url: &str) -> tokio::task::JoinHandle<()> {
+    let bus = open_bus(bus_url).unwrap();
+    let relay = OutboxRelay::new(store.metadata().clone(), bus, 200);
+    tokio::spawn(async move { relay.run(Duration::from_millis(50), std::future::pending()).await })
+}
+
+/// Reads every `file.processed` on the topic (as a group of its own) until `expect` distinct
+/// versions were seen and nothing more arrives for a while; returns (document, version) → count.
+pub(crate) async fn count_processed(
+    bus: &dyn EventBus,
+    expect: usize,
+    timeout: Duration,
+) -> HashMap<(String, u64), usize> {
+    let group = format!("count-{}", uuid::Uuid::new_v4().simple());
+    let mut sub = bus
+        .subscribe(&group, &["file.processed".to_owned()])
+        .await
+        .unwrap();
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    loop {
+        let batch = sub.poll(500, Duration::from_millis(200)).await.unwrap();
+        if batch.is_empty() {
+            if counts.len() >= expect && quiet_since.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+        } else {
+            quiet_since = Instant::now();
+        }
+        for d in batch {
+            let ev: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+            assert_eq!(ev["type"], "file.processed");
+            let key = (
+                ev["data"]["document_id"].as_str().unwrap().to_owned(),
+                ev["data"]["version"].as_u64().unwrap(),
+            );
+            *counts.entry(key).or_default() += 1;
+            sub.ack(&d).await.unwrap();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out counting file.processed: {} of {expect}",
+            counts.len()
+        );
+    }
+    counts
+}
+
+pub(crate) fn assert_exactly_once(counts: &HashMap<(String, u64), usize>, ids: &[String], versions: u64) {
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dups.is_empty(), "duplicated file.processed: {dups:?}");
+    for id in ids {
+        for v in 1..=versions {
+            assert!(counts.contains_key(&(id.clone(), v)), "{id} v{v} never processed");
+        }
+    }
+    assert_eq!(
+        counts.len(),
+        ids.len() * versions as usize,
+        "unexpected extra versions"
+    );
+}

@@ -1,0 +1,271 @@
+//! The processing stages end to end on real services: a report and an exam image uploaded to a
+//! store on S3 + DynamoDB + KMS (moto), their `file.uploaded` relayed to Kafka, three
+//! `docstore-worker` processes (stamp, thumbnail, text — with OCR when built with it) each in its
+//! own consumer group, renditions stored encrypted through the store, and exactly one
+//! `file.processed` per version on the topic.
+//!
+//! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_AWS_ENDPOINT` (scripts/services.sh) and the
+//! shared corpus; skipped without them unless `DOCSTORE_REQUIRE_SERVICES` is set.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{WorkerProc, assert_exactly_once, count_processed};
+use docstore::aws::AwsSettings;
+use docstore::config::StoreConfig;
+use docstore::meta::dynamodb::DynamoMetadata;
+use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
+use docstore_pipeline::bus::open_bus;
+use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+
+fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+                "{var} not set but services are required"
+            );
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCSTORE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
+    if dir.join("MANIFEST.tsv").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+        "corpus not found at {}",
+        dir.display()
+    );
+    None
+}
+
+const CLINIC: &str = "Clínica São Lucas";
+const PATIENT: &str = "pac-e2e-7731";
+
+async fn upload(store: &DocStore, path: PathBuf, kind: Kind, media_type: &str) -> VersionRecord {
+    let body = std::fs::read(path).unwrap();
+    let req = PutRequest {
+        document_id: None,
+        patient_id: PATIENT.into(),
+        exam_id: "exm-e2e-1".into(),
+        kind,
+        media_type: media_type.into(),
+        expected_version: None,
+    };
+    store
+        .put(&Identity::new("test:reception"), req, &body[..])
+        .await
+        .unwrap()
+}
+
+async fn wait_processed(store: &DocStore, docs: &[&VersionRecord], timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let mut pending = Vec::new();
+        for d in docs {
+            let now = store
+                .metadata()
+                .version(&d.document_id, Some(d.version))
+                .await
+                .unwrap();
+            if now.state != ProcessingState::Processed {
+                pending.push(d.document_id.clone());
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "not processed within {timeout:?}: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A rendition's plaintext, read back through the store (decrypted and digest-checked), after
+/// checking that its stored blob is not that plaintext.
+async fn rendition(store: &DocStore, v: &VersionRecord, stage: &str) -> Vec<u8> {
+    let record = store
+        .metadata()
+        .version(&v.document_id, Some(v.version))
+        .await
+        .unwrap();
+    let r = record
+        .renditions
+        .iter()
+        .find(|r| r.stage == stage)
+        .unwrap_or_else(|| panic!("{} has no {stage} rendition", v.document_id))
+        .clone();
+    assert!(!r.key_block.is_empty(), "{stage}: no wrapped key");
+    let plain = store
+        .get_rendition(&Identity::new("test:staff"), &v.document_id, v.version, stage)
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap()
+        .to_vec();
+    let size = store.blobs().size(&r.blob_key).await.unwrap();
+    let raw = store.blobs().get_range(&r.blob_key, 0..size).await.unwrap();
+    let probe = &plain[..plain.len().min(48)];
+    assert!(
+        !raw.windows(probe.len()).any(|w| w == probe),
+        "{stage} rendition stored in the clear"
+    );
+    plain
+}
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&png[16..20]), be(&png[20..24]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_each() {
+    let (Some(kafka), Some(endpoint), Some(dir)) = (
+        service("DOCSTORE_TEST_KAFKA"),
+        service("DOCSTORE_TEST_AWS_ENDPOINT"),
+        corpus(),
+    ) else {
+        return;
+    };
+    let settings = AwsSettings::local(&endpoint);
+    let kms = settings.kms_client();
+    let key = kms.create_key().send().await.unwrap();
+    let alias = format!("alias/stages-{}", uuid::Uuid::new_v4().simple());
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(key.key_metadata().unwrap().key_id())
+        .send()
+        .await
+        .unwrap();
+    let table = format!("stages-{}", uuid::Uuid::new_v4().simple());
+    DynamoMetadata::create_table(&settings.dynamodb_client(), &table)
+        .await
+        .unwrap();
+    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let work = tempfile::tempdir().unwrap();
+    let store_env: Vec<(String, String)> = vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        (
+            "DOCSTORE_BLOBS".into(),
+            format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()),
+        ),
+        ("DOCSTORE_METADATA".into(), format!("dynamodb://{table}")),
+        ("DOCSTORE_KEYS".into(), format!("kms://{alias}")),
+        (
+            "DOCSTORE_AUDIT".into(),
+            format!("file://{}", work.path().join("audit.jsonl").display()),
+        ),
+    ];
+    let get = |k: &str| store_env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let config = StoreConfig {
+        blobs: get("DOCSTORE_BLOBS"),
+        metadata: get("DOCSTORE_METADATA"),
+        keys: get("DOCSTORE_KEYS"),
+        audit: get("DOCSTORE_AUDIT"),
+    };
+    let store = Arc::new(config.open_with(false, &settings).await.unwrap());
+    let prefix = format!("stages{}.", uuid::Uuid::new_v4().simple());
+    let bus_url = format!("kafka://{kafka}?prefix={prefix}&partitions=3&session_timeout_ms=3000");
+
+    let _relay = common::relay(&store, &bus_url);
+    let required = "stamp,thumbnail,text";
+    let ocr = cfg!(feature = "ocr");
+    let mut workers = Vec::new();
+    for stage in ["stamp", "thumbnail", "text"] {
+        let mut args = vec!["--stage", stage, "--required", required, "--clinic", CLINIC];
+        if ocr && stage == "text" {
+            args.push("--ocr");
+        }
+        workers.push(WorkerProc::start(work.path(), stage, &args, &bus_url, &store_env));
+    }
+
+    let report = upload(
+        &store,
+        dir.join("text-2p-pdf20-tagged-latex.pdf"),
+        Kind::Report,
+        "application/pdf",
+    )
+    .await;
+    let image = upload(
+        &store,
+        dir.join("image-large-photo-4032x3024.jpg"),
+        Kind::Image,
+        "image/jpeg",
+    )
+    .await;
+    let scan = if ocr {
+        Some(
+            upload(
+                &store,
+                dir.join("scanned-1p-jbig2-xerox-rot270.pdf"),
+                Kind::Report,
+                "application/pdf",
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let mut all = vec![&report, &image];
+    all.extend(scan.as_ref());
+    wait_processed(&store, &all, Duration::from_secs(180)).await;
+
+    // The report: stamped on both pages, thumbnailed, its text extracted.
+    let stamped = rendition(&store, &report, "stamp").await;
+    let text = extract_pdf_text(&stamped, &ExtractLimits::default()).unwrap();
+    assert_eq!(text.page_count, 2);
+    for (i, page) in text.pages.iter().enumerate() {
+        assert!(page.contains(PATIENT), "stamp missing on page {}", i + 1);
+    }
+    let (w, h) = png_size(&rendition(&store, &report, "thumbnail").await);
+    assert!(w.max(h) == 256 && w.min(h) > 100, "report thumbnail {w}×{h}");
+    let body = String::from_utf8(rendition(&store, &report, "text").await).unwrap();
+    assert!(
+        body.contains("Two Column Example") && body.contains('\u{c}'),
+        "report text: {:?}",
+        &body[..body.len().min(200)]
+    );
+
+    // The image (a 12-megapixel photo): a 256 px thumbnail with its aspect ratio, no stamp.
+    let (w, h) = png_size(&rendition(&store, &image, "thumbnail").await);
+    assert_eq!((w, h), (256, 192), "image thumbnail");
+    let record = store
+        .metadata()
+        .version(&image.document_id, Some(1))
+        .await
+        .unwrap();
+    assert!(record.renditions.iter().all(|r| r.stage != "stamp"));
+
+    // The scan (OCR builds): its words, recognised.
+    if let Some(scan) = &scan {
+        let body = String::from_utf8(rendition(&store, scan, "text").await).unwrap();
+        assert!(body.contains("Doesn"), "OCR text: {body:?}");
+    }
+
+    // Exactly one file.processed per version on the topic.
+    let bus = open_bus(&bus_url).unwrap();
+    let counts = count_processed(bus.as_ref(), all.len(), Duration::from_secs(120)).await;
+    let ids: Vec<String> = all.iter().map(|v| v.document_id.clone()).collect();
+    assert_exactly_once(&counts, &ids, 1);
+    for w in workers {
+        w.stop();
+    }
+}
