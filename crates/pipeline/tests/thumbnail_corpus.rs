@@ -225,3 +225,34 @@ fn hostile_but_renderable(name: &str) -> bool {
             | "hostile-xref-prev-loop.pdf"
     )
 }
+
+/// The 12-megapixel photo goes through the scaled JPEG decode (1/4 scale in the IDCT): the
+/// thumbnail still reports the source's full size and matches a full decode closely.
+#[test]
+fn large_jpeg_scaled_decode_matches_a_full_decode() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("image-large-photo-4032x3024.jpg")).unwrap();
+    let t = thumbnail_image(&bytes, &ThumbnailLimits::default()).unwrap();
+    assert_eq!(
+        (t.source_width, t.source_height, t.width, t.height),
+        (4032, 3024, 256, 192)
+    );
+    let ours = image::load_from_memory(&t.png).unwrap().to_rgb8();
+    let full = image::load_from_memory(&bytes).unwrap().resize_exact(
+        256,
+        192,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let full = full.to_rgb8();
+    let mean_abs: f64 = ours
+        .as_raw()
+        .iter()
+        .zip(full.as_raw())
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .sum::<f64>()
+        / ours.as_raw().len() as f64;
+    assert!(
+        mean_abs < 4.0,
+        "mean absolute difference {mean_abs:.2} per channel"
+    );
+}

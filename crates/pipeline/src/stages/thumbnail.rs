@@ -231,12 +231,80 @@ pub(crate) fn check_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Imag
     Ok(format)
 }
 
+/// Decodes an 8-bit grey or RGB JPEG at the smallest IDCT scale (1/8, 1/4, 1/2 or 1) that still
+/// leaves at least `2 × edge` px on the long side, so the resize has pixels to filter: a
+/// 12-megapixel photo is decoded at 1/4 scale, 16× fewer pixels (vipsthumbnail's
+/// shrink-on-load). `None` for JPEGs this path does not take (CMYK, 12/16-bit, lossless): the
+/// general decoder reads those. Returns the image and the source's full size after orientation.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    edge: u32,
+    limits: &ThumbnailLimits,
+) -> Result<Option<(DynamicImage, (u32, u32))>, ThumbnailError> {
+    use jpeg_decoder::{CodingProcess, PixelFormat};
+    let bad = |e: jpeg_decoder::Error| ThumbnailError::Decode(format!("JPEG: {}", short(&e)));
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_decoded).unwrap_or(usize::MAX));
+    decoder.read_info().map_err(bad)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if w == 0 || h == 0 {
+        return Err(ThumbnailError::Decode("zero-sized image".into()));
+    }
+    if w > limits.max_side || h > limits.max_side {
+        return Err(ThumbnailError::TooLarge(format!("{w}×{h} px")));
+    }
+    let plain = matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24)
+        && info.coding_process != CodingProcess::Lossless;
+    if !plain {
+        return Ok(None);
+    }
+    let want = (2 * edge).min(u32::from(u16::MAX)) as u16;
+    let (sw, sh) = decoder.scale(want, want).map_err(bad)?;
+    let pixels = decoder.decode().map_err(bad)?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    let mut img = match info.pixel_format {
+        PixelFormat::L8 => image::GrayImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageLuma8),
+        _ => image::RgbImage::from_raw(sw, sh, pixels).map(DynamicImage::ImageRgb8),
+    }
+    .ok_or_else(|| ThumbnailError::Decode("JPEG: short pixel buffer".into()))?;
+    let mut full = (w, h);
+    if let Some(o) = decoder
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+    {
+        img.apply_orientation(o);
+        if img.width() != sw {
+            full = (h, w);
+        }
+    }
+    Ok(Some((img, full)))
+}
+
+fn short(e: &impl std::fmt::Display) -> String {
+    e.to_string().chars().take(200).collect()
+}
+
 fn decode_and_resize(
     bytes: &[u8],
     format: ImageFormat,
     limits: &ThumbnailLimits,
 ) -> Result<Thumbnail, ThumbnailError> {
-    let img = decode_image(bytes, format, limits)?;
+    let scaled = if format == ImageFormat::Jpeg {
+        decode_jpeg_scaled(bytes, EDGE, limits)?
+    } else {
+        None
+    };
+    let (img, source) = match scaled {
+        Some(scaled) => scaled,
+        None => {
+            let img = decode_image(bytes, format, limits)?;
+            let size = (img.width(), img.height());
+            (img, size)
+        }
+    };
     let (sw, sh) = (img.width(), img.height());
     let (tw, th) = fit(sw, sh, EDGE);
     let (pixels, pixel_type, color) = if img.color().has_alpha() {
@@ -275,8 +343,8 @@ fn decode_and_resize(
         png,
         width: tw,
         height: th,
-        source_width: sw,
-        source_height: sh,
+        source_width: source.0,
+        source_height: source.1,
     })
 }
 
