@@ -2,6 +2,7 @@
 //! live here; every operation is a library call.
 
 mod events;
+mod search;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,10 @@ enum Command {
         #[arg(long)]
         ocr: bool,
     },
+    /// Search the staff full-text index (every search is audited).
+    Search(search::SearchArgs),
+    /// Rebuild the search index from the store, with a progress bar.
+    Reindex(search::ReindexArgs),
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
     Relay(events::RelayArgs),
     /// Inspect and replay dead letters.
@@ -423,6 +428,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             unreachable!("handled above")
         }
         Command::Relay(a) => events::relay(&store, a, cli.json).await?,
+        Command::Search(a) => search::search(&store, &who, &cli.data_dir, a, cli.json).await?,
+        Command::Reindex(a) => search::reindex(&store, &who, &cli.data_dir, a, cli.json).await?,
         Command::Rewrap(a) => {
             let mut target_cfg = config.clone();
             target_cfg.keys = a.to.clone();
@@ -432,8 +439,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .await?;
             emit(cli.json, &report, |r| {
                 println!(
-                    "rewrapped {} versions, {} already under the target key, {} shredded left alone",
-                    r.rewrapped, r.already, r.shredded
+                    "rewrapped {} versions and {} renditions, {} versions already under the target key, {} shredded left alone",
+                    r.rewrapped, r.renditions_rewrapped, r.already, r.shredded
                 )
             });
         }

@@ -23,13 +23,15 @@ use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::join::{Joined, Verify};
 use docstore_pipeline::observe;
 use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker, shutdown_signal};
+use docstore_pipeline::search::SearchIndex;
+use docstore_pipeline::stages::index::Indexer;
 use docstore_pipeline::stages::{Extractor, Stamper, Thumbnailer};
 
 #[derive(Parser, Debug)]
 #[command(name = "docstore-worker", version, about = "Runs a docstore processing stage")]
 struct Args {
     /// Stage to run.
-    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail", "text", "stamp"])]
+    #[arg(long, env = "DOCSTORE_STAGE", value_parser = ["verify", "thumbnail", "text", "stamp", "index"])]
     stage: String,
     /// Event bus: `kafka://host:port[,…][?partitions=N&prefix=P&session_timeout_ms=T]`.
     #[arg(long, env = "DOCSTORE_BUS")]
@@ -49,7 +51,11 @@ struct Args {
     /// Address of the metrics and health endpoints (port 0: any free port; the log says which).
     #[arg(long, env = "DOCSTORE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
-    /// Clinic name printed by the stamp stage.
+    /// Search index directory of the `index` stage (one writer per index: one index worker per
+    /// directory).
+    #[arg(long, env = "DOCSTORE_INDEX", default_value = "docstore-index")]
+    index: PathBuf,
+    /// Clinic name printed by the stamp stage and recorded by the index stage.
     #[arg(long, env = "DOCSTORE_CLINIC", default_value = "Clínica")]
     clinic: String,
     /// Partitions handled at once.
@@ -92,30 +98,41 @@ fn extractor(args: &Args) -> Result<Extractor, String> {
 async fn run(args: Args) -> Result<(), String> {
     let config = StoreConfig::resolve(&args.data_dir, args.config.as_deref()).map_err(|e| e.to_string())?;
     let store = Arc::new(config.open(false).await.map_err(|e| e.to_string())?);
-    let required = if args.required.is_empty() {
-        vec![args.stage.clone()]
+    let (stage, topics): (Arc<dyn Stage>, Vec<&str>) = if args.stage == "index" {
+        // The index follows file.processed (text ready) and file.deleted; it is not part of the
+        // join that produces file.processed.
+        let index = SearchIndex::open(&args.index).map_err(|e| e.to_string())?;
+        (
+            Arc::new(Indexer::new(store, Arc::new(index), args.clinic.clone())),
+            vec![docstore::outbox::FILE_PROCESSED, "file.deleted"],
+        )
     } else {
-        args.required.clone()
-    };
-    if !required.contains(&args.stage) {
-        return Err(format!(
-            "--required does not list this worker's stage {:?}",
-            args.stage
-        ));
-    }
-    let stage: Arc<dyn Stage> = match args.stage.as_str() {
-        "verify" => Arc::new(Joined::new(Verify, store, required)),
-        "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
-        "text" => Arc::new(Joined::new(extractor(&args)?, store, required)),
-        "stamp" => Arc::new(Joined::new(Stamper::new(args.clinic.clone()), store, required)),
-        other => return Err(format!("unknown stage {other:?}")),
+        let required = if args.required.is_empty() {
+            vec![args.stage.clone()]
+        } else {
+            args.required.clone()
+        };
+        if !required.contains(&args.stage) {
+            return Err(format!(
+                "--required does not list this worker's stage {:?}",
+                args.stage
+            ));
+        }
+        let stage: Arc<dyn Stage> = match args.stage.as_str() {
+            "verify" => Arc::new(Joined::new(Verify, store, required)),
+            "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
+            "text" => Arc::new(Joined::new(extractor(&args)?, store, required)),
+            "stamp" => Arc::new(Joined::new(Stamper::new(args.clinic.clone()), store, required)),
+            other => return Err(format!("unknown stage {other:?}")),
+        };
+        (stage, vec![docstore::outbox::FILE_UPLOADED])
     };
     let bus = open_bus(&args.bus).map_err(|e| e.to_string())?;
     let mut rc = RuntimeConfig::new(
         args.group
             .clone()
             .unwrap_or_else(|| format!("docstore-{}", args.stage)),
-        &[docstore::outbox::FILE_UPLOADED],
+        &topics,
     );
     rc.concurrency = args.concurrency.max(1);
     rc.shutdown_grace = args.shutdown_grace;

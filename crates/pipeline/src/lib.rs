@@ -12,4 +12,5 @@ pub mod kafka;
 pub mod observe;
 pub mod relay;
 pub mod runtime;
+pub mod search;
 pub mod stages;

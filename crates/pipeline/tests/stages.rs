@@ -2,6 +2,8 @@
 //! encrypted rendition linked to its version, `file.processed` is recorded once and names it;
 //! reprocessing replaces, never duplicates; bad input is a permanent error.
 
+mod common;
+
 use std::sync::Arc;
 
 use docstore::conformance::request;
@@ -162,4 +164,86 @@ async fn text_stage_stores_page_text_and_reports_counts() {
     assert_eq!(data.page_count, Some(8));
     assert!(data.text_length.unwrap() > 1000);
     assert_eq!(data.renditions.len(), 2);
+}
+
+/// The text stage then the index stage on the embedded store: a report's words are searchable
+/// once its `file.processed` is handled; a new version takes over; redelivery does not duplicate;
+/// deleting, restoring and shredding move the index with the store.
+#[tokio::test]
+async fn text_then_index_follows_versions_and_deletes() {
+    use docstore_pipeline::search::{SearchIndex, SearchQuery};
+    use docstore_pipeline::stages::Extractor;
+    use docstore_pipeline::stages::index::Indexer;
+
+    let Some(corpus) = common::corpus() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
+    let who = Identity::new("staff:index");
+    let text = Joined::new(Extractor::default(), store.clone(), vec!["text".into()]);
+    let index = Arc::new(SearchIndex::open(&dir.path().join("index")).unwrap());
+    let indexer = Indexer::new(store.clone(), index.clone(), "Clínica");
+    let processed_event = |doc: String| {
+        let store = store.clone();
+        async move {
+            let entry = store
+                .metadata()
+                .outbox_pending(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .rfind(|e| e.key == doc && e.event_type == "file.processed")
+                .unwrap();
+            CloudEvent::decode(entry.payload.as_bytes()).unwrap()
+        }
+    };
+    let hits = |text: &str, all: bool| {
+        let mut q = SearchQuery::new(text);
+        q.all_versions = all;
+        index
+            .search(&q)
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| h.version.version)
+            .collect::<Vec<_>>()
+    };
+
+    let pdf = std::fs::read(corpus.join("text-2p-pdf20-tagged-latex.pdf")).unwrap();
+    let v1 = store
+        .put(&who, request(None, "pat-ix", "exam-ix"), &pdf[..])
+        .await
+        .unwrap();
+    let doc = v1.document_id.clone();
+    text.handle(&uploaded_event(&store, &doc).await).await.unwrap();
+    let ev1 = processed_event(doc.clone()).await;
+    indexer.handle(&ev1).await.unwrap();
+    assert_eq!(hits("theorems", false), [1]);
+    indexer.handle(&ev1).await.unwrap();
+    assert_eq!(hits("theorems", true), [1], "redelivery duplicated the entry");
+
+    let other = std::fs::read(corpus.join("text-french-diacritics-pdftex.pdf")).unwrap();
+    store
+        .put(&who, request(Some(&doc), "pat-ix", "exam-ix"), &other[..])
+        .await
+        .unwrap();
+    text.handle(&uploaded_event(&store, &doc).await).await.unwrap();
+    indexer.handle(&processed_event(doc.clone()).await).await.unwrap();
+    assert!(hits("theorems", false).is_empty(), "v1 is no longer the latest");
+    assert_eq!(hits("theorems", true), [1]);
+
+    store.delete(&who, &doc).await.unwrap();
+    indexer.refresh_document(&doc).await.unwrap();
+    assert!(
+        hits("theorems", true).is_empty(),
+        "a deleted document left in the index"
+    );
+    store.restore(&who, &doc).await.unwrap();
+    indexer.refresh_document(&doc).await.unwrap();
+    assert_eq!(hits("theorems", true), [1]);
+    store.shred(&who, &doc, 1).await.unwrap();
+    indexer.refresh_document(&doc).await.unwrap();
+    assert!(
+        hits("theorems", true).is_empty(),
+        "a shredded version left in the index"
+    );
 }

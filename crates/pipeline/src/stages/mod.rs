@@ -5,6 +5,7 @@
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
 pub mod extract;
+pub mod index;
 #[cfg(feature = "ocr")]
 pub mod ocr;
 pub mod stamp;

@@ -231,6 +231,9 @@ pub(crate) fn check_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Imag
     Ok(format)
 }
 
+/// A decoded image and the source's full size after orientation.
+type Decoded = (DynamicImage, (u32, u32));
+
 /// Decodes an 8-bit grey or RGB JPEG at the smallest IDCT scale (1/8, 1/4, 1/2 or 1) that still
 /// leaves at least `2 × edge` px on the long side, so the resize has pixels to filter: a
 /// 12-megapixel photo is decoded at 1/4 scale, 16× fewer pixels (vipsthumbnail's
@@ -240,7 +243,7 @@ fn decode_jpeg_scaled(
     bytes: &[u8],
     edge: u32,
     limits: &ThumbnailLimits,
-) -> Result<Option<(DynamicImage, (u32, u32))>, ThumbnailError> {
+) -> Result<Option<Decoded>, ThumbnailError> {
     use jpeg_decoder::{CodingProcess, PixelFormat};
     let bad = |e: jpeg_decoder::Error| ThumbnailError::Decode(format!("JPEG: {}", short(&e)));
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));

@@ -1,0 +1,690 @@
+//! Staff full-text search: a tantivy index of every processed version's extracted text and its
+//! metadata (document, version, patient, exam, kind, clinic, date).
+//!
+//! - Text is analysed for Portuguese: split on non-alphanumerics, lower-cased, ASCII-folded, then
+//!   stemmed (Snowball Portuguese) — folding first, so "hemoglobina", "Hemoglobína" and
+//!   "HEMOGLOBINA" are one term, and a query typed without accents meets a text written with them.
+//! - Every version of a document is indexed; exactly one — the highest version number present — is
+//!   flagged `latest`, which searches return by default. Changes to a document go through
+//!   [`SearchIndex::replace_document`], which rewrites all its entries at once (a document has few
+//!   versions), so re-indexing replaces and never duplicates, and removing the latest version
+//!   promotes the one before it.
+//! - One writer per index (tantivy's lock file refuses a second). Writes become visible at
+//!   [`SearchIndex::commit`], which reloads the reader before returning: no stale read after an
+//!   acknowledged commit. Concurrent callers share commits (group commit).
+//!
+//! The index holds patient data (the text of reports, stored for snippets): its directory is
+//! created 0700 and refused if group- or world-accessible; see docs/search.md for how it is
+//! protected at rest and who may query it. Searches are audited by [`search`].
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, Range};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use docstore::Timestamp;
+use serde::Serialize;
+use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::schema::{
+    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+/// Name of the Portuguese analyser in the index's tokenizer registry.
+pub const PT_ANALYZER: &str = "pt_folded";
+
+/// Heap of the single index writer.
+const WRITER_HEAP: usize = 64 << 20;
+
+/// Most hits one page may ask for.
+pub const MAX_PAGE: usize = 1_000;
+
+/// Why a search or an index write failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// The query text does not parse.
+    #[error("bad query: {0}")]
+    Query(String),
+    /// The index directory is accessible to others than its owner.
+    #[error("index directory {0} is group- or world-accessible (chmod 700 it)")]
+    Permissions(String),
+    /// Another process holds the index writer.
+    #[error("the index at {0} is open for writing elsewhere (one writer per index)")]
+    Locked(String),
+    /// A write to an index opened read-only.
+    #[error("the index at {0} is open read-only")]
+    ReadOnly(String),
+    /// No index at the path (read-only opens do not create one).
+    #[error("no search index at {0} (run the index worker or `docstore reindex`)")]
+    Missing(String),
+    /// The index itself failed (I/O, corruption).
+    #[error("index: {0}")]
+    Index(String),
+    /// Recording the search in the audit log failed (the search is refused).
+    #[error("audit: {0}")]
+    Audit(String),
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        SearchError::Index(e.to_string())
+    }
+}
+
+/// One version as indexed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexedVersion {
+    /// Document id.
+    pub document_id: String,
+    /// Version number.
+    pub version: u64,
+    /// Patient id.
+    pub patient_id: String,
+    /// Exam id.
+    pub exam_id: String,
+    /// Kind (`report`, `image`, `attachment`).
+    pub kind: String,
+    /// Clinic that released it.
+    pub clinic: String,
+    /// When the version was created.
+    pub created_at: Timestamp,
+    /// Extracted text (pages separated by form feeds).
+    #[serde(skip)]
+    pub text: String,
+}
+
+struct Fields {
+    document_id: Field,
+    version: Field,
+    latest: Field,
+    patient: Field,
+    exam: Field,
+    kind: Field,
+    kind_facet: Field,
+    clinic: Field,
+    created: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_options = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(PT_ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let fields = Fields {
+        document_id: b.add_text_field("document", STRING | STORED),
+        version: b.add_u64_field("version", INDEXED | STORED | FAST),
+        latest: b.add_u64_field("latest", INDEXED | FAST),
+        patient: b.add_text_field("patient", STRING | STORED),
+        exam: b.add_text_field("exam", STRING | STORED),
+        kind: b.add_text_field("kind", STRING | STORED),
+        kind_facet: b.add_facet_field("kind_facet", FacetOptions::default()),
+        clinic: b.add_text_field("clinic", STRING | STORED),
+        created: b.add_i64_field("created", INDEXED | STORED | FAST),
+        text: b.add_text_field("text", text_options),
+    };
+    (b.build(), fields)
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(48))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::Portuguese))
+        .build()
+}
+
+/// A search index on disk (or in memory, for tests).
+pub struct SearchIndex {
+    index: Index,
+    fields: Fields,
+    /// `None` when opened read-only.
+    writer: Option<Mutex<IndexWriter>>,
+    reader: IndexReader,
+    /// Writes applied to the writer, and the count the last commit covered.
+    applied: AtomicU64,
+    committed: Mutex<u64>,
+    place: String,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex").field("place", &self.place).finish()
+    }
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir` for writing, creating it (mode 0700) if absent. Fails with
+    /// [`SearchError::Locked`] if another process has it open for writing.
+    pub fn open(dir: &Path) -> Result<SearchIndex, SearchError> {
+        Self::open_dir(dir, true)
+    }
+
+    /// Opens an existing index for searching only (beside a worker that writes it): sees what
+    /// was committed when it opened and after each [`SearchIndex::refresh`].
+    pub fn open_read_only(dir: &Path) -> Result<SearchIndex, SearchError> {
+        Self::open_dir(dir, false)
+    }
+
+    fn open_dir(dir: &Path, write: bool) -> Result<SearchIndex, SearchError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let place = dir.display().to_string();
+        if !dir.exists() {
+            if !write {
+                return Err(SearchError::Missing(place));
+            }
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
+        }
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| SearchError::Index(format!("{place}: {e}")))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(SearchError::Permissions(place));
+        }
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
+        let index = if write {
+            Index::open_or_create(directory, schema)?
+        } else {
+            if !Index::exists(&directory).map_err(|e| SearchError::Index(e.to_string()))? {
+                return Err(SearchError::Missing(place));
+            }
+            Index::open(directory)?
+        };
+        Self::with_index(index, fields, place, write)
+    }
+
+    /// A throwaway index in memory.
+    pub fn in_memory() -> Result<SearchIndex, SearchError> {
+        let (schema, fields) = schema();
+        Self::with_index(Index::create_in_ram(schema), fields, "memory".into(), true)
+    }
+
+    fn with_index(
+        index: Index,
+        fields: Fields,
+        place: String,
+        write: bool,
+    ) -> Result<SearchIndex, SearchError> {
+        index.tokenizers().register(PT_ANALYZER, analyzer());
+        let writer = if write {
+            let w = index
+                .writer_with_num_threads(1, WRITER_HEAP)
+                .map_err(|e| match e {
+                    tantivy::TantivyError::LockFailure(..) => SearchError::Locked(place.clone()),
+                    other => other.into(),
+                })?;
+            Some(Mutex::new(w))
+        } else {
+            None
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(SearchIndex {
+            index,
+            fields,
+            writer,
+            reader,
+            applied: AtomicU64::new(0),
+            committed: Mutex::new(0),
+            place,
+        })
+    }
+
+    /// Sees the latest commit (a read-only index does not follow its writer by itself).
+    pub fn refresh(&self) -> Result<(), SearchError> {
+        Ok(self.reader.reload()?)
+    }
+
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, SearchError> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| SearchError::ReadOnly(self.place.clone()))?;
+        Ok(w.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn version_doc(&self, v: &IndexedVersion, latest: bool) -> TantivyDocument {
+        let f = &self.fields;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.document_id, &v.document_id);
+        d.add_u64(f.version, v.version);
+        d.add_u64(f.latest, u64::from(latest));
+        d.add_text(f.patient, &v.patient_id);
+        d.add_text(f.exam, &v.exam_id);
+        d.add_text(f.kind, &v.kind);
+        d.add_facet(f.kind_facet, Facet::from_path([v.kind.as_str()]));
+        d.add_text(f.clinic, &v.clinic);
+        d.add_i64(f.created, v.created_at.0);
+        d.add_text(f.text, &v.text);
+        d
+    }
+
+    fn read_doc(&self, d: &TantivyDocument) -> IndexedVersion {
+        let f = &self.fields;
+        let s = |field| {
+            d.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        IndexedVersion {
+            document_id: s(f.document_id),
+            version: d
+                .get_first(f.version)
+                .and_then(|v| v.as_u64())
+                .unwrap_or_default(),
+            patient_id: s(f.patient),
+            exam_id: s(f.exam),
+            kind: s(f.kind),
+            clinic: s(f.clinic),
+            created_at: Timestamp(
+                d.get_first(f.created)
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or_default(),
+            ),
+            text: s(f.text),
+        }
+    }
+
+    /// The committed versions of a document, by version number.
+    pub fn versions(&self, document_id: &str) -> Result<Vec<IndexedVersion>, SearchError> {
+        let searcher = self.reader.searcher();
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.document_id, document_id),
+            IndexRecordOption::Basic,
+        );
+        let hits = searcher.search(&q, &TopDocs::with_limit(MAX_PAGE).order_by_score())?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (_, addr) in hits {
+            out.push(self.read_doc(&searcher.doc::<TantivyDocument>(addr)?));
+        }
+        out.sort_by_key(|v| v.version);
+        Ok(out)
+    }
+
+    /// Replaces everything indexed for `document_id` by `versions` (empty: removes the document).
+    /// The highest version is flagged latest. Visible after the next [`SearchIndex::commit`].
+    pub fn replace_document(
+        &self,
+        document_id: &str,
+        versions: &[IndexedVersion],
+    ) -> Result<(), SearchError> {
+        let latest = versions.iter().map(|v| v.version).max();
+        let docs: Vec<TantivyDocument> = versions
+            .iter()
+            .filter(|v| v.document_id == document_id)
+            .map(|v| self.version_doc(v, Some(v.version) == latest))
+            .collect();
+        let writer = self.writer()?;
+        writer.delete_term(Term::from_field_text(self.fields.document_id, document_id));
+        for d in docs {
+            writer.add_document(d)?;
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Removes everything (visible at the next commit: a rebuild commits once, at its end).
+    pub fn clear(&self) -> Result<(), SearchError> {
+        self.writer()?.delete_all_documents()?;
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Indexes one version (replacing it if already indexed), keeping the document's other
+    /// committed versions. Callers serialise writes per document (the runtime does: one
+    /// partition, one document) and commit before the next write to the same document.
+    pub fn upsert(&self, version: IndexedVersion) -> Result<(), SearchError> {
+        let mut all: Vec<IndexedVersion> = self
+            .versions(&version.document_id)?
+            .into_iter()
+            .filter(|v| v.version != version.version)
+            .collect();
+        let id = version.document_id.clone();
+        all.push(version);
+        self.replace_document(&id, &all)
+    }
+
+    /// Removes one version (the one before it becomes latest if it was).
+    pub fn remove_version(&self, document_id: &str, version: u64) -> Result<(), SearchError> {
+        let rest: Vec<IndexedVersion> = self
+            .versions(document_id)?
+            .into_iter()
+            .filter(|v| v.version != version)
+            .collect();
+        self.replace_document(document_id, &rest)
+    }
+
+    /// Commits every write applied so far and reloads the reader; returns once they are visible
+    /// to searches. Callers arriving during a commit share the next one.
+    pub fn commit(&self) -> Result<(), SearchError> {
+        let target = self.applied.load(Ordering::SeqCst);
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if *committed >= target {
+            return Ok(());
+        }
+        let covers = self.applied.load(Ordering::SeqCst);
+        self.writer()?.commit()?;
+        self.reader.reload()?;
+        *committed = covers;
+        Ok(())
+    }
+
+    /// Searches (no audit: see [`search`]).
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
+        let f = &self.fields;
+        let searcher = self.reader.searcher();
+        let text_query: Option<Box<dyn Query>> = if q.text.trim().is_empty() {
+            None
+        } else {
+            let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
+            parser.set_conjunction_by_default();
+            if q.fuzzy {
+                parser.set_field_fuzzy(f.text, false, 1, true);
+            }
+            Some(
+                parser
+                    .parse_query(&q.text)
+                    .map_err(|e| SearchError::Query(e.to_string()))?,
+            )
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        clauses.push((
+            Occur::Must,
+            match &text_query {
+                Some(t) => t.box_clone(),
+                None => Box::new(AllQuery),
+            },
+        ));
+        let term = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, value),
+                    IndexRecordOption::Basic,
+                )),
+            )
+        };
+        if let Some(p) = &q.patient {
+            clauses.push(term(f.patient, p));
+        }
+        if let Some(e) = &q.exam {
+            clauses.push(term(f.exam, e));
+        }
+        if let Some(k) = &q.kind {
+            clauses.push(term(f.kind, k));
+        }
+        if let Some(c) = &q.clinic {
+            clauses.push(term(f.clinic, c));
+        }
+        if !q.all_versions {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(f.latest, 1),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if q.from.is_some() || q.until.is_some() {
+            let lower = q.from.map_or(Bound::Unbounded, |t| {
+                Bound::Included(Term::from_field_i64(f.created, t.0))
+            });
+            let upper = q.until.map_or(Bound::Unbounded, |t| {
+                Bound::Excluded(Term::from_field_i64(f.created, t.0))
+            });
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
+        let query = BooleanQuery::new(clauses);
+        let limit = q.limit.clamp(1, MAX_PAGE);
+        let mut facets = FacetCollector::for_field("kind_facet");
+        facets.add_facet("/");
+        let top = TopDocs::with_limit(limit).and_offset(q.offset);
+        let (addresses, total, facet_counts): (Vec<(Option<f32>, tantivy::DocAddress)>, usize, _) =
+            match q.sort {
+                Sort::Relevance => {
+                    let (hits, total, facets) =
+                        searcher.search(&query, &(top.order_by_score(), Count, facets))?;
+                    (
+                        hits.into_iter().map(|(s, a)| (Some(s), a)).collect(),
+                        total,
+                        facets,
+                    )
+                }
+                Sort::Newest => {
+                    let (hits, total, facets) = searcher.search(
+                        &query,
+                        &(
+                            top.order_by_fast_field::<i64>("created", Order::Desc),
+                            Count,
+                            facets,
+                        ),
+                    )?;
+                    (hits.into_iter().map(|(_, a)| (None, a)).collect(), total, facets)
+                }
+            };
+        let snippets = match &text_query {
+            Some(t) => {
+                let mut g = tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), f.text)?;
+                g.set_max_num_chars(q.snippet_chars.max(20));
+                Some(g)
+            }
+            None => None,
+        };
+        let mut hits = Vec::with_capacity(addresses.len());
+        for (score, addr) in addresses {
+            let doc = searcher.doc::<TantivyDocument>(addr)?;
+            let snippet = snippets.as_ref().map(|g| {
+                let s = g.snippet_from_doc(&doc);
+                HitSnippet {
+                    fragment: s.fragment().to_owned(),
+                    highlights: s.highlighted().to_vec(),
+                }
+            });
+            let mut v = self.read_doc(&doc);
+            v.text = String::new();
+            hits.push(Hit {
+                version: v,
+                score,
+                snippet,
+            });
+        }
+        let by_kind = facet_counts
+            .get("/")
+            .map(|(facet, n)| {
+                let name = facet.to_path().last().map(|s| s.to_string()).unwrap_or_default();
+                (name, n)
+            })
+            .collect();
+        Ok(SearchResults { total, hits, by_kind })
+    }
+
+    /// Indexed entries (every version), as of the last commit.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Whether nothing is indexed (as of the last commit).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Result order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum Sort {
+    /// Best match first (BM25).
+    #[default]
+    Relevance,
+    /// Newest version first.
+    Newest,
+}
+
+/// A search.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SearchQuery {
+    /// Query text: terms (all must match), `"phrases"`, `OR`, `-term`, `field:value`
+    /// (`patient:`, `exam:`, `kind:`, `clinic:`); empty: filters only.
+    pub text: String,
+    /// Terms match within one edit.
+    pub fuzzy: bool,
+    /// Only this patient's documents.
+    pub patient: Option<String>,
+    /// Only this exam's.
+    pub exam: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this clinic's.
+    pub clinic: Option<String>,
+    /// Created at or after.
+    pub from: Option<Timestamp>,
+    /// Created before.
+    pub until: Option<Timestamp>,
+    /// Every version, not only the latest of each document.
+    pub all_versions: bool,
+    /// Hits skipped (pagination).
+    pub offset: usize,
+    /// Hits returned (1..=[`MAX_PAGE`]).
+    pub limit: usize,
+    /// Order.
+    pub sort: Sort,
+    /// Longest snippet, characters.
+    pub snippet_chars: usize,
+}
+
+impl SearchQuery {
+    /// A query for `text`, first page of 10, by relevance.
+    pub fn new(text: impl Into<String>) -> Self {
+        SearchQuery {
+            text: text.into(),
+            limit: 10,
+            snippet_chars: 160,
+            ..SearchQuery::default()
+        }
+    }
+}
+
+/// A highlighted excerpt of a hit's text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HitSnippet {
+    /// The excerpt.
+    pub fragment: String,
+    /// Byte ranges of `fragment` that matched.
+    pub highlights: Vec<Range<usize>>,
+}
+
+impl HitSnippet {
+    /// The excerpt with matches wrapped in `open` … `close`.
+    pub fn marked(&self, open: &str, close: &str) -> String {
+        let mut out = String::with_capacity(self.fragment.len() + 8 * self.highlights.len());
+        let mut at = 0;
+        for r in &self.highlights {
+            if r.start < at || r.end > self.fragment.len() {
+                continue;
+            }
+            out.push_str(&self.fragment[at..r.start]);
+            out.push_str(open);
+            out.push_str(&self.fragment[r.clone()]);
+            out.push_str(close);
+            at = r.end;
+        }
+        out.push_str(&self.fragment[at..]);
+        out.replace(['\n', '\u{c}'], " ")
+    }
+}
+
+/// One hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// The version (its text left out).
+    #[serde(flatten)]
+    pub version: IndexedVersion,
+    /// BM25 score (relevance order only).
+    pub score: Option<f32>,
+    /// Highlighted excerpt (text queries only).
+    pub snippet: Option<HitSnippet>,
+}
+
+/// A page of hits.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResults {
+    /// Hits in all pages.
+    pub total: usize,
+    /// This page.
+    pub hits: Vec<Hit>,
+    /// Hits in all pages by kind.
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// Runs a search for `who` and records it in the store's audit log (the query's digest and
+/// filters, never its text: a query can name a patient); a search whose audit record cannot be
+/// written is refused.
+pub async fn search(
+    store: &docstore::DocStore,
+    index: &std::sync::Arc<SearchIndex>,
+    who: &docstore::Identity,
+    q: SearchQuery,
+) -> Result<SearchResults, SearchError> {
+    use sha2::Digest;
+    let idx = index.clone();
+    let query = q.clone();
+    let result = tokio::task::spawn_blocking(move || idx.search(&query))
+        .await
+        .map_err(|e| SearchError::Index(format!("search task: {e}")))?;
+    let digest = hex::encode(&sha2::Sha256::digest(q.text.as_bytes())[..8]);
+    let mut detail = format!("query_sha256={digest}");
+    for (name, value) in [
+        ("patient", &q.patient),
+        ("exam", &q.exam),
+        ("kind", &q.kind),
+        ("clinic", &q.clinic),
+    ] {
+        if let Some(v) = value {
+            detail.push_str(&format!(" {name}={v}"));
+        }
+    }
+    if let Ok(r) = &result {
+        detail.push_str(&format!(" hits={}", r.total));
+    }
+    let outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(SearchError::Query(_)) => "invalid_input".to_owned(),
+        Err(_) => "unavailable".to_owned(),
+    };
+    store
+        .audit_sink()
+        .record(docstore::audit::AuditRecord {
+            at: Timestamp::now(),
+            actor: who.subject.clone(),
+            action: "search".into(),
+            document: None,
+            version: None,
+            outcome,
+            detail: Some(detail),
+        })
+        .await
+        .map_err(|e| SearchError::Audit(e.to_string()))?;
+    result
+}

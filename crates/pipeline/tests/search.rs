@@ -1,0 +1,346 @@
+//! Search correctness: Portuguese analysis (accents, case, plurals), phrases, boolean and field
+//! queries, filters, pagination, facets, snippets, fuzzy matching, latest-version semantics,
+//! replacement without duplicates, removal, one writer per index, read-only readers, audit; and
+//! corpus documents found by their own words.
+
+mod common;
+
+use std::sync::Arc;
+
+use docstore::{Identity, Timestamp};
+use docstore_pipeline::search::{IndexedVersion, SearchError, SearchIndex, SearchQuery, Sort};
+
+const DAY: i64 = 86_400_000;
+
+fn v(doc: &str, version: u64, patient: &str, kind: &str, day: i64, text: &str) -> IndexedVersion {
+    IndexedVersion {
+        document_id: doc.into(),
+        version,
+        patient_id: patient.into(),
+        exam_id: format!("exam-{doc}"),
+        kind: kind.into(),
+        clinic: "Clínica São Lucas".into(),
+        created_at: Timestamp(1_764_000_000_000 + day * DAY),
+        text: text.into(),
+    }
+}
+
+fn index_with(versions: &[IndexedVersion]) -> SearchIndex {
+    let idx = SearchIndex::in_memory().unwrap();
+    for x in versions {
+        idx.upsert(x.clone()).unwrap();
+        idx.commit().unwrap();
+    }
+    idx
+}
+
+fn ids(idx: &SearchIndex, q: SearchQuery) -> Vec<String> {
+    let mut out: Vec<String> = idx
+        .search(&q)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|h| format!("{}@{}", h.version.document_id, h.version.version))
+        .collect();
+    out.sort();
+    out
+}
+
+fn q(text: &str) -> SearchQuery {
+    SearchQuery::new(text)
+}
+
+fn lab() -> Vec<IndexedVersion> {
+    vec![
+        v(
+            "hemo",
+            1,
+            "pac-1",
+            "report",
+            0,
+            "Hemograma completo\nHemoglobína 13,5 g/dL (12,0 a 16,0)\nLeucócitos 7.200 /mm³",
+        ),
+        v(
+            "glic",
+            1,
+            "pac-1",
+            "report",
+            1,
+            "Glicemia de jejum: glicoses elevadas, 126 mg/dL",
+        ),
+        v(
+            "lipi",
+            1,
+            "pac-2",
+            "report",
+            2,
+            "Lipidograma: colesterol total 190 mg/dL; HDL colesterol 45; triglicerídeos 150",
+        ),
+        v(
+            "urin",
+            1,
+            "pac-2",
+            "report",
+            3,
+            "Urina tipo I: ausência de glicose, proteínas negativas; total de leucócitos normal",
+        ),
+        v("foto", 1, "pac-3", "image", 4, ""),
+    ]
+}
+
+#[test]
+fn accents_case_and_plurals_fold_to_one_term() {
+    let idx = index_with(&lab());
+    assert_eq!(ids(&idx, q("hemoglobina")), ["hemo@1"]);
+    assert_eq!(ids(&idx, q("HEMOGLOBÍNA")), ["hemo@1"]);
+    assert_eq!(ids(&idx, q("leucocitos")), ["hemo@1", "urin@1"]);
+    // "glicose" finds "glicoses" (and the singular in the urine report).
+    assert_eq!(ids(&idx, q("glicose")), ["glic@1", "urin@1"]);
+    assert_eq!(ids(&idx, q("triglicerideos")), ["lipi@1"]);
+    assert_eq!(ids(&idx, q("ausencia")), ["urin@1"]);
+}
+
+#[test]
+fn phrases_booleans_and_field_queries() {
+    let idx = index_with(&lab());
+    assert_eq!(ids(&idx, q("\"colesterol total\"")), ["lipi@1"]);
+    // Both words, not adjacent in the urine report: no phrase hit there.
+    assert_eq!(ids(&idx, q("\"total de leucócitos\"")), ["urin@1"]);
+    assert_eq!(
+        ids(&idx, q("total colesterol")),
+        ["lipi@1"],
+        "all words must match by default"
+    );
+    assert_eq!(ids(&idx, q("glicose -urina")), ["glic@1"]);
+    assert_eq!(ids(&idx, q("hemoglobina OR colesterol")), ["hemo@1", "lipi@1"]);
+    assert_eq!(ids(&idx, q("patient:pac-2 glicose")), ["urin@1"]);
+    assert_eq!(ids(&idx, q("kind:image")), ["foto@1"]);
+    assert!(matches!(
+        idx.search(&q("\"unclosed")),
+        Err(SearchError::Query(_)) | Ok(_)
+    ));
+    assert!(matches!(idx.search(&q("nofield:x")), Err(SearchError::Query(_))));
+}
+
+#[test]
+fn filters_dates_pagination_facets_and_order() {
+    let mut many = lab();
+    for i in 0..25 {
+        many.push(v(
+            &format!("g{i:02}"),
+            1,
+            "pac-9",
+            "report",
+            10 + i,
+            "glicemia de controle",
+        ));
+    }
+    let idx = index_with(&many);
+    let mut f = q("glicemia");
+    f.patient = Some("pac-9".into());
+    f.limit = 10;
+    let mut seen = Vec::new();
+    for page in 0..3 {
+        f.offset = page * 10;
+        let r = idx.search(&f).unwrap();
+        assert_eq!(r.total, 25);
+        seen.extend(r.hits.into_iter().map(|h| h.version.document_id));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 25, "pages overlap or miss hits");
+
+    let mut by_date = q("");
+    by_date.from = Some(Timestamp(1_764_000_000_000 + DAY));
+    by_date.until = Some(Timestamp(1_764_000_000_000 + 4 * DAY));
+    assert_eq!(ids(&idx, by_date), ["glic@1", "lipi@1", "urin@1"]);
+
+    let mut kinds = q("");
+    kinds.limit = 1;
+    let r = idx.search(&kinds).unwrap();
+    assert_eq!(r.total, 30);
+    assert_eq!(r.by_kind.get("report"), Some(&29));
+    assert_eq!(r.by_kind.get("image"), Some(&1));
+    let mut kind = q("");
+    kind.kind = Some("image".into());
+    assert_eq!(ids(&idx, kind), ["foto@1"]);
+    let mut clinic = q("hemoglobina");
+    clinic.clinic = Some("Outra".into());
+    assert!(ids(&idx, clinic).is_empty());
+
+    let mut newest = q("glicemia");
+    newest.sort = Sort::Newest;
+    newest.limit = 3;
+    let r = idx.search(&newest).unwrap();
+    let order: Vec<_> = r.hits.iter().map(|h| h.version.document_id.as_str()).collect();
+    assert_eq!(order, ["g24", "g23", "g22"]);
+}
+
+#[test]
+fn snippets_highlight_and_fuzzy_needs_the_flag() {
+    let idx = index_with(&lab());
+    let r = idx.search(&q("hemoglobina")).unwrap();
+    let s = r.hits[0].snippet.as_ref().unwrap();
+    let marked = s.marked("<", ">");
+    assert!(marked.contains("<Hemoglobína>"), "{marked}");
+    assert!(ids(&idx, q("hemoglobinna")).is_empty());
+    let mut fuzzy = q("hemoglobinna");
+    fuzzy.fuzzy = true;
+    assert_eq!(ids(&idx, fuzzy), ["hemo@1"]);
+}
+
+#[test]
+fn latest_version_by_default_replacement_and_removal() {
+    let idx = index_with(&[
+        v("doc", 1, "pac-1", "report", 0, "resultado preliminar alfa"),
+        v("doc", 2, "pac-1", "report", 1, "resultado final beta"),
+    ]);
+    assert!(ids(&idx, q("alfa")).is_empty(), "v1 is not the latest");
+    assert_eq!(ids(&idx, q("beta")), ["doc@2"]);
+    assert_eq!(ids(&idx, q("resultado")), ["doc@2"]);
+    let mut all = q("resultado");
+    all.all_versions = true;
+    assert_eq!(ids(&idx, all.clone()), ["doc@1", "doc@2"]);
+
+    // Re-indexing a version replaces it: never two entries.
+    for _ in 0..3 {
+        idx.upsert(v("doc", 2, "pac-1", "report", 1, "resultado final gama"))
+            .unwrap();
+        idx.commit().unwrap();
+    }
+    assert_eq!(ids(&idx, all.clone()), ["doc@1", "doc@2"]);
+    assert!(ids(&idx, q("beta")).is_empty());
+    assert_eq!(ids(&idx, q("gama")), ["doc@2"]);
+    assert_eq!(idx.len(), 2);
+
+    // Out-of-order arrival: v1 indexed after v2 does not become latest.
+    idx.upsert(v("doc", 1, "pac-1", "report", 0, "resultado preliminar alfa"))
+        .unwrap();
+    idx.commit().unwrap();
+    assert_eq!(ids(&idx, q("resultado")), ["doc@2"]);
+
+    // The latest removed (shredded, say): the one before takes over.
+    idx.remove_version("doc", 2).unwrap();
+    idx.commit().unwrap();
+    assert_eq!(ids(&idx, q("alfa")), ["doc@1"]);
+    // The document deleted: gone.
+    idx.replace_document("doc", &[]).unwrap();
+    idx.commit().unwrap();
+    assert!(ids(&idx, all).is_empty());
+    assert!(idx.is_empty());
+}
+
+#[test]
+fn one_writer_per_index_readers_see_commits_and_permissions_are_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    assert!(matches!(
+        SearchIndex::open_read_only(&path),
+        Err(SearchError::Missing(_))
+    ));
+    let writer = SearchIndex::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(matches!(SearchIndex::open(&path), Err(SearchError::Locked(_))));
+    let reader = SearchIndex::open_read_only(&path).unwrap();
+    assert!(matches!(
+        reader.replace_document("x", &[]),
+        Err(SearchError::ReadOnly(_))
+    ));
+    writer.upsert(lab()[0].clone()).unwrap();
+    writer.commit().unwrap();
+    assert_eq!(
+        ids(&writer, q("hemoglobina")),
+        ["hemo@1"],
+        "no stale read after commit"
+    );
+    reader.refresh().unwrap();
+    assert_eq!(ids(&reader, q("hemoglobina")), ["hemo@1"]);
+    drop((writer, reader));
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(matches!(
+        SearchIndex::open(&path),
+        Err(SearchError::Permissions(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_search_is_audited_without_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = docstore::DocStore::init_local(dir.path()).await.unwrap();
+    let idx = Arc::new(index_with(&lab()));
+    let who = Identity::new("staff:ana");
+    let mut query = q("hemoglobina");
+    query.patient = Some("pac-1".into());
+    let r = docstore_pipeline::search::search(&store, &idx, &who, query)
+        .await
+        .unwrap();
+    assert_eq!(r.total, 1);
+    assert!(
+        docstore_pipeline::search::search(&store, &idx, &who, q("nofield:x"))
+            .await
+            .is_err()
+    );
+    let trail = store.audit_log(&who, None, 100).await.unwrap();
+    let searches: Vec<_> = trail.iter().filter(|r| r.action == "search").collect();
+    assert_eq!(searches.len(), 2, "{trail:?}");
+    assert_eq!(searches[0].actor, "staff:ana");
+    assert_eq!(searches[0].outcome, "ok");
+    assert_eq!(searches[1].outcome, "invalid_input");
+    let detail = searches[0].detail.clone().unwrap();
+    assert!(
+        detail.contains("patient=pac-1") && detail.contains("hits=1"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("hemoglobina"),
+        "query text in the audit log: {detail}"
+    );
+}
+
+/// Corpus PDFs, text extracted by the text stage: each is found by words of its own.
+#[test]
+fn corpus_documents_are_found_by_their_own_words() {
+    use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+    let Some(dir) = common::corpus() else { return };
+    let files = [
+        "text-pt-8p-diario-oficial-signed.pdf",
+        "text-11p-pagelabels.pdf",
+        "text-19p-word2010-xrefstream.pdf",
+        "text-multilang-libreoffice.pdf",
+        "text-14p-paper-pdftex.pdf",
+    ];
+    let idx = SearchIndex::in_memory().unwrap();
+    let mut texts = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        let text = extract_pdf_text(&bytes, &ExtractLimits::default())
+            .unwrap()
+            .joined();
+        idx.upsert(v(f, 1, &format!("pac-{i}"), "report", i as i64, &text))
+            .unwrap();
+        texts.push(text);
+    }
+    idx.commit().unwrap();
+    for (f, text) in files.iter().zip(&texts) {
+        // The document's longest alphabetic words (rare ones, so mostly its own).
+        let mut words: Vec<&str> = text
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.chars().count() >= 6)
+            .collect();
+        words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+        words.dedup();
+        assert!(!words.is_empty(), "{f}: no words");
+        for w in words.iter().take(5) {
+            let mut query = q(w);
+            query.limit = 10;
+            let hits = ids(&idx, query);
+            assert!(
+                hits.contains(&format!("{f}@1")),
+                "{f}: {w:?} not found ({hits:?})"
+            );
+        }
+    }
+}
