@@ -1,8 +1,8 @@
 //! The processing stages end to end on real services: a report and an exam image uploaded to a
 //! store on S3 + DynamoDB + KMS (moto), their `file.uploaded` relayed to Kafka, three
 //! `docstore-worker` processes (stamp, thumbnail, text — with OCR when built with it) each in its
-//! own consumer group, renditions stored encrypted through the store, and exactly one
-//! `file.processed` per version on the topic.
+//! own consumer group, renditions stored encrypted through the store, exactly one
+//! `file.processed` per version on the topic, and an index worker making the report searchable.
 //!
 //! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_AWS_ENDPOINT` (scripts/services.sh) and the
 //! shared corpus; skipped without them unless `DOCSTORE_REQUIRE_SERVICES` is set.
@@ -127,6 +127,31 @@ async fn rendition(store: &DocStore, v: &VersionRecord, stage: &str) -> Vec<u8> 
     plain
 }
 
+/// Polls the search index (read-only, beside the index worker that writes it) until `query` finds
+/// `document`; returns how long after `since` that was. Bounded (a liveness check, not a timing
+/// assertion: the time is reported).
+async fn searchable_after(dir: &std::path::Path, query: &str, document: &str, since: Instant) -> Duration {
+    use docstore_pipeline::search::{SearchIndex, SearchQuery};
+    let mut index = None;
+    loop {
+        if index.is_none() {
+            index = SearchIndex::open_read_only(dir).ok();
+        }
+        if let Some(ix) = &index {
+            ix.refresh().unwrap();
+            let hits = ix.search(&SearchQuery::new(query)).unwrap().hits;
+            if hits.iter().any(|h| h.version.document_id == document) {
+                return since.elapsed();
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "{document} not searchable for {query} after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -196,7 +221,18 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
         }
         workers.push(WorkerProc::start(work.path(), stage, &args, &bus_url, &store_env));
     }
+    // The index worker follows file.processed into the search index.
+    let index_dir = work.path().join("index");
+    let index_arg = index_dir.display().to_string();
+    workers.push(WorkerProc::start(
+        work.path(),
+        "index",
+        &["--stage", "index", "--index", &index_arg, "--clinic", CLINIC],
+        &bus_url,
+        &store_env,
+    ));
 
+    let uploaded = Instant::now();
     let report = upload(
         &store,
         dir.join("text-2p-pdf20-tagged-latex.pdf"),
@@ -224,6 +260,14 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
     } else {
         None
     };
+    let searchable = searchable_after(
+        &index_dir,
+        "\"two column example\"",
+        &report.document_id,
+        uploaded,
+    )
+    .await;
+    eprintln!("report searchable {searchable:?} after its upload");
     let mut all = vec![&report, &image];
     all.extend(scan.as_ref());
     wait_processed(&store, &all, Duration::from_secs(180)).await;
@@ -259,6 +303,20 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
         let body = String::from_utf8(rendition(&store, scan, "text").await).unwrap();
         assert!(body.contains("Doesn"), "OCR text: {body:?}");
     }
+
+    // With the workers warm (groups joined), a new report: time from upload to searchable.
+    let warm = Instant::now();
+    let second = upload(
+        &store,
+        dir.join("text-1p-latex-objstm.pdf"),
+        Kind::Report,
+        "application/pdf",
+    )
+    .await;
+    let took = searchable_after(&index_dir, "misfits troublemakers", &second.document_id, warm).await;
+    eprintln!("warm pipeline: report searchable {took:?} after its upload");
+    wait_processed(&store, &[&second], Duration::from_secs(60)).await;
+    all.push(&second);
 
     // Exactly one file.processed per version on the topic.
     let bus = open_bus(&bus_url).unwrap();

@@ -668,6 +668,7 @@ pub async fn docstore(store: &DocStore) {
     );
     assert!(trail.iter().any(|r| r.action == "put" && r.outcome == "conflict"));
     renditions(store).await;
+    deletion_events(store).await;
 }
 
 /// Renditions: stored encrypted under their own key, recorded through the join, read back intact,
@@ -835,6 +836,64 @@ pub async fn concurrent_writers(stores: &[DocStore], writers: usize, puts: usize
             "version {v} holds another writer's body"
         );
     }
+}
+
+/// Deleting, restoring, shredding and purging each record one `file.deleted` outbox entry (with
+/// its reason) in the write that makes the change, so consumers mirroring the store (the search
+/// index) hear of it.
+async fn deletion_events(store: &DocStore) {
+    let who = Identity::new("staff:conformance");
+    let (patient, exam) = (fresh("pat"), fresh("exam"));
+    let v1 = store
+        .put(&who, request(None, &patient, &exam), &pattern(1000, 1)[..])
+        .await
+        .unwrap();
+    let doc = v1.document_id.clone();
+    store
+        .put(&who, request(Some(&doc), &patient, &exam), &pattern(1000, 2)[..])
+        .await
+        .unwrap();
+    let events = |store: DocStore, doc: String| async move {
+        let mut out: Vec<(Option<u64>, String)> = store
+            .metadata()
+            .outbox_pending(100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.key == doc && e.event_type == crate::outbox::FILE_DELETED)
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                assert_eq!(v["type"], "file.deleted");
+                assert_eq!(v["data"]["document_id"], doc.as_str());
+                (
+                    v["data"]["version"].as_u64(),
+                    v["data"]["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    store.shred(&who, &doc, 1).await.unwrap();
+    store.delete(&who, &doc).await.unwrap();
+    store.restore(&who, &doc).await.unwrap();
+    store.delete(&who, &doc).await.unwrap();
+    let mut got = events(store.clone(), doc.clone()).await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (None, "deleted".to_owned()),
+            (None, "deleted".to_owned()),
+            (None, "restored".to_owned()),
+            (Some(1), "shredded".to_owned()),
+        ]
+    );
+    store.purge(&who, &doc).await.unwrap();
+    let got = events(store.clone(), doc.clone()).await;
+    assert_eq!(got.iter().filter(|(_, r)| r == "purged").count(), 1, "{got:?}");
+    // Re-wrapping (a key block replaced by another, not emptied) announces nothing.
+    assert_eq!(got.len(), 5);
 }
 
 /// Re-wrap and crypto-shredding: `store` (reading with its own provider) moves two documents to

@@ -17,6 +17,11 @@ pub const FILE_UPLOADED: &str = "file.uploaded";
 /// Event type recorded once per version when every configured stage has succeeded.
 pub const FILE_PROCESSED: &str = "file.processed";
 
+/// Event type recorded when a document is deleted (tombstoned), restored or purged, or a version
+/// crypto-shredded; `data.reason` says which (`deleted`, `restored`, `purged`, `shredded`).
+/// Consumers that mirror the store (the search index) re-read the document when they see it.
+pub const FILE_DELETED: &str = "file.deleted";
+
 /// A W3C `traceparent` whose trace id is derived from `trace_of` (an event id) and whose span id
 /// from `span_of`: deterministic, so a redelivered event keeps its trace, and `file.processed`
 /// (span of its own id, trace of the version's `file.uploaded`) joins the upload's trace.
@@ -38,12 +43,33 @@ fn id_of(event_type: &str, version_id: &str) -> String {
     format!("{event_type}:{version_id}")
 }
 
-/// The structured-mode CloudEvent around `data`, about version `record`.
+/// The `file.deleted` CloudEvent: event id, JSON. `version` is `None` for document-level changes
+/// (tombstone, restore, purge) and the version for a shred. Each change is recorded once, in the
+/// write that makes it, under a fresh id.
+pub fn file_deleted(document_id: &str, version: Option<u64>, reason: &str) -> (String, String) {
+    let event_id = format!("{FILE_DELETED}:{}", uuid::Uuid::now_v7());
+    let data = serde_json::json!({
+        "document_id": document_id,
+        "version": version,
+        "reason": reason,
+    });
+    let mut event = cloud_event(
+        &event_id,
+        FILE_DELETED,
+        crate::model::Timestamp::now().to_rfc3339(),
+        document_id,
+        data,
+    );
+    event["traceparent"] = serde_json::Value::String(traceparent(&event_id, &event_id));
+    (event_id, event.to_string())
+}
+
+/// The structured-mode CloudEvent around `data`, about document `subject`.
 fn cloud_event(
     id: &str,
     event_type: &str,
     time: String,
-    record: &VersionRecord,
+    subject: &str,
     data: serde_json::Value,
 ) -> serde_json::Value {
     serde_json::json!({
@@ -52,7 +78,7 @@ fn cloud_event(
         "source": SOURCE,
         "type": event_type,
         "time": time,
-        "subject": record.document_id,
+        "subject": subject,
         "datacontenttype": "application/json",
         "data": data,
     })
@@ -79,7 +105,7 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
         &event_id,
         FILE_UPLOADED,
         record.created_at.to_rfc3339(),
-        record,
+        &record.document_id,
         data,
     );
     (event_id, event.to_string())
@@ -124,7 +150,7 @@ pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageRes
         &event_id,
         FILE_PROCESSED,
         crate::model::Timestamp::now().to_rfc3339(),
-        record,
+        &record.document_id,
         data,
     );
     event["traceparent"] = serde_json::Value::String(traceparent(&uploaded_id, &event_id));

@@ -433,6 +433,51 @@ impl DynamoMetadata {
         self.put(ev, Some("attribute_not_exists(pk)"))
     }
 
+    /// Like [`Self::update_document`], recording a `file.deleted` entry (`reason`) in the same
+    /// transaction.
+    async fn update_document_announced(
+        &self,
+        id: &str,
+        update: &str,
+        condition: &str,
+        values: Item,
+        reason: &str,
+    ) -> Result<DocumentRecord> {
+        let change = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(doc_pk(id), DOC_SK)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(if values.is_empty() { None } else { Some(values) })
+            .build()
+            .map_err(build_err)?;
+        let (event_id, payload) = crate::outbox::file_deleted(id, None, reason);
+        let items = vec![
+            TransactWriteItem::builder().update(change).build(),
+            self.outbox_put(&event_id, crate::outbox::FILE_DELETED, id, 0, payload)?,
+        ];
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => self.document(id).await,
+            Err(e) if lost_race(&e) => match self.document_item(id).await? {
+                None => Err(Error::NotFound {
+                    document: id.to_owned(),
+                    version: None,
+                }),
+                Some(_) => Err(Error::Refused {
+                    document: id.to_owned(),
+                    reason: "a purge is in progress".into(),
+                }),
+            },
+            Err(e) => Err(ddb_err("TransactWriteItems", e)),
+        }
+    }
+
     async fn update_document(
         &self,
         id: &str,
@@ -597,20 +642,22 @@ impl MetadataStore for DynamoMetadata {
         match tombstone {
             Some((at, by)) => {
                 let values = HashMap::from([(":at".to_owned(), n(at.0)), (":by".to_owned(), s(by))]);
-                self.update_document(
+                self.update_document_announced(
                     document_id,
                     "SET deleted_at = :at, deleted_by = :by",
                     "attribute_exists(pk)",
                     values,
+                    "deleted",
                 )
                 .await
             }
             None => {
-                self.update_document(
+                self.update_document_announced(
                     document_id,
                     "REMOVE deleted_at, deleted_by",
                     "attribute_exists(pk) AND attribute_not_exists(purging)",
                     HashMap::new(),
+                    "restored",
                 )
                 .await
             }
@@ -696,8 +743,12 @@ impl MetadataStore for DynamoMetadata {
             let chunk: Vec<_> = deletes.by_ref().take(TRANSACTION_ITEMS).collect();
             self.transact(chunk).await?;
         }
-        self.transact(vec![self.delete(doc_pk(document_id), DOC_SK)?])
-            .await?;
+        let (event_id, payload) = crate::outbox::file_deleted(document_id, None, "purged");
+        self.transact(vec![
+            self.delete(doc_pk(document_id), DOC_SK)?,
+            self.outbox_put(&event_id, crate::outbox::FILE_DELETED, document_id, 0, payload)?,
+        ])
+        .await?;
         Ok(keys)
     }
 
@@ -726,6 +777,44 @@ impl MetadataStore for DynamoMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
+        let changed = || Error::Refused {
+            document: document_id.to_owned(),
+            reason: format!("v{version}: key block changed concurrently or version missing"),
+        };
+        if new.is_empty() {
+            // A shred: announced (file.deleted) in the same transaction.
+            let change = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))
+                .update_expression("SET key_block = :new")
+                .condition_expression("key_block = :old")
+                .expression_attribute_values(":new", Av::B(Blob::new(Vec::new())))
+                .expression_attribute_values(":old", Av::B(Blob::new(expected.to_vec())))
+                .build()
+                .map_err(build_err)?;
+            let (event_id, payload) = crate::outbox::file_deleted(document_id, Some(version), "shredded");
+            let items = vec![
+                TransactWriteItem::builder().update(change).build(),
+                self.outbox_put(
+                    &event_id,
+                    crate::outbox::FILE_DELETED,
+                    document_id,
+                    version,
+                    payload,
+                )?,
+            ];
+            return match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if lost_race(&e) => Err(changed()),
+                Err(e) => Err(ddb_err("TransactWriteItems", e)),
+            };
+        }
         let res = self
             .client
             .update_item()
@@ -739,10 +828,7 @@ impl MetadataStore for DynamoMetadata {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(Error::Refused {
-                document: document_id.to_owned(),
-                reason: format!("v{version}: key block changed concurrently or version missing"),
-            }),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(changed()),
             Err(e) => Err(ddb_err("UpdateItem", e)),
         }
     }

@@ -58,6 +58,28 @@ impl PostgresMetadata {
         self.pool.begin().await.map_err(map_err)
     }
 
+    /// Records an outbox entry inside `tx` (the write it announces).
+    async fn outbox_insert(
+        tx: &mut Transaction<'static, Postgres>,
+        event_type: &str,
+        key: &str,
+        (event_id, payload): (String, String),
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event_id)
+        .bind(event_type)
+        .bind(key)
+        .bind(payload)
+        .bind(at.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn document_in(
         tx: &mut Transaction<'static, Postgres>,
         id: &str,
@@ -149,18 +171,15 @@ impl MetadataStore for PostgresMetadata {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        let (event_id, payload) = crate::outbox::file_uploaded(&record);
-        sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        let event = crate::outbox::file_uploaded(&record);
+        Self::outbox_insert(
+            &mut tx,
+            crate::outbox::FILE_UPLOADED,
+            &record.document_id,
+            event,
+            record.created_at,
         )
-        .bind(event_id)
-        .bind(crate::outbox::FILE_UPLOADED)
-        .bind(&record.document_id)
-        .bind(payload)
-        .bind(record.created_at.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await?;
         tx.commit().await.map_err(map_err)?;
         Ok(record)
     }
@@ -215,16 +234,33 @@ impl MetadataStore for PostgresMetadata {
         let (at, by) = tombstone
             .map(|(t, b)| (Some(t.0), Some(b)))
             .unwrap_or((None, None));
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "UPDATE documents SET deleted_at = $1, deleted_by = $2 WHERE document_id = $3 RETURNING {DOCUMENT_COLUMNS}"
         ))
         .bind(at)
         .bind(by)
         .bind(document_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-        found(row, document_from_row, document_id, None)
+        let doc = found(row, document_from_row, document_id, None)?;
+        let reason = if doc.deleted_at.is_some() {
+            "deleted"
+        } else {
+            "restored"
+        };
+        let event = crate::outbox::file_deleted(document_id, None, reason);
+        Self::outbox_insert(
+            &mut tx,
+            crate::outbox::FILE_DELETED,
+            document_id,
+            event,
+            Timestamp::now(),
+        )
+        .await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(doc)
     }
 
     async fn set_hold(&self, document_id: &str, change: HoldChange) -> Result<DocumentRecord> {
@@ -271,6 +307,8 @@ impl MetadataStore for PostgresMetadata {
                 .await
                 .map_err(map_err)?;
         }
+        let event = crate::outbox::file_deleted(document_id, None, "purged");
+        Self::outbox_insert(&mut tx, crate::outbox::FILE_DELETED, document_id, event, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(keys)
     }
@@ -290,6 +328,7 @@ impl MetadataStore for PostgresMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE versions SET key_block = $1 WHERE document_id = $2 AND version = $3 AND key_block = $4",
         )
@@ -297,7 +336,7 @@ impl MetadataStore for PostgresMetadata {
         .bind(document_id)
         .bind(version as i64)
         .bind(expected)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
         if res.rows_affected() != 1 {
@@ -306,6 +345,18 @@ impl MetadataStore for PostgresMetadata {
                 reason: format!("v{version}: key block changed concurrently or version missing"),
             });
         }
+        if new.is_empty() {
+            let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
+            Self::outbox_insert(
+                &mut tx,
+                crate::outbox::FILE_DELETED,
+                document_id,
+                event,
+                Timestamp::now(),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(map_err)?;
         Ok(())
     }
 
@@ -421,18 +472,15 @@ impl MetadataStore for PostgresMetadata {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        if let Some((event_id, payload)) = &merged.event {
-            sqlx::query(
-                "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        if let Some(event) = merged.event {
+            Self::outbox_insert(
+                &mut tx,
+                crate::outbox::FILE_PROCESSED,
+                document_id,
+                event,
+                Timestamp::now(),
             )
-            .bind(event_id)
-            .bind(crate::outbox::FILE_PROCESSED)
-            .bind(document_id)
-            .bind(payload)
-            .bind(Timestamp::now().0)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(merged.outcome)

@@ -103,6 +103,29 @@ impl SqliteMetadata {
         self.pool.begin().await.map_err(self.err())
     }
 
+    /// Records an outbox entry inside `tx` (the write it announces).
+    async fn outbox_insert(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        event_type: &str,
+        key: &str,
+        (event_id, payload): (String, String),
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(event_type)
+        .bind(key)
+        .bind(payload)
+        .bind(at.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
     async fn document_in(&self, tx: &mut Transaction<'static, Sqlite>, id: &str) -> Result<DocumentRecord> {
         let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = ?");
         let row = sqlx::query(&sql)
@@ -224,18 +247,15 @@ impl MetadataStore for SqliteMetadata {
         if updated.rows_affected() != 1 {
             return Err(Error::Metadata("concurrent version commit detected".into()));
         }
-        let (event_id, payload) = crate::outbox::file_uploaded(&record);
-        sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        let event = crate::outbox::file_uploaded(&record);
+        self.outbox_insert(
+            &mut tx,
+            crate::outbox::FILE_UPLOADED,
+            &record.document_id,
+            event,
+            record.created_at,
         )
-        .bind(event_id)
-        .bind(crate::outbox::FILE_UPLOADED)
-        .bind(&record.document_id)
-        .bind(payload)
-        .bind(record.created_at.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.err())?;
+        .await?;
         tx.commit().await.map_err(self.err())?;
         Ok(record)
     }
@@ -301,6 +321,20 @@ impl MetadataStore for SqliteMetadata {
             });
         }
         let doc = self.document_in(&mut tx, document_id).await?;
+        let reason = if doc.deleted_at.is_some() {
+            "deleted"
+        } else {
+            "restored"
+        };
+        let event = crate::outbox::file_deleted(document_id, None, reason);
+        self.outbox_insert(
+            &mut tx,
+            crate::outbox::FILE_DELETED,
+            document_id,
+            event,
+            Timestamp::now(),
+        )
+        .await?;
         tx.commit().await.map_err(self.err())?;
         Ok(doc)
     }
@@ -361,6 +395,9 @@ impl MetadataStore for SqliteMetadata {
                 .await
                 .map_err(self.err())?;
         }
+        let event = crate::outbox::file_deleted(document_id, None, "purged");
+        self.outbox_insert(&mut tx, crate::outbox::FILE_DELETED, document_id, event, now)
+            .await?;
         tx.commit().await.map_err(self.err())?;
         Ok(keys)
     }
@@ -396,6 +433,7 @@ impl MetadataStore for SqliteMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE versions SET key_block = ? WHERE document_id = ? AND version = ? AND key_block = ?",
         )
@@ -403,7 +441,7 @@ impl MetadataStore for SqliteMetadata {
         .bind(document_id)
         .bind(version as i64)
         .bind(expected)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(self.err())?;
         if res.rows_affected() != 1 {
@@ -412,6 +450,18 @@ impl MetadataStore for SqliteMetadata {
                 reason: format!("v{version}: key block changed concurrently or version missing"),
             });
         }
+        if new.is_empty() {
+            let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
+            self.outbox_insert(
+                &mut tx,
+                crate::outbox::FILE_DELETED,
+                document_id,
+                event,
+                Timestamp::now(),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(self.err())?;
         Ok(())
     }
 
@@ -537,18 +587,15 @@ impl MetadataStore for SqliteMetadata {
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        if let Some((event_id, payload)) = &merged.event {
-            sqlx::query(
-                "INSERT INTO outbox (event_id, event_type, key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        if let Some(event) = merged.event {
+            self.outbox_insert(
+                &mut tx,
+                crate::outbox::FILE_PROCESSED,
+                document_id,
+                event,
+                Timestamp::now(),
             )
-            .bind(event_id)
-            .bind(crate::outbox::FILE_PROCESSED)
-            .bind(document_id)
-            .bind(payload)
-            .bind(Timestamp::now().0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         }
         tx.commit().await.map_err(self.err())?;
         Ok(merged.outcome)
