@@ -1,6 +1,7 @@
 //! `docstore`: the command line over the docstore library. Argument parsing and output formatting
 //! live here; every operation is a library call.
 
+mod demo;
 mod events;
 mod search;
 
@@ -146,6 +147,9 @@ enum Command {
         #[arg(long)]
         ocr: bool,
     },
+    /// Run the whole job on the embedded default: generate synthetic lab reports and exam images,
+    /// upload them, stamp/thumbnail/extract/index them through the in-process bus, then search.
+    Demo(demo::DemoArgs),
     /// Search the staff full-text index (every search is audited).
     Search(search::SearchArgs),
     /// Rebuild the search index from the store, with a progress bar.
@@ -413,6 +417,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Extract { file, output, ocr } = &cli.command {
         return events::extract(file, output.as_deref(), *ocr, cli.json).await;
     }
+    if let Command::Demo(a) = cli.command {
+        // The demo starts from nothing: it creates the embedded store on first use.
+        let store = match (local, DocStore::open_local(dir).await) {
+            (true, Ok(s)) => s,
+            (true, Err(Error::NotInitialized { .. })) => DocStore::init_local(dir).await?,
+            (true, Err(e)) => return Err(e),
+            (false, _) => config.open(false).await?,
+        };
+        return demo::demo(store, dir, a, cli.json).await;
+    }
     let store = if local {
         DocStore::open_local(dir).await?
     } else {
@@ -420,6 +434,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     };
     match cli.command {
         Command::Init
+        | Command::Demo(_)
         | Command::Provision
         | Command::Dlq(_)
         | Command::Thumbnail { .. }

@@ -376,3 +376,46 @@ fn stamp_and_extract_a_local_pdf() {
     assert_eq!(cli.fails(&["stamp", not_pdf.to_str().unwrap()]).0, 7);
     assert_eq!(cli.fails(&["extract", not_pdf.to_str().unwrap()]).0, 7);
 }
+
+/// `docstore demo` end to end on the embedded store (a small run): every document uploaded is
+/// processed and indexed, the searches find the synthetic reports by words of their body, and
+/// `docstore search` / `reindex` then work on what it left; bad search input is a typed error.
+#[test]
+fn demo_processes_indexes_and_searches() {
+    let cli = Cli::new();
+    let out = cli.json(&["demo", "--reports", "8", "--images", "2", "--seed", "11"]);
+    assert_eq!(out["documents"], 10);
+    let searches = out["searches"].as_array().unwrap();
+    assert_eq!(searches.len(), 6);
+    let hits = |q: &str| -> u64 {
+        searches
+            .iter()
+            .find(|s| s["query"].as_str().unwrap().starts_with(q))
+            .unwrap()["results"]["total"]
+            .as_u64()
+            .unwrap()
+    };
+    // Eight reports of two to four of seven exams: these words are in some of them.
+    assert!(hits("hemoglobina") > 0 && hits("\"colesterol total\"") + hits("creatinina") > 0);
+    assert!(hits("glicoses") > 0, "plural query must reach the singular");
+    let found = cli.json(&["search", "paciente", "--per-page", "20"]);
+    assert_eq!(found["total"], 8, "every report has the word 'Paciente': {found}");
+    assert_eq!(found["by_kind"]["report"], 8);
+    let images = cli.json(&["search", "--kind", "image"]);
+    assert_eq!(images["total"], 2);
+    // Bad queries: invalid input (exit 7), nothing else happens.
+    let (code, err) = cli.fails(&["search", "nofield:x"]);
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("search query"), "{err}");
+    let (code, _) = cli.fails(&["search", "x", "--per-page", "0"]);
+    assert_eq!(code, 7);
+    let (code, _) = cli.fails(&["search", "x", "--from", "yesterday"]);
+    assert_eq!(code, 7);
+    // A rebuild from the store finds the same documents.
+    let re = cli.json(&["reindex"]);
+    assert_eq!(re["documents"], 10);
+    assert_eq!(cli.json(&["search", "paciente"])["total"], 8);
+    // Every search is in the audit trail.
+    let audit = cli.ok(&["audit", "--limit", "200"]);
+    assert!(audit.matches("search").count() >= 9, "{audit}");
+}

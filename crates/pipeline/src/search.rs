@@ -495,14 +495,27 @@ impl SearchIndex {
         let mut hits = Vec::with_capacity(addresses.len());
         for (score, addr) in addresses {
             let doc = searcher.doc::<TantivyDocument>(addr)?;
+            let mut v = self.read_doc(&doc);
             let snippet = snippets.as_ref().map(|g| {
                 let s = g.snippet_from_doc(&doc);
-                HitSnippet {
-                    fragment: s.fragment().to_owned(),
-                    highlights: s.highlighted().to_vec(),
+                if s.fragment().is_empty() {
+                    // Fuzzy terms are not enumerated for highlighting: show the text's start.
+                    let end = v
+                        .text
+                        .char_indices()
+                        .nth(q.snippet_chars.max(20))
+                        .map_or(v.text.len(), |(i, _)| i);
+                    HitSnippet {
+                        fragment: v.text[..end].to_owned(),
+                        highlights: Vec::new(),
+                    }
+                } else {
+                    HitSnippet {
+                        fragment: s.fragment().to_owned(),
+                        highlights: s.highlighted().to_vec(),
+                    }
                 }
             });
-            let mut v = self.read_doc(&doc);
             v.text = String::new();
             hits.push(Hit {
                 version: v,
