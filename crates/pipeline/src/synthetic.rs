@@ -336,6 +336,22 @@ impl Generator {
         (pages, titles)
     }
 
+    /// A report's text only (pages separated by form feeds, as the text stage stores it), without
+    /// rendering a PDF: for index and search benches over many documents. Returns (patient id,
+    /// exam id, text).
+    pub fn report_text(&mut self) -> (String, String, String) {
+        let patient = self.patient();
+        let exam_id = format!("exm-{:07}", self.next_exam);
+        self.next_exam += 1;
+        let (pages, _) = self.report_lines(&patient, &exam_id);
+        let text = pages
+            .iter()
+            .map(|lines| lines.join("\n"))
+            .collect::<Vec<_>>()
+            .join("\u{c}");
+        (patient.0, exam_id, text)
+    }
+
     /// A lab report of two to four exams on one to two A4 pages, as a PDF.
     pub fn report(&mut self) -> SyntheticReport {
         let patient = self.patient();
