@@ -464,16 +464,7 @@ impl DynamoMetadata {
             .await
         {
             Ok(_) => self.document(id).await,
-            Err(e) if lost_race(&e) => match self.document_item(id).await? {
-                None => Err(Error::NotFound {
-                    document: id.to_owned(),
-                    version: None,
-                }),
-                Some(_) => Err(Error::Refused {
-                    document: id.to_owned(),
-                    reason: "a purge is in progress".into(),
-                }),
-            },
+            Err(e) if lost_race(&e) => Err(self.document_condition_failed(id).await?),
             Err(e) => Err(ddb_err("TransactWriteItems", e)),
         }
     }
@@ -499,19 +490,24 @@ impl DynamoMetadata {
         match out {
             Ok(o) => document_from_item(&o.attributes.unwrap_or_default()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                match self.document_item(id).await? {
-                    None => Err(Error::NotFound {
-                        document: id.to_owned(),
-                        version: None,
-                    }),
-                    Some(_) => Err(Error::Refused {
-                        document: id.to_owned(),
-                        reason: "a purge is in progress".into(),
-                    }),
-                }
+                Err(self.document_condition_failed(id).await?)
             }
             Err(e) => Err(ddb_err("UpdateItem", e)),
         }
+    }
+
+    /// Why a conditional update of a document failed: it is gone, or a purge holds it.
+    async fn document_condition_failed(&self, id: &str) -> Result<Error> {
+        Ok(match self.document_item(id).await? {
+            None => Error::NotFound {
+                document: id.to_owned(),
+                version: None,
+            },
+            Some(_) => Error::Refused {
+                document: id.to_owned(),
+                reason: "a purge is in progress".into(),
+            },
+        })
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<()> {

@@ -257,11 +257,7 @@ pub fn fill_scanned_pages(
 /// Renders a page on white at the settings' resolution, scaled down to `max_pixels` if needed;
 /// returns the grey page and the resolution it was rendered at.
 fn render(page: &hayro::hayro_syntax::page::Page<'_>, s: &OcrSettings) -> Result<(Grey, f32), OcrError> {
-    use hayro::hayro_interpret::InterpreterSettings;
-    let (w, h) = page.render_dimensions();
-    if !(w.is_finite() && h.is_finite() && w >= 1.0 && h >= 1.0 && w <= 200_000.0 && h <= 200_000.0) {
-        return Err(OcrError::Pdf(format!("page size {w}×{h} pt")));
-    }
+    let (w, h) = thumbnail::page_size(page).map_err(OcrError::Pdf)?;
     let mut scale = s.dpi / 72.0;
     let area = (w * scale) as f64 * (h * scale) as f64;
     if area > s.max_pixels as f64 {
@@ -269,22 +265,8 @@ fn render(page: &hayro::hayro_syntax::page::Page<'_>, s: &OcrSettings) -> Result
     }
     // hayro sizes pixmaps in u16.
     scale = scale.min(65_535.0 / w.max(h));
-    let pixmap = hayro::render(
-        page,
-        &hayro::RenderCache::new(),
-        &InterpreterSettings::default(),
-        &hayro::RenderSettings::default(),
-        &hayro::PixmapSettings {
-            x_scale: scale,
-            y_scale: scale,
-            bg_color: hayro::vello_cpu::color::palette::css::WHITE,
-        },
-    );
+    let pixmap = thumbnail::render_on_white(page, scale).map_err(OcrError::Pdf)?;
     let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
-    if pw == 0 || ph == 0 {
-        return Err(OcrError::Pdf("page rendered empty".into()));
-    }
-    // On an opaque white background premultiplied RGBA is plain RGBA.
     let pixels = pixmap
         .data_as_u8_slice()
         .chunks_exact(4)

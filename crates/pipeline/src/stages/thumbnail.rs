@@ -125,8 +125,40 @@ pub fn thumbnail_pdf(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail
     }
 }
 
+/// A page's size in points, if sane (finite, 1 to 200,000 pt a side).
+pub(crate) fn page_size(page: &hayro::hayro_syntax::page::Page<'_>) -> Result<(f32, f32), String> {
+    let (w, h) = page.render_dimensions();
+    if w.is_finite() && h.is_finite() && w >= 1.0 && h >= 1.0 && w <= 200_000.0 && h <= 200_000.0 {
+        Ok((w, h))
+    } else {
+        Err(format!("page size {w}×{h} pt"))
+    }
+}
+
+/// Renders a page with `hayro` at `scale` on an opaque white background (so its premultiplied
+/// RGBA is plain RGBA); an empty result is an error.
+pub(crate) fn render_on_white(
+    page: &hayro::hayro_syntax::page::Page<'_>,
+    scale: f32,
+) -> Result<hayro::vello_cpu::Pixmap, String> {
+    let pixmap = hayro::render(
+        page,
+        &hayro::RenderCache::new(),
+        &hayro::hayro_interpret::InterpreterSettings::default(),
+        &hayro::RenderSettings::default(),
+        &hayro::PixmapSettings {
+            x_scale: scale,
+            y_scale: scale,
+            bg_color: hayro::vello_cpu::color::palette::css::WHITE,
+        },
+    );
+    if pixmap.width() == 0 || pixmap.height() == 0 {
+        return Err("page rendered empty".into());
+    }
+    Ok(pixmap)
+}
+
 fn render_first_page(data: Vec<u8>) -> Result<Thumbnail, ThumbnailError> {
-    use hayro::hayro_interpret::InterpreterSettings;
     use hayro::hayro_syntax::{LoadPdfError, Pdf};
     let pdf = Pdf::new(data).map_err(|e| match e {
         LoadPdfError::Decryption(_) => ThumbnailError::Encrypted,
@@ -136,27 +168,11 @@ fn render_first_page(data: Vec<u8>) -> Result<Thumbnail, ThumbnailError> {
         .pages()
         .first()
         .ok_or_else(|| ThumbnailError::Decode("the PDF has no pages".into()))?;
-    let (w, h) = page.render_dimensions();
-    if !(w.is_finite() && h.is_finite() && w >= 1.0 && h >= 1.0 && w <= 200_000.0 && h <= 200_000.0) {
-        return Err(ThumbnailError::Decode(format!("page size {w}×{h} pt")));
-    }
+    let (w, h) = page_size(page).map_err(ThumbnailError::Decode)?;
     // A hair over the exact ratio, so the long side truncates to EDGE, not EDGE - 1.
     let scale = (EDGE as f32 + 0.5) / w.max(h);
-    let pixmap = hayro::render(
-        page,
-        &hayro::RenderCache::new(),
-        &InterpreterSettings::default(),
-        &hayro::RenderSettings::default(),
-        &hayro::PixmapSettings {
-            x_scale: scale,
-            y_scale: scale,
-            bg_color: hayro::vello_cpu::color::palette::css::WHITE,
-        },
-    );
+    let pixmap = render_on_white(page, scale).map_err(ThumbnailError::Decode)?;
     let (tw, th) = (pixmap.width() as u32, pixmap.height() as u32);
-    if tw == 0 || th == 0 {
-        return Err(ThumbnailError::Decode("page rendered empty".into()));
-    }
     let png = pixmap
         .into_png()
         .map_err(|e| ThumbnailError::Decode(format!("encode: {e}")))?;
