@@ -67,9 +67,10 @@ impl StoreConfig {
         let mut cfg = StoreConfig::local(root);
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-            let p: Partial = toml::from_str(&text)
-                .map_err(|e| Error::InvalidInput(format!("config {}: {}", path.display(), e.message())))?;
-            cfg.apply(p);
+            cfg = StoreConfig::from_toml(root, &text).map_err(|e| match e {
+                Error::InvalidInput(why) => Error::InvalidInput(format!("config {}: {why}", path.display())),
+                other => other,
+            })?;
         }
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         cfg.apply(Partial {
@@ -79,6 +80,55 @@ impl StoreConfig {
             audit: var("DOCSTORE_AUDIT"),
         });
         Ok(cfg)
+    }
+
+    /// Settings from a TOML text over the embedded default under `root` (environment not read).
+    pub fn from_toml(root: &Path, text: &str) -> Result<Self> {
+        let p: Partial = toml::from_str(text).map_err(|e| Error::InvalidInput(e.message().to_owned()))?;
+        let mut cfg = StoreConfig::local(root);
+        cfg.apply(p);
+        Ok(cfg)
+    }
+
+    /// Checks the form of every setting (a scheme this build opens; absolute paths for local
+    /// files) without opening anything.
+    pub fn validate(&self) -> Result<()> {
+        let aws = cfg!(feature = "aws");
+        let pg = cfg!(feature = "postgres");
+        let settings: [(&str, &str, &[Scheme]); 4] = [
+            (
+                "blobs",
+                &self.blobs,
+                &[("file", true, true), ("memory", true, false), ("s3", aws, false)],
+            ),
+            (
+                "metadata",
+                &self.metadata,
+                &[
+                    ("sqlite", true, true),
+                    ("postgres", pg, false),
+                    ("postgresql", pg, false),
+                    ("dynamodb", aws, false),
+                ],
+            ),
+            (
+                "keys",
+                &self.keys,
+                &[("keyring", true, true), ("kms", aws, false)],
+            ),
+            ("audit", &self.audit, &[("file", true, true)]),
+        ];
+        for (what, url, schemes) in settings {
+            let (scheme, rest) = split(url, what)?;
+            match schemes.iter().find(|(s, on, _)| *s == scheme && *on) {
+                Some((_, _, true)) => {
+                    absolute(rest, what)?;
+                }
+                Some(_) => {}
+                None => return Err(unsupported(what, scheme)),
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, p: Partial) {
@@ -213,6 +263,9 @@ type AwsFromEnv = ();
 #[cfg(not(feature = "aws"))]
 fn aws_from_env() -> AwsFromEnv {}
 
+/// A scheme a setting accepts: (name, compiled into this build, takes an absolute path).
+type Scheme = (&'static str, bool, bool);
+
 fn split<'a>(url: &'a str, what: &str) -> Result<(&'a str, &'a str)> {
     url.split_once("://")
         .filter(|(s, _)| !s.is_empty())
@@ -268,5 +321,19 @@ mod tests {
         assert!(matches!(cfg.blob_store(), Err(Error::InvalidInput(m)) if m.contains("absolute")));
         cfg.blobs = "no-scheme".into();
         assert!(cfg.blob_store().is_err());
+    }
+
+    #[test]
+    fn validate_agrees_with_what_opens() {
+        let root = Path::new("/srv/d");
+        assert!(StoreConfig::local(root).validate().is_ok());
+        let cfg = StoreConfig::from_toml(root, "keys = \"keyring://rel/k.json\"").unwrap();
+        assert!(matches!(cfg.validate(), Err(Error::InvalidInput(m)) if m.contains("absolute")));
+        let cfg = StoreConfig::from_toml(root, "audit = \"s3://b\"").unwrap();
+        assert!(matches!(cfg.validate(), Err(Error::InvalidInput(m)) if m.contains("unsupported scheme")));
+        let cfg = StoreConfig::from_toml(root, "blobs = \"memory://\"").unwrap();
+        assert!(cfg.validate().is_ok());
+        assert!(StoreConfig::from_toml(root, "blobs = 3").is_err());
+        assert!(StoreConfig::from_toml(root, "[x]\nblobs = \"memory://\"").is_err());
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::preflight::{PdfDefect, PreflightLimits, preflight};
+
 /// Bounds on extraction.
 #[derive(Debug, Clone, Copy)]
 pub struct ExtractLimits {
@@ -19,6 +21,8 @@ pub struct ExtractLimits {
     pub max_text: usize,
     /// Longest the whole document may take.
     pub max_time: Duration,
+    /// Structural checks before extracting.
+    pub preflight: PreflightLimits,
 }
 
 impl Default for ExtractLimits {
@@ -28,6 +32,7 @@ impl Default for ExtractLimits {
             max_pages: 5_000,
             max_text: 32 << 20,
             max_time: Duration::from_secs(30),
+            preflight: PreflightLimits::default(),
         }
     }
 }
@@ -48,12 +53,24 @@ pub enum ExtractError {
     /// The PDF cannot be parsed.
     #[error("cannot read the PDF: {0}")]
     Invalid(String),
+    /// Refused by the structural check (damaged or hostile; see [`super::preflight`]).
+    #[error(transparent)]
+    Defect(PdfDefect),
     /// Extraction did not finish in time.
     #[error("gave up after {0:?}")]
     TimedOut(Duration),
     /// The extractor panicked; caught here.
     #[error("the PDF text extractor panicked on this input")]
     Panicked,
+}
+
+impl From<PdfDefect> for ExtractError {
+    fn from(defect: PdfDefect) -> Self {
+        match defect {
+            PdfDefect::Encrypted => ExtractError::Encrypted,
+            other => ExtractError::Defect(other),
+        }
+    }
 }
 
 /// Extracted text.
@@ -105,6 +122,7 @@ fn short(e: impl std::fmt::Display) -> String {
 }
 
 fn extract(data: Vec<u8>, limits: &ExtractLimits) -> Result<ExtractedText, ExtractError> {
+    preflight(&data, &limits.preflight)?;
     let doc = pdf_oxide::PdfDocument::from_bytes(data).map_err(|e| ExtractError::Invalid(short(e)))?;
     if doc.is_encrypted()
         && !doc

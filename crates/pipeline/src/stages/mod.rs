@@ -2,12 +2,14 @@
 //!
 //! Each reads a version through the store, works on the plaintext in memory (bounded by the
 //! stage's limits), stores its output as an encrypted rendition and reports it for the join.
+//! Every PDF passes [`preflight`] (structure, loops, bombs) before a renderer or extractor sees it.
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
 pub mod extract;
 pub mod index;
 #[cfg(feature = "ocr")]
 pub mod ocr;
+pub mod preflight;
 pub mod stamp;
 pub mod thumbnail;
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use lopdf::{Dictionary, Document, Object, ObjectId, Stream, dictionary};
 
+use super::preflight::{PdfDefect, PreflightLimits, preflight};
+
 /// What the stamp says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StampInfo {
@@ -41,6 +43,8 @@ pub struct StampLimits {
     pub max_pages: usize,
     /// Longest a document may take.
     pub max_time: Duration,
+    /// Structural checks before stamping.
+    pub preflight: PreflightLimits,
 }
 
 impl Default for StampLimits {
@@ -49,6 +53,7 @@ impl Default for StampLimits {
             max_input: 256 << 20,
             max_pages: 5_000,
             max_time: Duration::from_secs(30),
+            preflight: PreflightLimits::default(),
         }
     }
 }
@@ -69,6 +74,9 @@ pub enum StampError {
     /// Over a limit.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Refused by the structural check (damaged or hostile; see [`super::preflight`]).
+    #[error(transparent)]
+    Defect(PdfDefect),
     /// The PDF cannot be parsed or rewritten.
     #[error("cannot stamp the PDF: {0}")]
     Invalid(String),
@@ -78,6 +86,15 @@ pub enum StampError {
     /// `lopdf` panicked; caught here.
     #[error("the PDF library panicked on this input")]
     Panicked,
+}
+
+impl From<PdfDefect> for StampError {
+    fn from(defect: PdfDefect) -> Self {
+        match defect {
+            PdfDefect::Encrypted => StampError::Encrypted,
+            other => StampError::Defect(other),
+        }
+    }
 }
 
 /// Name of the stamp font in each page's resources (private prefix: no collision with the page's).
@@ -106,7 +123,8 @@ fn invalid(e: impl std::fmt::Display) -> StampError {
 }
 
 fn stamp(data: &[u8], info: &StampInfo, limits: &StampLimits) -> Result<Vec<u8>, StampError> {
-    let mut doc = Document::load_mem(data).map_err(invalid)?;
+    // The checked document is the one stamped (rebuilt, when its table had stale entries).
+    let mut doc = preflight(data, &limits.preflight)?;
     let pages = doc.get_pages();
     // lopdf opens a user-password file "successfully" with no pages, and silently decrypts an
     // owner-password one: check the encryption state explicitly.

@@ -15,6 +15,8 @@ use std::io::Cursor;
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use super::preflight::{PdfDefect, PreflightLimits, preflight};
+
 /// Longest edge of a thumbnail, px.
 pub const EDGE: u32 = 256;
 
@@ -43,6 +45,17 @@ impl Default for ThumbnailLimits {
     }
 }
 
+impl ThumbnailLimits {
+    /// The structural checks a PDF passes first, with this stage's image limits.
+    pub fn preflight(&self) -> PreflightLimits {
+        PreflightLimits {
+            max_image_side: self.max_side,
+            max_image_decoded: self.max_decoded,
+            ..PreflightLimits::default()
+        }
+    }
+}
+
 /// Why no thumbnail was made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -65,6 +78,18 @@ pub enum ThumbnailError {
     /// A decoder panicked; caught at this boundary.
     #[error("the {0} decoder panicked on this input")]
     DecoderPanicked(String),
+    /// Refused by the structural check (damaged or hostile PDF; see [`super::preflight`]).
+    #[error(transparent)]
+    Defect(PdfDefect),
+}
+
+impl From<PdfDefect> for ThumbnailError {
+    fn from(defect: PdfDefect) -> Self {
+        match defect {
+            PdfDefect::Encrypted => ThumbnailError::Encrypted,
+            other => ThumbnailError::Defect(other),
+        }
+    }
 }
 
 /// A thumbnail.
@@ -115,7 +140,9 @@ pub fn thumbnail_pdf(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Thumbnail
         return Err(ThumbnailError::Unsupported("not a PDF".into()));
     }
     let data = bytes.to_vec();
+    let checks = limits.preflight();
     match super::bounded("pdf-thumbnail", limits.max_render_time, move || {
+        preflight(&data, &checks)?;
         render_first_page(data)
     }) {
         Ok(result) => result,

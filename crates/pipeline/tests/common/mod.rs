@@ -43,3 +43,35 @@ pub(crate) fn pdfs(dir: &Path, hostile: bool) -> Vec<PathBuf> {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("hostile-") == hostile)
         .collect()
 }
+
+/// What every hostile PDF in the corpus must be refused as, file by file: a [`PdfDefect`] variant
+/// name from the structural check, or `Encrypted` / `NotPdf` (each stage's own variants).
+///
+/// [`PdfDefect`]: docstore_pipeline::stages::preflight::PdfDefect
+pub(crate) fn hostile_pdf_verdict(name: &str) -> &'static str {
+    match name {
+        "hostile-bad-xref.pdf" => "DamagedXref",
+        // lopdf cannot decrypt it (its objects sit in broken flate streams): treated as locked.
+        "hostile-broken-flate-null-pages.pdf" => "Encrypted",
+        "hostile-decompression-bomb.pdf" => "ContentFilter",
+        "hostile-jpeg-40000px-wide.pdf" => "ImageTooLarge",
+        "hostile-not-a-pdf-5bytes.pdf" => "NotPdf",
+        "hostile-objstm-self-ref.pdf" => "ObjectStreamLoop",
+        "hostile-outlines-loop.pdf" => "OutlineLoop",
+        "hostile-pagecount-intmin.pdf" => "PageCount",
+        "hostile-pages-loop.pdf" => "PageTreeLoop",
+        "hostile-truncated-eof-in-array.pdf" => "Unreadable",
+        "hostile-type3-content-cycle.pdf" => "ContentCycle",
+        "hostile-xref-prev-loop.pdf" => "XrefLoop",
+        other => panic!("{other}: a new hostile PDF; list its verdict here"),
+    }
+}
+
+/// The variant name of a value's `Debug` form (`PageCount { .. }` → `PageCount`).
+pub(crate) fn variant(value: &impl std::fmt::Debug) -> String {
+    format!("{value:?}")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

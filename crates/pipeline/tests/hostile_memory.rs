@@ -1,0 +1,135 @@
+//! Every hostile file of the corpus through every stage that reads it, one at a time in this
+//! process: a typed error (the zTXt-bomb PNG, a valid 1×1 image whose bomb no decoder inflates,
+//! gets its thumbnail) within 5 s, and under 512 MiB peak RSS for that file alone — the peak is
+//! reset between files through `/proc/self/clear_refs`. One test in this binary, so no other test
+//! shares the process while it measures.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{corpus, files};
+use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
+use docstore_pipeline::stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
+
+/// One stage on one file: its typed error as text.
+type Run = Box<dyn Fn() -> Result<(), String>>;
+
+/// Peak RSS since the last reset, MiB.
+fn peak_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Resets the peak to the current RSS (Linux ≥ 4.0); false where the kernel refuses.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[test]
+fn each_hostile_file_fails_typed_fast_and_small_in_every_stage() {
+    let Some(dir) = corpus() else { return };
+    let hostile = files(
+        &dir,
+        "hostile-",
+        &[".pdf", ".jpg", ".png", ".gif", ".tiff", ".webp"],
+    );
+    assert!(hostile.len() >= 16, "hostile files missing");
+    let info = StampInfo {
+        clinic: "Clínica".into(),
+        exam_id: "exm-1".into(),
+        patient_id: "pac-1".into(),
+        released_at: "2026-12-01 10:00 UTC".into(),
+        text: "Documento liberado".into(),
+    };
+    let resettable = reset_peak();
+    let mut rows = Vec::new();
+    for path in hostile {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut runs: Vec<(&str, Run)> = Vec::new();
+        if name.ends_with(".pdf") {
+            let b = bytes.clone();
+            let i = info.clone();
+            runs.push((
+                "stamp",
+                Box::new(move || {
+                    stamp_pdf(&b, &i, &StampLimits::default())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+            let b = bytes.clone();
+            runs.push((
+                "thumbnail",
+                Box::new(move || {
+                    thumbnail_pdf(&b, &ThumbnailLimits::default())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+            let b = bytes.clone();
+            runs.push((
+                "text",
+                Box::new(move || {
+                    extract_pdf_text(&b, &ExtractLimits::default())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+        } else {
+            let b = bytes.clone();
+            runs.push((
+                "thumbnail",
+                Box::new(move || {
+                    thumbnail_image(&b, &ThumbnailLimits::default())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+            #[cfg(feature = "ocr")]
+            {
+                let b = bytes.clone();
+                runs.push((
+                    "ocr",
+                    Box::new(move || {
+                        let settings = docstore_pipeline::stages::ocr::OcrSettings::default();
+                        docstore_pipeline::stages::ocr::ocr_image(&b, &settings)
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }),
+                ));
+            }
+        }
+        for (stage, run) in runs {
+            reset_peak();
+            let start = Instant::now();
+            let result = run();
+            let took = start.elapsed();
+            let peak = peak_mib();
+            eprintln!("{name} / {stage}: {result:?} in {took:?}, peak {peak} MiB");
+            let accepted_ok = name == "hostile-png-text-chunk-bomb.png";
+            assert!(result.is_err() != accepted_ok, "{name} / {stage}: {result:?}");
+            assert!(took < Duration::from_secs(5), "{name} / {stage}: {took:?}");
+            rows.push((name.clone(), stage, peak));
+        }
+    }
+    let worst = rows.iter().max_by_key(|r| r.2).unwrap();
+    eprintln!(
+        "worst peak: {} / {}: {} MiB (per-file reset: {resettable})",
+        worst.0, worst.1, worst.2
+    );
+    assert!(
+        worst.2 < 512,
+        "{} / {}: peak RSS {} MiB",
+        worst.0,
+        worst.1,
+        worst.2
+    );
+}

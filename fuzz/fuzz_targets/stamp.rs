@@ -1,0 +1,28 @@
+//! Untrusted PDF bytes through the stamp stage: a typed error or a stamped PDF that passes the
+//! structural check itself, within the stage's time bound; panics in lopdf are caught by the stage
+//! (this harness aborts on any panic, caught or not, so it reports them too).
+#![no_main]
+
+use std::time::Duration;
+
+use docstore_pipeline::stages::preflight::{PreflightLimits, preflight};
+use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let info = StampInfo {
+        clinic: "Clínica São Lucas".into(),
+        exam_id: "exm-1".into(),
+        patient_id: "pac-1".into(),
+        released_at: "2026-12-01 10:00 UTC".into(),
+        text: "Documento liberado eletronicamente".into(),
+    };
+    let limits = StampLimits {
+        max_pages: 200,
+        max_time: Duration::from_secs(5),
+        ..StampLimits::default()
+    };
+    if let Ok(out) = stamp_pdf(data, &info, &limits) {
+        preflight(&out, &PreflightLimits::default()).expect("a stamped PDF passes the check");
+    }
+});
