@@ -3,6 +3,7 @@
 
 mod demo;
 mod events;
+mod load;
 mod search;
 
 use std::io::IsTerminal;
@@ -150,6 +151,10 @@ enum Command {
     /// Run the whole job on the embedded default: generate synthetic lab reports and exam images,
     /// upload them, stamp/thumbnail/extract/index them through the in-process bus, then search.
     Demo(demo::DemoArgs),
+    /// Push a day of exams (default 1,000: a 2–3 page report and a 12-megapixel image each)
+    /// through the whole pipeline on the configured backends and measure it: exams/s, stage
+    /// latencies, time to searchable, CPU, peak memory, errors (printed and written as JSON).
+    Load(load::LoadArgs),
     /// Search the staff full-text index (every search is audited).
     Search(search::SearchArgs),
     /// Rebuild the search index from the store, with a progress bar.
@@ -417,15 +422,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Extract { file, output, ocr } = &cli.command {
         return events::extract(file, output.as_deref(), *ocr, cli.json).await;
     }
-    if let Command::Demo(a) = cli.command {
-        // The demo starts from nothing: it creates the embedded store on first use.
+    if matches!(cli.command, Command::Demo(_) | Command::Load(_)) {
+        // The demo and the load start from nothing: they create the embedded store on first use.
         let store = match (local, DocStore::open_local(dir).await) {
             (true, Ok(s)) => s,
             (true, Err(Error::NotInitialized { .. })) => DocStore::init_local(dir).await?,
             (true, Err(e)) => return Err(e),
             (false, _) => config.open(false).await?,
         };
-        return demo::demo(store, dir, a, cli.json).await;
+        return match cli.command {
+            Command::Demo(a) => demo::demo(store, dir, a, cli.json).await,
+            Command::Load(a) => load::load(store, dir, a, cli.json).await,
+            _ => unreachable!("matched above"),
+        };
     }
     let store = if local {
         DocStore::open_local(dir).await?
@@ -435,6 +444,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Init
         | Command::Demo(_)
+        | Command::Load(_)
         | Command::Provision
         | Command::Dlq(_)
         | Command::Thumbnail { .. }
@@ -691,6 +701,13 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The pipeline the demo and the load run in this process logs like the workers: JSON lines on
+    // stderr, ids and error classes only (`RUST_LOG` filters; default warnings and errors).
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(docstore_pipeline::observe::log_filter("warn"))
+        .with_writer(std::io::stderr)
+        .init();
     #[cfg(feature = "ocr")]
     if matches!(cli.command, Command::Extract { ocr: true, .. }) {
         // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.

@@ -419,3 +419,81 @@ fn demo_processes_indexes_and_searches() {
     let audit = cli.ok(&["audit", "--limit", "200"]);
     assert!(audit.matches("search").count() >= 9, "{audit}");
 }
+
+/// `docstore load` on the embedded default: a small day through every stage, figures in the JSON
+/// report; nothing from the documents or the keyring in any output, log line (at trace level)
+/// or the report.
+#[test]
+fn load_measures_a_small_day_and_leaks_nothing() {
+    let cli = Cli::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_docstore"))
+        .args([
+            "--json",
+            "load",
+            "--exams",
+            "4",
+            "--image-size",
+            "900x700",
+            "--distinct-images",
+            "2",
+        ])
+        .env("DOCSTORE_DATA_DIR", &cli.data)
+        .env("RUST_LOG", "trace,pdf_oxide=trace,lopdf=trace")
+        .current_dir(&cli.work)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let r = &v["report"];
+    assert_eq!(r["exams"], 4);
+    assert_eq!((r["reports"].as_u64(), r["images"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(r["failed_documents"], 0);
+    assert!(r["exams_per_second"].as_f64().unwrap() > 0.0);
+    assert!(r["time_to_searchable_ms"]["p50"].as_f64().unwrap() > 0.0);
+    for stage in ["stamp", "thumbnail", "text", "index"] {
+        assert_eq!(r["stages"][stage]["processed"], 8, "{stage}: {r}");
+        assert!(r["stages"][stage]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["peak_rss_mib"].as_u64().unwrap() > 0 && r["cpu_seconds"].as_f64().unwrap() > 0.0);
+    let written = std::fs::read_to_string(cli.data.join("load-report.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), v);
+    // Searchable: every report says "Paciente".
+    assert_eq!(cli.json(&["search", "paciente"])["total"], 4);
+    // No plaintext: report words, analyte names, the clinic's letterhead, and no key material.
+    let keyring: Value =
+        serde_json::from_str(&std::fs::read_to_string(cli.data.join("keyring.json")).unwrap()).unwrap();
+    let mut secrets: Vec<String> = keyring["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["material"].as_str().unwrap().to_owned())
+        .collect();
+    secrets.extend(
+        [
+            "Paciente",
+            "Laboratório",
+            "Hemoglobina",
+            "Creatinina",
+            "Glicose",
+            "Valores de referência",
+            "Observação",
+        ]
+        .map(String::from),
+    );
+    for s in &secrets {
+        for (what, text) in [("stdout", &*stdout), ("stderr", &*stderr), ("report", &*written)] {
+            assert!(
+                !text.to_lowercase().contains(&s.to_lowercase()),
+                "{what} contains {s:?}"
+            );
+        }
+    }
+    assert!(
+        stderr.lines().count() > 0,
+        "trace logging produced no lines to check"
+    );
+}

@@ -224,6 +224,46 @@ async fn cli_on_s3_postgres_kms() {
     full_cycle(&env, &settings).await;
 }
 
+/// `docstore load` on the production mix: S3 + PostgreSQL + KMS (moto) with every stage in
+/// Kafka consumer groups: the small day is processed and searchable, no document fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_on_kafka_s3_postgres_kms() {
+    let (Some(pg), Some(kafka)) = (service("DOCSTORE_TEST_PG_URL"), service("DOCSTORE_TEST_KAFKA")) else {
+        return;
+    };
+    let Some((mut env, _)) = production_env(Some(pg)).await else {
+        return;
+    };
+    let prefix = format!("load{}.", uuid::Uuid::new_v4().simple());
+    env.vars.push((
+        "DOCSTORE_BUS".into(),
+        format!("kafka://{kafka}?prefix={prefix}&partitions=2"),
+    ));
+    let index = env.work.join("index");
+    let v = env.json(&[
+        "load",
+        "--exams",
+        "3",
+        "--image-size",
+        "800x600",
+        "--distinct-images",
+        "1",
+        "--index",
+        index.to_str().unwrap(),
+        "--out",
+        env.work.join("load.json").to_str().unwrap(),
+        "--timeout",
+        "3m",
+    ]);
+    let r = &v["report"];
+    assert_eq!(v["plan"]["bus"], "kafka");
+    assert_eq!(r["failed_documents"], 0, "{r}");
+    for stage in ["stamp", "thumbnail", "text", "index"] {
+        assert_eq!(r["stages"][stage]["processed"], 6, "{stage}: {r}");
+    }
+    assert!(r["time_to_searchable_ms"]["max"].as_f64().unwrap() > 0.0);
+}
+
 fn wait_for(child: &mut Child, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {

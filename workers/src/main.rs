@@ -169,10 +169,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(docstore_pipeline::observe::log_filter("info"))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

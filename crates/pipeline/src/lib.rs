@@ -3,12 +3,14 @@
 //! The event side of docstore: CloudEvents ([`events`]), the event-bus seam with an in-process
 //! implementation ([`bus`]), and the outbox relay that publishes what the store committed
 //! ([`relay`]), the same bus on Apache Kafka ([`kafka`]), the worker runtime every stage runs in
-//! ([`runtime`]), the `file.processed` join ([`join`]), and worker observability ([`observe`]).
+//! ([`runtime`]), the `file.processed` join ([`join`]), worker observability ([`observe`]), the
+//! whole pipeline in one process ([`local`]) and the measured day of exams ([`load`]).
 
 pub mod bus;
 pub mod events;
 pub mod join;
 pub mod kafka;
+pub mod load;
 pub mod local;
 pub mod observe;
 pub mod relay;

@@ -48,9 +48,21 @@ pub struct LocalPipeline {
 }
 
 impl LocalPipeline {
-    /// Starts the relay, the three stages and the indexer on `store` and `index`.
+    /// Starts the relay, the three stages and the indexer on `store` and `index`, on an
+    /// in-process bus.
     pub fn start(store: Arc<DocStore>, index: Arc<SearchIndex>, config: LocalConfig) -> LocalPipeline {
         let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(config.partitions));
+        LocalPipeline::start_on(bus, store, index, config)
+    }
+
+    /// The same on `bus` (e.g. Kafka: `docstore load --bus kafka://…` runs every stage in this
+    /// process, each in its own consumer group, as separate workers would).
+    pub fn start_on(
+        bus: Arc<dyn EventBus>,
+        store: Arc<DocStore>,
+        index: Arc<SearchIndex>,
+        config: LocalConfig,
+    ) -> LocalPipeline {
         let (stop, stopped) = watch::channel(false);
         let until_stopped = move || {
             let mut rx = stopped.clone();

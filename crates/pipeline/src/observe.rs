@@ -41,6 +41,49 @@ pub struct WorkerMetrics {
     pub lag: Gauge,
     /// Joined the group and polling.
     pub ready: AtomicBool,
+    /// The most recent successful attempts' latencies, seconds (a ring of
+    /// [`LATENCY_SAMPLES`]), for exact percentiles where the histogram's buckets are too coarse
+    /// (`docstore load`).
+    recent: std::sync::Mutex<LatencyRing>,
+}
+
+/// Crates that read document content and log it at debug or trace level (`pdf_oxide` logs each
+/// text span it extracts): silenced whatever `RUST_LOG` asks, so no log level can put patient
+/// data in the logs.
+pub const CONTENT_LOG_TARGETS: &[&str] = &[
+    "pdf_oxide",
+    "lopdf",
+    "hayro",
+    "hayro_syntax",
+    "hayro_interpret",
+    "hayro_jbig2",
+    "hayro_ccitt",
+    "printpdf",
+    "jpeg_decoder",
+    "tiff",
+    "png",
+];
+
+/// The log filter of every docstore binary: `RUST_LOG` (or `default`), with
+/// [`CONTENT_LOG_TARGETS`] turned off on top.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for target in CONTENT_LOG_TARGETS {
+        if let Ok(d) = format!("{target}=off").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
+/// How many recent latencies [`WorkerMetrics`] keeps (400 KB).
+pub const LATENCY_SAMPLES: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct LatencyRing {
+    samples: Vec<f32>,
+    next: usize,
 }
 
 impl Default for WorkerMetrics {
@@ -55,11 +98,44 @@ impl Default for WorkerMetrics {
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             lag: Gauge::default(),
             ready: AtomicBool::new(false),
+            recent: std::sync::Mutex::default(),
         }
     }
 }
 
 impl WorkerMetrics {
+    /// Records a successful attempt's latency (histogram and recent samples).
+    pub fn observe_latency(&self, seconds: f64) {
+        self.latency.observe(seconds);
+        let mut ring = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ring.samples.len() < LATENCY_SAMPLES {
+            ring.samples.push(seconds as f32);
+        } else {
+            let at = ring.next;
+            ring.samples[at] = seconds as f32;
+        }
+        ring.next = (ring.next + 1) % LATENCY_SAMPLES;
+    }
+
+    /// The `q`-quantiles (0 < q ≤ 1) of the recent latencies, seconds; `None` before any.
+    pub fn latency_quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
+        let mut v = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .samples
+            .clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f32::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64;
+        Some(qs.iter().map(|q| at(*q)).collect())
+    }
+
     /// Prometheus text exposition of these metrics, labelled with `stage`.
     pub fn render(&self, stage: &str) -> String {
         let mut registry = Registry::with_prefix_and_labels(
@@ -143,4 +219,29 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_exact_over_the_recent_ring() {
+        let m = WorkerMetrics::default();
+        assert_eq!(m.latency_quantiles(&[0.5]), None);
+        for ms in 1..=100 {
+            m.observe_latency(ms as f64 / 1e3);
+        }
+        let q = m.latency_quantiles(&[0.5, 0.99, 1.0]).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(
+            close(q[0], 0.050) && close(q[1], 0.099) && close(q[2], 0.100),
+            "{q:?}"
+        );
+        // Past the ring's size the oldest samples give way.
+        for _ in 0..LATENCY_SAMPLES {
+            m.observe_latency(1.0);
+        }
+        assert_eq!(m.latency_quantiles(&[0.01]).unwrap()[0], 1.0);
+    }
 }

@@ -324,7 +324,7 @@ impl Worker {
             match self.stage.handle(ev).await {
                 Ok(()) => {
                     self.metrics.processed.inc();
-                    self.metrics.latency.observe(started.elapsed().as_secs_f64());
+                    self.metrics.observe_latency(started.elapsed().as_secs_f64());
                     return Outcome::Done;
                 }
                 Err(StageError::Permanent(error)) => {

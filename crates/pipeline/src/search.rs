@@ -307,6 +307,16 @@ impl SearchIndex {
         }
     }
 
+    /// Whether any committed version of `document_id` is indexed (a term lookup, no stored text
+    /// read: `docstore load` polls it for time to searchable).
+    pub fn contains(&self, document_id: &str) -> Result<bool, SearchError> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.document_id, document_id),
+            IndexRecordOption::Basic,
+        );
+        Ok(self.reader.searcher().search(&q, &tantivy::collector::Count)? > 0)
+    }
+
     /// The committed versions of a document, by version number.
     pub fn versions(&self, document_id: &str) -> Result<Vec<IndexedVersion>, SearchError> {
         let searcher = self.reader.searcher();

@@ -221,6 +221,7 @@ pub struct Generator {
     clinic: String,
     patients: usize,
     next_exam: u64,
+    exams_per_report: std::ops::RangeInclusive<usize>,
 }
 
 impl Generator {
@@ -231,7 +232,16 @@ impl Generator {
             clinic: clinic.into(),
             patients: patients.max(1),
             next_exam: 1,
+            exams_per_report: 2..=4,
         }
+    }
+
+    /// Exams per report (default 2 to 4; two fit a page, so 3 to 6 gives two- to three-page
+    /// reports). Clamped to 1 ..= the exams the generator knows.
+    pub fn with_exams_per_report(mut self, range: std::ops::RangeInclusive<usize>) -> Self {
+        let lo = (*range.start()).clamp(1, EXAMS.len());
+        self.exams_per_report = lo..=(*range.end()).clamp(lo, EXAMS.len());
+        self
     }
 
     fn patient(&mut self) -> (String, String, String) {
@@ -259,7 +269,7 @@ impl Generator {
         patient: &(String, String, String),
         exam_id: &str,
     ) -> (Vec<Vec<String>>, Vec<String>) {
-        let count = self.rng.random_range(2..=4);
+        let count = self.rng.random_range(self.exams_per_report.clone());
         let mut picked: Vec<usize> = Vec::new();
         while picked.len() < count {
             let i = self.rng.random_range(0..EXAMS.len());
@@ -352,7 +362,7 @@ impl Generator {
         (patient.0, exam_id, text)
     }
 
-    /// A lab report of two to four exams on one to two A4 pages, as a PDF.
+    /// A lab report (two to four exams on one to two A4 pages by default), as a PDF.
     pub fn report(&mut self) -> SyntheticReport {
         let patient = self.patient();
         let exam_id = format!("exm-{:07}", self.next_exam);
