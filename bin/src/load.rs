@@ -40,6 +40,10 @@ pub(crate) struct LoadArgs {
     /// Where the JSON report goes (default: DATA_DIR/load-report.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write the generated documents to this folder (before the timed run), e.g. for
+    /// scripts/peers.sh's shell pipeline of qpdf, vipsthumbnail, pdftoppm, pdftotext and age.
+    #[arg(long)]
+    export: Option<PathBuf>,
     /// Index directory (default: DATA_DIR/index).
     #[arg(long)]
     index: Option<PathBuf>,
@@ -103,6 +107,7 @@ pub(crate) async fn load(
         seed: a.seed,
         clinic: a.clinic.clone(),
         timeout: a.timeout,
+        export: a.export.clone(),
         ..LoadPlan::default()
     };
     let quiet = json_out || !std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -47,6 +47,8 @@ pub struct LoadPlan {
     pub partitions: u32,
     /// Longest the run may take.
     pub timeout: Duration,
+    /// Also write the generated documents here (untimed), for the peers' shell pipeline.
+    pub export: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadPlan {
@@ -62,6 +64,7 @@ impl Default for LoadPlan {
             clinic: "Clínica São Lucas".into(),
             partitions: 4,
             timeout: Duration::from_secs(1800),
+            export: None,
         }
     }
 }
@@ -201,6 +204,9 @@ pub async fn run(
 ) -> Result<LoadReport, LoadError> {
     let generating = Instant::now();
     let uploads = generate(plan, &progress).await;
+    if let Some(dir) = &plan.export {
+        export(dir, &uploads).map_err(|e| docstore::Error::io(dir.display().to_string(), e))?;
+    }
     let generate_seconds = generating.elapsed().as_secs_f64();
     let total = uploads.len();
     let mut report = LoadReport {
@@ -403,6 +409,23 @@ async fn generate(plan: &LoadPlan, progress: &impl Fn(LoadProgress)) -> Vec<Uplo
     }
     // Reports and images interleaved, as a day's uploads arrive.
     out
+}
+
+/// Writes each upload as `<exam>-<n>.pdf|jpg` (n counts the exam's documents).
+fn export(dir: &std::path::Path, uploads: &[Upload]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for u in uploads {
+        let n = seen.entry(u.request.exam_id.as_str()).or_default();
+        *n += 1;
+        let ext = if u.request.kind == Kind::Report {
+            "pdf"
+        } else {
+            "jpg"
+        };
+        std::fs::write(dir.join(format!("{}-{n}.{ext}", u.request.exam_id)), &u.body[..])?;
+    }
+    Ok(())
 }
 
 /// User + system CPU time of this process, seconds (`/proc/self/stat`, in USER_HZ = 100 ticks,
