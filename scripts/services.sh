@@ -143,6 +143,7 @@ export DOCSTORE_TEST_PG_URL=postgres://docstore@127.0.0.1:$pg_port/docstore
 export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
 export DOCSTORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export DOCSTORE_TEST_KAFKA_PID=$(cat "$dir/kafka.pid")
+export DOCSTORE_TEST_PG_PID=$(head -n 1 "$dir/pg/postmaster.pid")
 ENV
     ;;
   stop) stop_all ;;
