@@ -224,10 +224,13 @@ fn latest_version_by_default_replacement_and_removal() {
     idx.commit().unwrap();
     assert_eq!(ids(&idx, q("alfa")), ["doc@1"]);
     // The document deleted: gone.
+    assert!(idx.contains("doc").unwrap());
     idx.replace_document("doc", &[]).unwrap();
+    assert!(idx.contains("doc").unwrap(), "visible until the commit");
     idx.commit().unwrap();
     assert!(ids(&idx, all).is_empty());
     assert!(idx.is_empty());
+    assert!(!idx.contains("doc").unwrap());
 }
 
 #[test]
