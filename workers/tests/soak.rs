@@ -14,14 +14,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{WorkerProc, count_processed};
-use docstore::aws::AwsSettings;
-use docstore::config::StoreConfig;
 use docstore::{Identity, Kind, ProcessingState, PutRequest};
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::runtime::replay_dead_letters;
@@ -66,7 +64,6 @@ impl Plan {
     }
 }
 
-
 /// The processes that may be killed: the three stage workers, the index worker, the relay.
 struct Fleet {
     root: PathBuf,
@@ -84,23 +81,9 @@ impl Fleet {
             // The CLI is built beside the worker binary by `cargo test --workspace`.
             let cli = Path::new(env!("CARGO_BIN_EXE_docstore-worker")).with_file_name("docstore");
             assert!(cli.exists(), "{} missing: build the workspace", cli.display());
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.root.join("relay.log"))
-                .unwrap();
-            let child = Command::new(cli)
-                .arg("relay")
-                .arg("--bus")
-                .arg(&self.bus_url)
-                .envs(self.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .env("DOCSTORE_DATA_DIR", self.root.join("unused"))
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            WorkerProc { child }
+            let mut c = Command::new(cli);
+            c.arg("relay").env("DOCSTORE_DATA_DIR", self.root.join("unused"));
+            WorkerProc::spawn(&self.root, name, c, &self.bus_url, &self.store_env)
         } else if name == "index" {
             let args = ["--stage", "index", "--index", &self.index_dir];
             WorkerProc::start(&self.root, name, &args, &self.bus_url, &self.store_env)
@@ -167,16 +150,6 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         return;
     };
     let plan = Plan::from_env();
-    let settings = AwsSettings::local(&endpoint);
-    let kms = settings.kms_client();
-    let key = kms.create_key().send().await.unwrap();
-    let alias = format!("alias/soak-{}", uuid::Uuid::new_v4().simple());
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(key.key_metadata().unwrap().key_id())
-        .send()
-        .await
-        .unwrap();
     let db = format!("soak_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {db}"))
@@ -185,32 +158,8 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         .unwrap();
     drop(admin);
     let pg = format!("{}/{db}", pg_url.rsplit_once('/').unwrap().0);
-    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
     let work = tempfile::tempdir().unwrap();
-    let store_env: Vec<(String, String)> = vec![
-        ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        (
-            "DOCSTORE_BLOBS".into(),
-            format!("s3://{bucket}/soak-{}", uuid::Uuid::new_v4().simple()),
-        ),
-        ("DOCSTORE_METADATA".into(), pg.clone()),
-        ("DOCSTORE_KEYS".into(), format!("kms://{alias}")),
-        (
-            "DOCSTORE_AUDIT".into(),
-            format!("file://{}", work.path().join("audit.jsonl").display()),
-        ),
-    ];
-    let get = |k: &str| store_env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    let config = StoreConfig {
-        blobs: get("DOCSTORE_BLOBS"),
-        metadata: get("DOCSTORE_METADATA"),
-        keys: get("DOCSTORE_KEYS"),
-        audit: get("DOCSTORE_AUDIT"),
-    };
-    let store = Arc::new(config.open_with(true, &settings).await.unwrap());
+    let (store_env, store, _) = common::aws_store(&endpoint, pg, work.path()).await;
     let prefix = format!("soak{}.", uuid::Uuid::new_v4().simple());
     let bus_url = format!("kafka://{kafka}?prefix={prefix}&partitions=4&session_timeout_ms=3000");
     let index_dir = work.path().join("index");

@@ -10,12 +10,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{WorkerProc, assert_exactly_once, count_processed};
 use docstore::aws::AwsSettings;
-use docstore::config::StoreConfig;
 use docstore::meta::dynamodb::DynamoMetadata;
 use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
 use docstore_pipeline::bus::open_bus;
@@ -168,45 +166,13 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
         return;
     };
     let settings = AwsSettings::local(&endpoint);
-    let kms = settings.kms_client();
-    let key = kms.create_key().send().await.unwrap();
-    let alias = format!("alias/stages-{}", uuid::Uuid::new_v4().simple());
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(key.key_metadata().unwrap().key_id())
-        .send()
-        .await
-        .unwrap();
     let table = format!("stages-{}", uuid::Uuid::new_v4().simple());
     DynamoMetadata::create_table(&settings.dynamodb_client(), &table)
         .await
         .unwrap();
-    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
     let work = tempfile::tempdir().unwrap();
-    let store_env: Vec<(String, String)> = vec![
-        ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        (
-            "DOCSTORE_BLOBS".into(),
-            format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()),
-        ),
-        ("DOCSTORE_METADATA".into(), format!("dynamodb://{table}")),
-        ("DOCSTORE_KEYS".into(), format!("kms://{alias}")),
-        (
-            "DOCSTORE_AUDIT".into(),
-            format!("file://{}", work.path().join("audit.jsonl").display()),
-        ),
-    ];
-    let get = |k: &str| store_env.iter().find(|(n, _)| n == k).unwrap().1.clone();
-    let config = StoreConfig {
-        blobs: get("DOCSTORE_BLOBS"),
-        metadata: get("DOCSTORE_METADATA"),
-        keys: get("DOCSTORE_KEYS"),
-        audit: get("DOCSTORE_AUDIT"),
-    };
-    let store = Arc::new(config.open_with(false, &settings).await.unwrap());
+    let (store_env, store, _) =
+        common::aws_store(&endpoint, format!("dynamodb://{table}"), work.path()).await;
     let prefix = format!("stages{}.", uuid::Uuid::new_v4().simple());
     let bus_url = format!("kafka://{kafka}?prefix={prefix}&partitions=3&session_timeout_ms=3000");
 

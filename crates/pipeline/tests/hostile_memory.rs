@@ -9,28 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{corpus, files};
+use docstore_pipeline::load::{peak_rss_mib as peak_mib, reset_peak_rss as reset_peak};
 use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
 use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
 use docstore_pipeline::stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 
 /// One stage on one file: its typed error as text.
 type Run = Box<dyn Fn() -> Result<(), String>>;
-
-/// Peak RSS since the last reset, MiB.
-fn peak_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
-/// Resets the peak to the current RSS (Linux ≥ 4.0); false where the kernel refuses.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
 
 #[test]
 fn each_hostile_file_fails_typed_fast_and_small_in_every_stage() {

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{corpus, files, hostile_pdf_verdict, variant};
+use docstore_pipeline::load::peak_rss_mib;
 use docstore_pipeline::stages::thumbnail::{
     EDGE, ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
 };
@@ -22,17 +23,6 @@ fn expected_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
         }
         _ => None,
     }
-}
-
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb / 1024)
-        .unwrap_or(0)
 }
 
 #[test]

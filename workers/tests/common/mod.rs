@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docstore::DocStore;
+use docstore::aws::AwsSettings;
+use docstore::config::StoreConfig;
 use docstore_pipeline::bus::{EventBus, open_bus};
 use docstore_pipeline::relay::OutboxRelay;
 
@@ -26,14 +28,26 @@ impl WorkerProc {
         bus_url: &str,
         store_env: &[(String, String)],
     ) -> WorkerProc {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_docstore-worker"));
+        c.args(args).args(["--metrics-addr", "127.0.0.1:0"]);
+        WorkerProc::spawn(root, name, c, bus_url, store_env)
+    }
+
+    /// Starts `command` with `--bus`, the store's environment and INFO logs appended to
+    /// `<root>/<name>.log`.
+    pub(crate) fn spawn(
+        root: &Path,
+        name: &str,
+        mut command: Command,
+        bus_url: &str,
+        store_env: &[(String, String)],
+    ) -> WorkerProc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(root.join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_docstore-worker"))
-            .args(args)
-            .args(["--metrics-addr", "127.0.0.1:0"])
+        let child = command
             .arg("--bus")
             .arg(bus_url)
             .envs(store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -75,6 +89,44 @@ impl Drop for WorkerProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A store on S3 + KMS (moto at `endpoint`, a fresh key alias and blob prefix) with `metadata`
+/// (a URL), its audit log under `root`: the environment for worker processes, and the store.
+pub(crate) async fn aws_store(
+    endpoint: &str,
+    metadata: String,
+    root: &Path,
+) -> (Vec<(String, String)>, Arc<DocStore>, AwsSettings) {
+    let settings = AwsSettings::local(endpoint);
+    let kms = settings.kms_client();
+    let key = kms.create_key().send().await.unwrap();
+    let alias = format!("alias/test-{}", uuid::Uuid::new_v4().simple());
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(key.key_metadata().unwrap().key_id())
+        .send()
+        .await
+        .unwrap();
+    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let config = StoreConfig {
+        blobs: format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()),
+        metadata,
+        keys: format!("kms://{alias}"),
+        audit: format!("file://{}", root.join("audit.jsonl").display()),
+    };
+    let env = vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.to_owned()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("DOCSTORE_BLOBS".into(), config.blobs.clone()),
+        ("DOCSTORE_METADATA".into(), config.metadata.clone()),
+        ("DOCSTORE_KEYS".into(), config.keys.clone()),
+        ("DOCSTORE_AUDIT".into(), config.audit.clone()),
+    ];
+    let store = Arc::new(config.open_with(true, &settings).await.unwrap());
+    (env, store, settings)
 }
 
 /// Runs the outbox relay in this process until dropped.
