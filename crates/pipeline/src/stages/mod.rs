@@ -75,6 +75,20 @@ async fn read_version(
         .map_err(stage_error)
 }
 
+/// A version's first bytes (one frame decrypted, not the whole version): enough to tell a PDF from
+/// an image, so stages that skip images do not decrypt and verify a 12 MP photo to learn that.
+async fn sniff(store: &DocStore, who: &Identity, file: &FileUploaded) -> Result<Vec<u8>, StageError> {
+    let end = file.size.min(64);
+    if end == 0 {
+        return Ok(Vec::new());
+    }
+    let head = store
+        .get_range(who, &file.document_id, Some(file.version), 0..end)
+        .await
+        .map_err(stage_error)?;
+    Ok(head.to_vec())
+}
+
 /// Runs CPU-bound stage work off the async runtime; its error, or a failed task, is permanent
 /// (bad input does not get better with retries).
 async fn blocking<T, E>(
@@ -199,9 +213,9 @@ impl Processor for Extractor {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        let is_pdf = bytes.starts_with(b"%PDF-");
-        if !is_pdf && thumbnail::image_format(&bytes).is_none() {
+        let head = sniff(store, who, file).await?;
+        let is_pdf = head.starts_with(b"%PDF-");
+        if !is_pdf && thumbnail::image_format(&head).is_none() {
             return Err(StageError::Permanent(format!(
                 "{} v{}: not a PDF or an image ({})",
                 file.document_id, file.version, file.media_type
@@ -214,6 +228,7 @@ impl Processor for Extractor {
                 ..Output::default()
             });
         }
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
         let limits = self.limits;
         #[cfg(feature = "ocr")]
         let ocr = self.ocr.clone();
@@ -290,9 +305,9 @@ impl Processor for Stamper {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        if !bytes.starts_with(b"%PDF-") {
-            if thumbnail::image_format(&bytes).is_some() {
+        let head = sniff(store, who, file).await?;
+        if !head.starts_with(b"%PDF-") {
+            if thumbnail::image_format(&head).is_some() {
                 return Ok(Output::default());
             }
             return Err(StageError::Permanent(format!(
@@ -300,6 +315,7 @@ impl Processor for Stamper {
                 file.document_id, file.version, file.media_type
             )));
         }
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
         let info = stamp::StampInfo {
             clinic: self.clinic.clone(),
             exam_id: file.exam_id.clone(),
