@@ -228,9 +228,20 @@ async fn cli_on_s3_postgres_kms() {
 /// Kafka consumer groups: the small day is processed and searchable, no document fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_on_kafka_s3_postgres_kms() {
-    let (Some(pg), Some(kafka)) = (service("DOCSTORE_TEST_PG_URL"), service("DOCSTORE_TEST_KAFKA")) else {
+    let (Some(pg_url), Some(kafka)) = (service("DOCSTORE_TEST_PG_URL"), service("DOCSTORE_TEST_KAFKA"))
+    else {
         return;
     };
+    // A database of its own: the relay publishes the whole outbox of the database it is given,
+    // and the other tests' stores share the default one.
+    use sqlx::Connection;
+    let db = format!("load_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pg = format!("{}/{db}", pg_url.rsplit_once('/').unwrap().0);
     let Some((mut env, _)) = production_env(Some(pg)).await else {
         return;
     };
