@@ -117,9 +117,12 @@ fn hostile_images_fail_typed_fast_and_bounded() {
         );
         assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
         match (name.as_str(), result) {
-            // A valid 1×1 image whose zTXt chunk is a decompression bomb: the decoder never
-            // inflates ancillary text, so the image is thumbnailed, in bounded memory.
-            ("hostile-png-text-chunk-bomb.png", Ok(t)) => assert_eq!((t.width, t.height), (1, 1)),
+            // A valid 1×1 image whose zTXt chunk is a decompression bomb: refused by its
+            // text-chunk limit before any decoder runs.
+            ("hostile-png-text-chunk-bomb.png", Err(ThumbnailError::TooLarge(why))) => {
+                assert!(why.contains("PNG text chunk"), "{why}")
+            }
+            ("hostile-png-text-chunk-bomb.png", other) => panic!("{name}: {other:?}"),
             (_, Ok(t)) => panic!("{name}: hostile file accepted ({}×{})", t.width, t.height),
             (_, Err(_)) => {}
         }

@@ -265,6 +265,9 @@ pub(crate) fn check_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Imag
     }
     let format = image_format(bytes)
         .ok_or_else(|| ThumbnailError::Unsupported("not a JPEG, PNG, TIFF, WebP or GIF".into()))?;
+    if format == ImageFormat::Png {
+        png_text_within_limit(bytes)?;
+    }
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         // The decoder would fill the missing rows with grey; a truncated upload is bad input.
         return Err(ThumbnailError::Decode(
@@ -272,6 +275,47 @@ pub(crate) fn check_image(bytes: &[u8], limits: &ThumbnailLimits) -> Result<Imag
         ));
     }
     Ok(format)
+}
+
+/// Largest decompressed PNG text chunk (`zTXt`, compressed `iTXt`), as Pillow's limit: nobody
+/// shows this metadata, but a chunk that inflates past it is a bomb by intent.
+const MAX_PNG_TEXT: usize = 1 << 20;
+
+/// Walks a PNG's chunks and inflates each compressed text chunk under [`MAX_PNG_TEXT`]. The image
+/// decoders skip these chunks, so a bomb there costs nothing today; it is refused so that no
+/// later reader of the metadata inflates it. Malformed chunks are left to the decoder.
+fn png_text_within_limit(bytes: &[u8]) -> Result<(), ThumbnailError> {
+    let mut at = 8; // past the signature
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        let Some(data) = at.checked_add(8 + len).and_then(|end| bytes.get(at + 8..end)) else {
+            return Ok(());
+        };
+        let nul = |from: usize| data.get(from..)?.iter().position(|b| *b == 0).map(|i| from + i);
+        // zTXt: keyword NUL method data. iTXt: keyword NUL flag method language NUL
+        // translated-keyword NUL text, compressed when flag is 1.
+        let compressed = match kind {
+            b"zTXt" => nul(0).and_then(|k| data.get(k + 2..)),
+            b"iTXt" => nul(0).filter(|k| data.get(k + 1) == Some(&1)).and_then(|k| {
+                let lang = nul(k + 3)?;
+                let translated = nul(lang + 1)?;
+                data.get(translated + 1..)
+            }),
+            b"IEND" => return Ok(()),
+            _ => None,
+        };
+        if let Some(c) = compressed
+            && let Err(e) = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(c, MAX_PNG_TEXT)
+            && e.status == miniz_oxide::inflate::TINFLStatus::HasMoreOutput
+        {
+            return Err(ThumbnailError::TooLarge(format!(
+                "PNG text chunk inflates past {MAX_PNG_TEXT} bytes"
+            )));
+        }
+        at += 12 + len; // length, type, data, CRC
+    }
+    Ok(())
 }
 
 /// A decoded image and the source's full size after orientation.
@@ -416,5 +460,42 @@ mod tests {
         assert_eq!(fit(3024, 4032, 256), (192, 256));
         assert_eq!(fit(100, 50, 256), (100, 50));
         assert_eq!(fit(100_000, 1, 256), (256, 1));
+    }
+}
+
+#[cfg(test)]
+mod png_text_tests {
+    use super::*;
+
+    /// A 1×1 PNG with a `zTXt` chunk holding `text_len` zero bytes, compressed, after `IHDR`.
+    fn png_with_ztxt(text_len: usize) -> Vec<u8> {
+        let mut png = Vec::new();
+        image::RgbImage::new(1, 1)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        let mut data = b"Comment\0\0".to_vec();
+        data.extend(miniz_oxide::deflate::compress_to_vec_zlib(
+            &vec![0u8; text_len],
+            9,
+        ));
+        let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+        chunk.extend(b"zTXt");
+        chunk.extend(&data);
+        chunk.extend([0; 4]); // CRC: not checked by the walk
+        png.splice(33..33, chunk);
+        png
+    }
+
+    #[test]
+    fn compressed_text_chunks_are_inflated_under_a_limit() {
+        assert!(png_text_within_limit(&png_with_ztxt(1 << 10)).is_ok());
+        let bomb = png_with_ztxt(4 << 20);
+        assert!(bomb.len() < 16 << 10, "{} bytes", bomb.len());
+        assert!(matches!(
+            png_text_within_limit(&bomb),
+            Err(ThumbnailError::TooLarge(_))
+        ));
+        // A truncated file: the walk stops, the decoder judges.
+        assert!(png_text_within_limit(&bomb[..40]).is_ok());
     }
 }
