@@ -19,26 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{WorkerProc, count_processed};
+use common::{WorkerProc, count_processed, service};
 use docstore::{Identity, Kind, ProcessingState, PutRequest};
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::runtime::replay_dead_letters;
 use docstore_pipeline::synthetic::Generator;
 use sqlx::Connection;
-
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "{var} not set but services are required"
-            );
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
 
 struct Plan {
     exams: usize,

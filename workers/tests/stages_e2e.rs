@@ -12,26 +12,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{WorkerProc, assert_exactly_once, count_processed};
+use common::{WorkerProc, assert_exactly_once, count_processed, service};
 use docstore::aws::AwsSettings;
 use docstore::meta::dynamodb::DynamoMetadata;
 use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
-
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "{var} not set but services are required"
-            );
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
 
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("DOCSTORE_CORPUS")

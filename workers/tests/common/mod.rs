@@ -129,6 +129,22 @@ pub(crate) async fn aws_store(
     (env, store, settings)
 }
 
+/// A service's address from the environment (scripts/services.sh), or `None` (skip) when it is
+/// not set and services are not required.
+pub(crate) fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+                "{var} not set but services are required"
+            );
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
 /// Runs the outbox relay in this process until dropped.
 pub(crate) fn relay(store: &Arc<DocStore>, bus_url: &str) -> tokio::task::JoinHandle<()> {
     let bus = open_bus(bus_url).unwrap();
