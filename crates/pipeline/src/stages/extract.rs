@@ -9,6 +9,7 @@ use std::time::Duration;
 use unicode_normalization::UnicodeNormalization;
 
 use super::preflight::{PdfDefect, PreflightLimits, preflight};
+use super::short;
 
 /// Bounds on extraction.
 #[derive(Debug, Clone, Copy)]
@@ -115,10 +116,6 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
         Err(super::Aborted::Panicked) => Err(ExtractError::Panicked),
         Err(super::Aborted::NoThread) => Err(ExtractError::Invalid("no extract thread".into())),
     }
-}
-
-fn short(e: impl std::fmt::Display) -> String {
-    e.to_string().chars().take(200).collect()
 }
 
 fn extract(data: Vec<u8>, limits: &ExtractLimits) -> Result<ExtractedText, ExtractError> {

@@ -75,18 +75,24 @@ async fn read_version(
         .map_err(stage_error)
 }
 
-/// A version's first bytes (one frame decrypted, not the whole version): enough to tell a PDF from
-/// an image, so stages that skip images do not decrypt and verify a 12 MP photo to learn that.
-async fn sniff(store: &DocStore, who: &Identity, file: &FileUploaded) -> Result<Vec<u8>, StageError> {
-    let end = file.size.min(64);
-    if end == 0 {
-        return Ok(Vec::new());
+/// A third-party error's text, cut to a length fit for a log line or a dead letter.
+fn short(e: impl std::fmt::Display) -> String {
+    e.to_string().chars().take(200).collect()
+}
+
+/// Whether a version announced as an image (`image/*`) is one, judged from its first bytes (one
+/// frame decrypted): stages that skip images then need not decrypt a 12 MP photo whole. Anything
+/// else is `false` without a read, so a PDF costs one read (one key unwrap), not two; the caller
+/// reads it whole and judges the bytes as before.
+async fn announced_image(store: &DocStore, who: &Identity, file: &FileUploaded) -> Result<bool, StageError> {
+    if !file.media_type.starts_with("image/") || file.size == 0 {
+        return Ok(false);
     }
     let head = store
-        .get_range(who, &file.document_id, Some(file.version), 0..end)
+        .get_range(who, &file.document_id, Some(file.version), 0..file.size.min(64))
         .await
         .map_err(stage_error)?;
-    Ok(head.to_vec())
+    Ok(!head.starts_with(b"%PDF-") && thumbnail::image_format(&head).is_some())
 }
 
 /// Runs CPU-bound stage work off the async runtime; its error, or a failed task, is permanent
@@ -213,22 +219,25 @@ impl Processor for Extractor {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        let head = sniff(store, who, file).await?;
-        let is_pdf = head.starts_with(b"%PDF-");
-        if !is_pdf && thumbnail::image_format(&head).is_none() {
+        let image_text = Output {
+            page_count: Some(1),
+            text_length: Some(0),
+            ..Output::default()
+        };
+        if !self.ocr_enabled() && announced_image(store, who, file).await? {
+            return Ok(image_text);
+        }
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
+        let is_pdf = bytes.starts_with(b"%PDF-");
+        if !is_pdf && thumbnail::image_format(&bytes).is_none() {
             return Err(StageError::Permanent(format!(
                 "{} v{}: not a PDF or an image ({})",
                 file.document_id, file.version, file.media_type
             )));
         }
         if !is_pdf && !self.ocr_enabled() {
-            return Ok(Output {
-                page_count: Some(1),
-                text_length: Some(0),
-                ..Output::default()
-            });
+            return Ok(image_text);
         }
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
         let limits = self.limits;
         #[cfg(feature = "ocr")]
         let ocr = self.ocr.clone();
@@ -305,9 +314,12 @@ impl Processor for Stamper {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        let head = sniff(store, who, file).await?;
-        if !head.starts_with(b"%PDF-") {
-            if thumbnail::image_format(&head).is_some() {
+        if announced_image(store, who, file).await? {
+            return Ok(Output::default());
+        }
+        let bytes = read_version(store, who, file, self.limits.max_input).await?;
+        if !bytes.starts_with(b"%PDF-") {
+            if thumbnail::image_format(&bytes).is_some() {
                 return Ok(Output::default());
             }
             return Err(StageError::Permanent(format!(
@@ -315,7 +327,6 @@ impl Processor for Stamper {
                 file.document_id, file.version, file.media_type
             )));
         }
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
         let info = stamp::StampInfo {
             clinic: self.clinic.clone(),
             exam_id: file.exam_id.clone(),

@@ -35,6 +35,8 @@ use lopdf::content::Content;
 use lopdf::xref::{XrefEntry, XrefRecovery};
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
+use super::short;
+
 /// Bounds the check enforces (and stays within itself).
 #[derive(Debug, Clone, Copy)]
 pub struct PreflightLimits {
@@ -211,10 +213,6 @@ fn content_filters(id: u32, stream: &lopdf::Stream) -> Result<(), PdfDefect> {
         }
     }
     Ok(())
-}
-
-fn short(e: impl std::fmt::Display) -> String {
-    e.to_string().chars().take(200).collect()
 }
 
 /// Follows `startxref` and every `/Prev` through the raw bytes, refusing a loop. A section this

@@ -119,7 +119,7 @@ pub fn stamp_pdf(bytes: &[u8], info: &StampInfo, limits: &StampLimits) -> Result
 }
 
 fn invalid(e: impl std::fmt::Display) -> StampError {
-    StampError::Invalid(e.to_string().chars().take(200).collect())
+    StampError::Invalid(super::short(e))
 }
 
 fn stamp(data: &[u8], info: &StampInfo, limits: &StampLimits) -> Result<Vec<u8>, StampError> {

@@ -16,6 +16,7 @@ use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::preflight::{PdfDefect, PreflightLimits, preflight};
+use super::short;
 
 /// Longest edge of a thumbnail, px.
 pub const EDGE: u32 = 256;
@@ -332,7 +333,7 @@ fn decode_jpeg_scaled(
     limits: &ThumbnailLimits,
 ) -> Result<Option<Decoded>, ThumbnailError> {
     use jpeg_decoder::{CodingProcess, PixelFormat};
-    let bad = |e: jpeg_decoder::Error| ThumbnailError::Decode(format!("JPEG: {}", short(&e)));
+    let bad = |e: jpeg_decoder::Error| ThumbnailError::Decode(format!("JPEG: {}", short(e)));
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_decoded).unwrap_or(usize::MAX));
     decoder.read_info().map_err(bad)?;
@@ -371,10 +372,6 @@ fn decode_jpeg_scaled(
         }
     }
     Ok(Some((img, full)))
-}
-
-fn short(e: &impl std::fmt::Display) -> String {
-    e.to_string().chars().take(200).collect()
 }
 
 fn decode_and_resize(
@@ -461,11 +458,6 @@ mod tests {
         assert_eq!(fit(100, 50, 256), (100, 50));
         assert_eq!(fit(100_000, 1, 256), (256, 1));
     }
-}
-
-#[cfg(test)]
-mod png_text_tests {
-    use super::*;
 
     /// A 1×1 PNG with a `zTXt` chunk holding `text_len` zero bytes, compressed, after `IHDR`.
     fn png_with_ztxt(text_len: usize) -> Vec<u8> {
