@@ -135,7 +135,8 @@ fn last_committed(reader: &BaseConsumer, topic: &str) -> Result<Option<Vec<u8>>,
     if high <= low {
         return Ok(None);
     }
-    let mut window = 4i64;
+    // Checkpoints are small; a window of 64 covers a long tail of aborted ones at once.
+    let mut window = 64i64;
     loop {
         let start = (high - window).max(low);
         let mut tpl = TopicPartitionList::new();
@@ -156,6 +157,11 @@ fn last_committed(reader: &BaseConsumer, topic: &str) -> Result<Option<Vec<u8>>,
                         break;
                     }
                 }
+                // The end of the committed log. Aborted records and transaction markers are
+                // never delivered, so without this signal a tail of aborted checkpoints (a relay
+                // killed mid-batch, again and again) would cost the idle wait below on every
+                // widening of the window.
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(unavailable("checkpoint read", e)),
                 None => {
                     let pos = reader
@@ -395,6 +401,9 @@ impl EventBus for KafkaBus {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("transaction.timeout.ms", "60000")
+            // The init after a crash waits while the broker aborts the dead producer's open
+            // transaction; retry that often rather than backing off to the 1 s default.
+            .set("retry.backoff.max.ms", "100")
             .set(
                 "message.timeout.ms",
                 self.config.delivery_timeout.as_millis().to_string(),
@@ -414,6 +423,9 @@ impl EventBus for KafkaBus {
             format!("{}{relay}-checkpoint", self.config.topic_prefix),
         )
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // At the end of the log the broker would hold each fetch this long for new records.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed");
         self.config.apply_extra(&mut c);
         let reader: BaseConsumer = c.create().map_err(|e| unavailable("consumer", e))?;

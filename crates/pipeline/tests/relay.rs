@@ -221,3 +221,58 @@ async fn two_relays_at_once_in_process() {
 async fn two_relays_at_once_kafka() {
     two_relays_at_once("kafka").await;
 }
+
+/// A relay killed mid-transaction leaves an aborted checkpoint record and its marker at the end of
+/// the checkpoint topic. After many such kills in a row the next session still finds the last
+/// committed checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_found_behind_aborted_transactions_kafka() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Ok(brokers) = std::env::var("DOCSTORE_TEST_KAFKA") else {
+        assert!(std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none());
+        return;
+    };
+    let prefix = format!("a{}.", uuid::Uuid::new_v4().simple());
+    let mut c = KafkaConfig::new(brokers.clone());
+    c.topic_prefix = prefix.clone();
+    c.partitions = 1;
+    let bus = KafkaBus::new(c).unwrap();
+    let session = bus.begin_session("aborts").await.unwrap();
+    assert!(session.checkpoint.is_none());
+    bus.publish_atomic(&session, vec![], b"[\"committed\"]".to_vec())
+        .await
+        .unwrap();
+    // What a relay killed after writing its checkpoint, before committing, leaves behind; the
+    // next producer's init aborts it. 40 in a row: past every read window but the whole topic.
+    let (txn_id, topic) = (
+        format!("{prefix}aborts"),
+        format!("{prefix}docstore.relay.aborts"),
+    );
+    tokio::task::spawn_blocking(move || {
+        for i in 0..40 {
+            let p: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("transactional.id", &txn_id)
+                .create()
+                .unwrap();
+            p.init_transactions(Duration::from_secs(30)).unwrap();
+            p.begin_transaction().unwrap();
+            p.send(
+                BaseRecord::to(&topic)
+                    .key("aborts")
+                    .payload(&format!("[\"aborted {i}\"]")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+            p.flush(Duration::from_secs(30)).unwrap();
+            // Dropped with its transaction open, as a SIGKILL would leave it.
+        }
+    })
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let session = bus.begin_session("aborts").await.unwrap();
+    eprintln!("session opened in {:?}", start.elapsed());
+    assert_eq!(session.checkpoint.as_deref(), Some(&b"[\"committed\"]"[..]));
+}
