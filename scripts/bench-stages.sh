@@ -3,16 +3,19 @@
 # builds a release `docstore` with OCR, runs `cargo bench --bench stages` (criterion; results and
 # baselines under $CARGO_TARGET_DIR/criterion) and prints the ratio table (ours / peer, mean time).
 # Usage: scripts/bench-stages.sh [criterion args, e.g. --save-baseline main | --baseline main]
+#        scripts/bench-stages.sh --table-only   (the table of the last run's results, no run)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/docstore-target}
 export DOCSTORE_CORPUS=${DOCSTORE_CORPUS:-$here/../shared/corpus}
 export OMP_THREAD_LIMIT=1
-scripts/build-deps.sh --test
-cargo build --release -q -p docstore-cli --features ocr
-export DOCSTORE_BIN=$CARGO_TARGET_DIR/release/docstore
-cargo bench -q -p docstore-benches --features ocr --bench stages -- "$@" >/dev/null
+if [ "${1:-}" != --table-only ]; then
+  scripts/build-deps.sh --test
+  cargo build --release -q -p docstore-cli --features ocr
+  export DOCSTORE_BIN=$CARGO_TARGET_DIR/release/docstore
+  cargo bench -q -p docstore-benches --features ocr --bench stages -- "$@" >/dev/null
+fi
 python3 - "$CARGO_TARGET_DIR/criterion" <<'PY'
 import json, os, sys
 root = sys.argv[1]

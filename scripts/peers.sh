@@ -11,6 +11,8 @@
 #   day        docstore load (embedded, whole pipeline) vs a shell pipeline of the peers over the
 #              same exported files (qpdf, pdftoppm, pdftotext, vipsthumbnail, age; 2 at a time)
 # Usage: scripts/peers.sh [EXAMS]   (default 1000; PEERS_SIZE_MB=256)
+#   PEERS_SEARCH=1 runs the search bench (else its last results are read); PEERS_STAGES=0 reads the
+#   stage benches' last results instead of running them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -39,7 +41,7 @@ head -c $((size_mb << 20)) /dev/urandom >"$work/big.bin"
 export DOCSTORE_DATA_DIR=$work/store
 "$bin" init >/dev/null 2>&1
 age-keygen -o "$work/age.key" 2>/dev/null
-recipient=$(grep -o 'age1[0-9a-z]*' "$work/age.key" | head -1)
+recipient=$(grep -m1 -o 'age1[0-9a-z]*' "$work/age.key")
 age -r "$recipient" -o "$work/big.age" "$work/big.bin"
 id=$("$bin" --json put "$work/big.bin" --patient p --exam e | python3 -c 'import json,sys; print(json.load(sys.stdin)["document_id"])')
 hyperfine -N -w 1 -r 5 --export-json "$work/env.json" \
@@ -55,7 +57,11 @@ print(f"envelope decrypt (get)\t{m['docstore get']:.3f}\tage -d\t{m['age -d']:.3
 PY
 
 echo "== stages: criterion, scripts/bench-stages.sh" >&2
-scripts/bench-stages.sh --warm-up-time 1 --measurement-time 3 >"$work/stages.md"
+if [ "${PEERS_STAGES:-1}" = 1 ]; then
+  scripts/bench-stages.sh --warm-up-time 1 --measurement-time 3 >"$work/stages.md"
+else
+  scripts/bench-stages.sh --table-only >"$work/stages.md"
+fi
 python3 - "$work/stages.md" >>"$rows" <<'PY'
 import sys
 targets = {("stamp", "qpdf --overlay"): "≤ 0.50×", ("thumbnail", "vipsthumbnail"): "≤ 1.00×",
@@ -111,7 +117,8 @@ SH
 chmod +x "$work/one.sh"
 mkdir -p "$work/shell-out"
 # The stamp overlay qpdf lays on every page: any one-page PDF of the day serves the timing.
-overlay=$(ls "$work/files"/*.pdf | head -1)
+pdfs=("$work/files"/*.pdf)
+overlay=${pdfs[0]}
 start=$(date +%s.%N)
 ls "$work/files"/* | xargs -P 2 -I{} "$work/one.sh" {} "$work/shell-out" "$recipient" "$overlay"
 shell_s=$(python3 -c "import time; print(time.time() - $start)")
@@ -126,7 +133,7 @@ out=docs/benchmarks/peers-$(date +%F).md
 {
   echo "# Peers, $(date +%F)"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB; command: scripts/peers.sh $exams"
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB; command: PEERS_SEARCH=${PEERS_SEARCH:-0} PEERS_STAGES=${PEERS_STAGES:-1} scripts/peers.sh $exams"
   echo
   echo "| work | docstore s | peer | peer s | docstore / peer | target | note |"
   echo "| --- | ---: | --- | ---: | ---: | --- | --- |"
