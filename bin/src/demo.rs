@@ -32,7 +32,8 @@ pub(crate) struct DemoArgs {
     timeout: Duration,
 }
 
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
+/// A progress bar in the CLI's one style (hidden when `quiet`).
+pub(crate) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
     let b = if quiet {
         ProgressBar::hidden()
     } else {
@@ -45,7 +46,8 @@ fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
     b
 }
 
-fn index_err(e: docstore_pipeline::search::SearchError) -> Error {
+/// The CLI error of a search index failure.
+pub(crate) fn index_err(e: docstore_pipeline::search::SearchError) -> Error {
     Error::Unavailable {
         backend: "index".into(),
         detail: e.to_string(),

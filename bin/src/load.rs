@@ -10,7 +10,7 @@ use docstore::{DocStore, Error};
 use docstore_pipeline::bus::{EventBus, open_bus};
 use docstore_pipeline::load::{LoadError, LoadPlan, LoadProgress, LoadReport};
 use docstore_pipeline::search::SearchIndex;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 
 /// `docstore load`.
 #[derive(Args, Debug)]
@@ -93,10 +93,7 @@ pub(crate) async fn load(
 ) -> Result<(), Error> {
     let bus: Arc<dyn EventBus> = open_bus(&a.bus).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let index_dir = a.index.clone().unwrap_or_else(|| data_dir.join("index"));
-    let index = SearchIndex::open(&index_dir).map_err(|e| Error::Unavailable {
-        backend: "index".into(),
-        detail: e.to_string(),
-    })?;
+    let index = SearchIndex::open(&index_dir).map_err(crate::demo::index_err)?;
     let plan = LoadPlan {
         exams: a.exams,
         images_per_exam: a.images_per_exam,
@@ -112,17 +109,10 @@ pub(crate) async fn load(
     };
     let quiet = json_out || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bars = MultiProgress::new();
+    // Added to the group only when shown: a bar added to it would draw even if hidden.
     let bar = |what: &str| {
-        let b = if quiet {
-            ProgressBar::hidden()
-        } else {
-            bars.add(ProgressBar::new(0))
-        };
-        b.set_style(
-            ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}  {{elapsed}}"))
-                .expect("template"),
-        );
-        b
+        let b = crate::demo::bar(0, what, quiet);
+        if quiet { b } else { bars.add(b) }
     };
     let (generated, uploaded, searchable) =
         (bar("generated"), bar("uploaded (encrypted)"), bar("searchable"));

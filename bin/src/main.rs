@@ -708,6 +708,7 @@ async fn main() -> ExitCode {
         .with_env_filter(docstore_pipeline::observe::log_filter("warn"))
         .with_writer(std::io::stderr)
         .init();
+    docstore_pipeline::observe::install_redacting_panic_hook();
     #[cfg(feature = "ocr")]
     if matches!(cli.command, Command::Extract { ocr: true, .. }) {
         // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.

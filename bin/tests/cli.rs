@@ -377,6 +377,25 @@ fn stamp_and_extract_a_local_pdf() {
     assert_eq!(cli.fails(&["extract", not_pdf.to_str().unwrap()]).0, 7);
 }
 
+/// A PDF on which pdf_oxide panics (found by the `extract` fuzz target): a typed error and a
+/// non-zero exit, and the panic's message, which quotes the document, nowhere in the output.
+#[test]
+fn third_party_panic_is_typed_and_its_message_withheld() {
+    let cli = Cli::new();
+    let pdf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/pipeline/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf");
+    let out = cli.run(&["extract", pdf.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("error: "), "{stderr}");
+    assert!(stderr.contains("message withheld"), "the hook ran: {stderr}");
+    assert!(
+        !stderr.contains("char boundary"),
+        "panic message leaked: {stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
 /// `docstore demo` end to end on the embedded store (a small run): every document uploaded is
 /// processed and indexed, the searches find the synthetic reports by words of their body, and
 /// `docstore search` / `reindex` then work on what it left; bad search input is a typed error.

@@ -234,14 +234,7 @@ async fn load_on_kafka_s3_postgres_kms() {
     };
     // A database of its own: the relay publishes the whole outbox of the database it is given,
     // and the other tests' stores share the default one.
-    use sqlx::Connection;
-    let db = format!("load_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pg = format!("{}/{db}", pg_url.rsplit_once('/').unwrap().0);
+    let pg = docstore::conformance::fresh_pg_database(&pg_url, "load").await;
     let Some((mut env, _)) = production_env(Some(pg)).await else {
         return;
     };

@@ -172,6 +172,7 @@ async fn main() -> ExitCode {
         .with_env_filter(docstore_pipeline::observe::log_filter("info"))
         .with_writer(std::io::stderr)
         .init();
+    docstore_pipeline::observe::install_redacting_panic_hook();
     let args = Args::parse();
     #[cfg(feature = "ocr")]
     if args.ocr {

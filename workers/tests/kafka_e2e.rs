@@ -50,16 +50,7 @@ fn services() -> Option<(String, String)> {
 /// its own (a fresh prefix) on the shared servers.
 async fn env() -> Option<Env> {
     let (kafka, pg_url) = services()?;
-    let db = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let pg = match pg_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => panic!("bad PostgreSQL URL"),
-    };
+    let pg = docstore::conformance::fresh_pg_database(&pg_url, "e2e").await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let store_env = vec![

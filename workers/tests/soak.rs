@@ -24,7 +24,6 @@ use docstore::{Identity, Kind, ProcessingState, PutRequest};
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::runtime::replay_dead_letters;
 use docstore_pipeline::synthetic::Generator;
-use sqlx::Connection;
 
 struct Plan {
     exams: usize,
@@ -136,14 +135,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         return;
     };
     let plan = Plan::from_env();
-    let db = format!("soak_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&pg_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    drop(admin);
-    let pg = format!("{}/{db}", pg_url.rsplit_once('/').unwrap().0);
+    let pg = docstore::conformance::fresh_pg_database(&pg_url, "soak").await;
     let work = tempfile::tempdir().unwrap();
     let (store_env, store, _) = common::aws_store(&endpoint, pg, work.path()).await;
     let prefix = format!("soak{}.", uuid::Uuid::new_v4().simple());

@@ -1241,3 +1241,23 @@ pub async fn crash_before_commit(
             == body[..]
     );
 }
+
+/// A new, empty PostgreSQL database (`PREFIX_<uuid>`) on the server of `url`, and its URL: for
+/// tests whose relay publishes a whole outbox, which must not see the other tests' entries.
+///
+/// # Panics
+/// If the server refuses (a test helper: the test fails there).
+#[cfg(feature = "postgres")]
+pub async fn fresh_pg_database(url: &str, prefix: &str) -> String {
+    use sqlx::Connection;
+    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (base, _) = url.rsplit_once('/').expect("a PostgreSQL URL ends in /DATABASE");
+    format!("{base}/{db}")
+}

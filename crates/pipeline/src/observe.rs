@@ -77,6 +77,25 @@ pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     filter
 }
 
+/// Replaces the default panic hook (which prints the panic's message) by one that logs the
+/// thread and the code location only. A parser's panic message can quote the bytes it choked on
+/// (pdf_oxide's "not a char boundary; it is inside '…'" quotes the document), and the stages
+/// catch third-party panics and go on, so the message would reach the logs of a healthy process.
+pub fn install_redacting_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            at = %at,
+            "panic (message withheld: it may quote document content)"
+        );
+    }));
+}
+
 /// How many recent latencies [`WorkerMetrics`] keeps (400 KB).
 pub const LATENCY_SAMPLES: usize = 100_000;
 

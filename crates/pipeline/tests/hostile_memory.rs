@@ -14,7 +14,46 @@ use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
 use docstore_pipeline::stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 
 /// One stage on one file: its typed error as text.
-type Run = Box<dyn Fn() -> Result<(), String>>;
+type Run = fn(&[u8]) -> Result<(), String>;
+
+fn stamp(b: &[u8]) -> Result<(), String> {
+    let info = StampInfo {
+        clinic: "Clínica".into(),
+        exam_id: "exm-1".into(),
+        patient_id: "pac-1".into(),
+        released_at: "2026-12-01 10:00 UTC".into(),
+        text: "Documento liberado".into(),
+    };
+    stamp_pdf(b, &info, &StampLimits::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn pdf_thumbnail(b: &[u8]) -> Result<(), String> {
+    thumbnail_pdf(b, &ThumbnailLimits::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn text(b: &[u8]) -> Result<(), String> {
+    extract_pdf_text(b, &ExtractLimits::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn image_thumbnail(b: &[u8]) -> Result<(), String> {
+    thumbnail_image(b, &ThumbnailLimits::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "ocr")]
+fn ocr(b: &[u8]) -> Result<(), String> {
+    let settings = docstore_pipeline::stages::ocr::OcrSettings::default();
+    docstore_pipeline::stages::ocr::ocr_image(b, &settings)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
 
 #[test]
 fn each_hostile_file_fails_typed_fast_and_small_in_every_stage() {
@@ -25,76 +64,24 @@ fn each_hostile_file_fails_typed_fast_and_small_in_every_stage() {
         &[".pdf", ".jpg", ".png", ".gif", ".tiff", ".webp"],
     );
     assert!(hostile.len() >= 16, "hostile files missing");
-    let info = StampInfo {
-        clinic: "Clínica".into(),
-        exam_id: "exm-1".into(),
-        patient_id: "pac-1".into(),
-        released_at: "2026-12-01 10:00 UTC".into(),
-        text: "Documento liberado".into(),
-    };
     let resettable = reset_peak();
     let mut rows = Vec::new();
     for path in hostile {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&path).unwrap();
-        let mut runs: Vec<(&str, Run)> = Vec::new();
-        if name.ends_with(".pdf") {
-            let b = bytes.clone();
-            let i = info.clone();
-            runs.push((
-                "stamp",
-                Box::new(move || {
-                    stamp_pdf(&b, &i, &StampLimits::default())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            ));
-            let b = bytes.clone();
-            runs.push((
-                "thumbnail",
-                Box::new(move || {
-                    thumbnail_pdf(&b, &ThumbnailLimits::default())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            ));
-            let b = bytes.clone();
-            runs.push((
-                "text",
-                Box::new(move || {
-                    extract_pdf_text(&b, &ExtractLimits::default())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            ));
+        let runs: Vec<(&str, Run)> = if name.ends_with(".pdf") {
+            vec![("stamp", stamp), ("thumbnail", pdf_thumbnail), ("text", text)]
         } else {
-            let b = bytes.clone();
-            runs.push((
-                "thumbnail",
-                Box::new(move || {
-                    thumbnail_image(&b, &ThumbnailLimits::default())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            ));
-            #[cfg(feature = "ocr")]
-            {
-                let b = bytes.clone();
-                runs.push((
-                    "ocr",
-                    Box::new(move || {
-                        let settings = docstore_pipeline::stages::ocr::OcrSettings::default();
-                        docstore_pipeline::stages::ocr::ocr_image(&b, &settings)
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    }),
-                ));
-            }
-        }
+            vec![
+                ("thumbnail", image_thumbnail),
+                #[cfg(feature = "ocr")]
+                ("ocr", ocr),
+            ]
+        };
         for (stage, run) in runs {
             reset_peak();
             let start = Instant::now();
-            let result = run();
+            let result = run(&bytes);
             let took = start.elapsed();
             let peak = peak_mib();
             eprintln!("{name} / {stage}: {result:?} in {took:?}, peak {peak} MiB");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The shared corpus (`DOCSTORE_CORPUS`, default `../shared/corpus` beside the checkout), or `None`
 /// (skip) when it is absent and services are not required.
@@ -19,6 +20,21 @@ pub(crate) fn corpus() -> Option<PathBuf> {
         );
         eprintln!("skipping: corpus not found at {}", dir.display());
         None
+    }
+}
+
+/// The time guard of the correctness tests on the non-hostile corpus. The stages' own limits
+/// (seconds) are for hostile input, and the hostile tests hold them; a debug build on a loaded
+/// 2-core machine can pass them on a good file, which says nothing about its output.
+pub(crate) const UNTIMED: Duration = Duration::from_secs(120);
+
+/// `limits` with the render time guard at [`UNTIMED`].
+pub(crate) fn untimed(
+    limits: docstore_pipeline::stages::thumbnail::ThumbnailLimits,
+) -> docstore_pipeline::stages::thumbnail::ThumbnailLimits {
+    docstore_pipeline::stages::thumbnail::ThumbnailLimits {
+        max_render_time: UNTIMED,
+        ..limits
     }
 }
 
@@ -74,4 +90,25 @@ pub(crate) fn variant(value: &impl std::fmt::Debug) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Runs `stage` on every hostile PDF of the corpus and checks each answer, within 5 s, against
+/// [`hostile_pdf_verdict`]; `stage` returns the variant name it got (or its success word).
+pub(crate) fn assert_hostile_pdf_verdicts(dir: &Path, stage: impl Fn(&[u8]) -> String) {
+    let hostile = pdfs(dir, true);
+    assert!(hostile.len() >= 10, "hostile PDFs missing");
+    let mut problems = Vec::new();
+    for path in hostile {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        let got = stage(&bytes);
+        let took = start.elapsed();
+        eprintln!("{name}: {got} in {took:?}");
+        assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+        if got != hostile_pdf_verdict(&name) {
+            problems.push(format!("{name}: {got}, expected {}", hostile_pdf_verdict(&name)));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }
