@@ -30,20 +30,10 @@ struct Env {
 }
 
 fn services() -> Option<(String, String)> {
-    match (
-        std::env::var("DOCSTORE_TEST_KAFKA"),
-        std::env::var("DOCSTORE_TEST_PG_URL"),
-    ) {
-        (Ok(k), Ok(p)) => Some((k, p)),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "DOCSTORE_TEST_KAFKA / DOCSTORE_TEST_PG_URL not set but services are required"
-            );
-            eprintln!("skipping: Kafka or PostgreSQL not configured");
-            None
-        }
-    }
+    Some((
+        common::service("DOCSTORE_TEST_KAFKA")?,
+        common::service("DOCSTORE_TEST_PG_URL")?,
+    ))
 }
 
 /// A store of its own (fresh PostgreSQL database, blob folder, keyring, audit log) and topics of

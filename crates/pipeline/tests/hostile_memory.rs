@@ -13,6 +13,11 @@ use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
 use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
 use docstore_pipeline::stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 
+/// A stage's result with its error as text.
+fn typed<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<(), String> {
+    r.map(drop).map_err(|e| e.to_string())
+}
+
 /// One stage on one file: its typed error as text.
 type Run = fn(&[u8]) -> Result<(), String>;
 
@@ -24,35 +29,25 @@ fn stamp(b: &[u8]) -> Result<(), String> {
         released_at: "2026-12-01 10:00 UTC".into(),
         text: "Documento liberado".into(),
     };
-    stamp_pdf(b, &info, &StampLimits::default())
-        .map(drop)
-        .map_err(|e| e.to_string())
+    typed(stamp_pdf(b, &info, &StampLimits::default()))
 }
 
 fn pdf_thumbnail(b: &[u8]) -> Result<(), String> {
-    thumbnail_pdf(b, &ThumbnailLimits::default())
-        .map(drop)
-        .map_err(|e| e.to_string())
+    typed(thumbnail_pdf(b, &ThumbnailLimits::default()))
 }
 
 fn text(b: &[u8]) -> Result<(), String> {
-    extract_pdf_text(b, &ExtractLimits::default())
-        .map(drop)
-        .map_err(|e| e.to_string())
+    typed(extract_pdf_text(b, &ExtractLimits::default()))
 }
 
 fn image_thumbnail(b: &[u8]) -> Result<(), String> {
-    thumbnail_image(b, &ThumbnailLimits::default())
-        .map(drop)
-        .map_err(|e| e.to_string())
+    typed(thumbnail_image(b, &ThumbnailLimits::default()))
 }
 
 #[cfg(feature = "ocr")]
 fn ocr(b: &[u8]) -> Result<(), String> {
     let settings = docstore_pipeline::stages::ocr::OcrSettings::default();
-    docstore_pipeline::stages::ocr::ocr_image(b, &settings)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    typed(docstore_pipeline::stages::ocr::ocr_image(b, &settings))
 }
 
 #[test]
