@@ -63,8 +63,13 @@ run() { # target
   local execs crashes
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   crashes=$(find "$art" -type f | wc -l)
-  printf '%-14s %6ss  %12s execs  %6s corpus  %s crash(es)  exit %s\n' \
-    "$t" "$secs" "$execs" "$(ls "$dir" | wc -l)" "$crashes" "$status"
+  # Dependency panics the stage caught (fuzz_targets/dependency_panics.rs): not crashes, but
+  # upstream bugs worth a report; their distinct locations are listed.
+  local caught where
+  caught=$(grep -c '^caught dependency panic at ' "$log" || true)
+  where=$(grep -o '^caught dependency panic at .*' "$log" | sed 's/.*registry\/src\/[^/]*\///' | sort -u | paste -sd' ' || true)
+  printf '%-14s %6ss  %12s execs  %6s corpus  %s crash(es)  exit %s  %s caught dependency panic(s) %s\n' \
+    "$t" "$secs" "$execs" "$(ls "$dir" | wc -l)" "$crashes" "$status" "${caught:-0}" "$where"
 }
 
 export -f run seed

@@ -622,6 +622,8 @@ async fn put(store: &DocStore, who: &Identity, a: PutArgs, json_out: bool) -> Re
         store.put(who, req, tokio::io::stdin()).await?
     } else {
         let f = tokio::fs::File::open(&a.file).await.map_err(io)?;
+        // Each read of a tokio file is a blocking-pool hop: read 2 MiB at a time, not a frame.
+        let f = tokio::io::BufReader::with_capacity(IO_BUF, f);
         store.put(who, req, bar.wrap_async_read(f)).await?
     };
     bar.finish_and_clear();
@@ -651,13 +653,16 @@ async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> 
         Some(path) => {
             let tmp = temp_name(path);
             let result = async {
-                let mut f = tokio::fs::File::create(&tmp).await.map_err(out_err(&tmp))?;
+                let f = tokio::fs::File::create(&tmp).await.map_err(out_err(&tmp))?;
+                // Each write of a tokio file is a blocking-pool hop: frames (64 KiB) are batched.
+                let mut f = tokio::io::BufWriter::with_capacity(IO_BUF, f);
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk?;
                     bar.inc(chunk.len() as u64);
                     f.write_all(&chunk).await.map_err(out_err(&tmp))?;
                 }
-                f.sync_all().await.map_err(out_err(&tmp))?;
+                f.flush().await.map_err(out_err(&tmp))?;
+                f.get_ref().sync_all().await.map_err(out_err(&tmp))?;
                 tokio::fs::rename(&tmp, path).await.map_err(out_err(path))
             }
             .await;
@@ -667,7 +672,7 @@ async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> 
             result?;
         }
         None => {
-            let mut out = tokio::io::stdout();
+            let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, tokio::io::stdout());
             while let Some(chunk) = stream.next().await {
                 out.write_all(&chunk?)
                     .await
@@ -679,6 +684,10 @@ async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> 
     bar.finish_and_clear();
     Ok(())
 }
+
+/// File reads and writes of `put` and `get` are batched to this size: tokio hands a file at most
+/// 2 MiB per blocking read or write.
+const IO_BUF: usize = 2 << 20;
 
 fn temp_name(path: &Path) -> PathBuf {
     let name = path

@@ -7,7 +7,10 @@ use std::time::Duration;
 use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
 use libfuzzer_sys::fuzz_target;
 
+mod dependency_panics;
+
 fuzz_target!(|data: &[u8]| {
+    dependency_panics::tolerate_caught_dependency_panics();
     let limits = ExtractLimits {
         max_pages: 200,
         max_text: 1 << 20,

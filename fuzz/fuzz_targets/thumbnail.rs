@@ -5,7 +5,10 @@
 use docstore_pipeline::stages::thumbnail::{EDGE, ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 use libfuzzer_sys::fuzz_target;
 
+mod dependency_panics;
+
 fuzz_target!(|data: &[u8]| {
+    dependency_panics::tolerate_caught_dependency_panics();
     let limits = ThumbnailLimits {
         max_side: 8_000,
         max_decoded: 64 << 20,

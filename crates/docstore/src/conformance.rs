@@ -56,7 +56,9 @@ pub fn request(document_id: Option<&str>, patient: &str, exam: &str) -> PutReque
 pub async fn blob_store(store: &dyn BlobStore) {
     let prefix = fresh("conformance");
     let key = format!("{prefix}/a");
-    let data = pattern(6 * 1024 * 1024 + 123, 1);
+    // Past the one-request read (8 MiB), over three of the local store's 4 MiB read windows and
+    // into a partial fourth.
+    let data = pattern(13 * 1024 * 1024 + 123, 1);
     let mut up = store.upload(&key).await.expect("upload");
     for chunk in data.chunks(100_000) {
         up.write(Bytes::copy_from_slice(chunk)).await.expect("write");
@@ -74,6 +76,11 @@ pub async fn blob_store(store: &dyn BlobStore) {
     assert_eq!(
         &store.get_range(&key, 5..70_000).await.unwrap()[..],
         &data[5..70_000]
+    );
+    let across = (4 << 20) - 10..(4 << 20) + 10;
+    assert_eq!(
+        &store.get_range(&key, across.clone()).await.unwrap()[..],
+        &data[across.start as usize..across.end as usize]
     );
 
     let aborted = format!("{prefix}/aborted");

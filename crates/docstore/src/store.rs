@@ -1169,9 +1169,14 @@ impl FrameStream {
                 None => return Err(integrity(self, IntegrityError::Length(self.buf.len() as u64))),
             }
         }
-        let mut frame = Zeroizing::new(self.buf.split_to(need).to_vec());
+        // Opened in place: the plaintext handed out is this buffer, not a copy of it (a copy
+        // would leave the caller's bytes as unzeroized as these, at twice the memory traffic).
+        let mut frame = self.buf.split_to(need);
+        let split = need - TAG_LEN;
+        let tag: [u8; TAG_LEN] = frame[split..].try_into().expect("tag length");
+        frame.truncate(split);
         self.opener
-            .open_frame(index, is_final, &mut frame)
+            .open_in_place(index, is_final, &mut frame, &tag)
             .map_err(|k| integrity(self, k))?;
         self.hasher.update(&frame[..]);
         self.next += 1;
@@ -1185,6 +1190,6 @@ impl FrameStream {
                 return Err(integrity(self, IntegrityError::Digest));
             }
         }
-        Ok(Bytes::copy_from_slice(&frame))
+        Ok(frame.freeze())
     }
 }

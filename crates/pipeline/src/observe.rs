@@ -52,6 +52,7 @@ pub struct WorkerMetrics {
 /// data in the logs.
 pub const CONTENT_LOG_TARGETS: &[&str] = &[
     "pdf_oxide",
+    "pdf_extract",
     "lopdf",
     "hayro",
     "hayro_syntax",

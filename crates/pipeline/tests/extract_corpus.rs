@@ -67,17 +67,18 @@ fn expected_rejection(name: &str) -> Option<fn(&ExtractError) -> bool> {
     }
 }
 
-/// Text PDFs below the recall bar (measured 2026-11-24; checked to stay below, so the list stays
-/// true). Open in issue 5: table pages (space-padded rows), the htmldoc file's reading order, the
-/// CJK file without a ToUnicode map, and a one-line accent sample.
+/// Text PDFs below the recall bar (measured 2026-12-02; checked to stay below, so the list stays
+/// true). Each is a limit of the reference or of both extractors, not of the choice between them:
+/// - the quartz table: both extractors run the digits of adjacent narrow cells together ("01"
+///   for "0 1"); its words (states, headings) are all found, its lone digits are not;
+/// - the CJK file has no ToUnicode map, and pdftotext's own output for it is Latin-1 mojibake, so
+///   the "words" measured are pdftotext's garbage;
+/// - the French sample has 2 reference words, one of them 28 glyphs that pdftotext glues together.
 fn known_low_recall(name: &str) -> bool {
     matches!(
         name,
-        "text-16p-spreadsheet-xrefstream.pdf" // 0.941
-            | "text-1p-pdf12-itext-paper.pdf" // 0.943
-            | "text-1p-table-pdf13-quartz.pdf" // 0.901
-            | "text-23p-htmldoc-pdf13.pdf" // 0.695
-            | "text-chinese-nounicode-xiaobiaosong.pdf" // 0.359
+        "text-1p-table-pdf13-quartz.pdf" // 0.901
+            | "text-chinese-nounicode-xiaobiaosong.pdf" // 0.544
             | "text-french-diacritics-pdftex.pdf" // 0.500 (2 words)
     )
 }

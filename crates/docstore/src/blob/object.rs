@@ -19,17 +19,24 @@ const CHUNK: usize = 5 * 1024 * 1024;
 const SMALL_READ: u64 = 8 * 1024 * 1024;
 /// Parts in flight per upload before `write` waits.
 const MAX_IN_FLIGHT: usize = 2;
+/// Window of a large read from a local folder (see [`ObjectBlobStore::local`]).
+const LOCAL_WINDOW: u64 = 4 * 1024 * 1024;
 
 /// Blob store backed by an `object_store` implementation.
 #[derive(Debug, Clone)]
 pub struct ObjectBlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// Large blobs are read as a sequence of ranged reads rather than the backend's stream.
+    windowed: bool,
 }
 
 impl ObjectBlobStore {
     /// Wraps an object store.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        ObjectBlobStore { inner }
+        ObjectBlobStore {
+            inner,
+            windowed: false,
+        }
     }
 
     /// A local-folder store (the embedded default); creates the folder.
@@ -40,7 +47,13 @@ impl ObjectBlobStore {
                 key: dir.display().to_string(),
                 source,
             })?;
-        Ok(ObjectBlobStore::new(Arc::new(fs)))
+        // LocalFileSystem streams a file 8 KiB at a time, each read a blocking-pool hop: a 256 MiB
+        // get made 32,794 reads and 273,238 futex calls, and spent 1.6 s in the kernel. Reads of
+        // 4 MiB windows, one ahead, cost 64 hops.
+        Ok(ObjectBlobStore {
+            inner: Arc::new(fs),
+            windowed: true,
+        })
     }
 
     /// An Amazon S3 bucket, optionally under a key prefix.
@@ -164,6 +177,26 @@ impl BlobStore for ObjectBlobStore {
                 size,
                 stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
             });
+        }
+        if self.windowed {
+            drop(res);
+            let (store, path) = (self.inner.clone(), Path::from(key));
+            let owned = key.to_owned();
+            let windows = (0..size.div_ceil(LOCAL_WINDOW))
+                .map(move |i| i * LOCAL_WINDOW..((i + 1) * LOCAL_WINDOW).min(size));
+            let stream = futures::stream::iter(windows)
+                .map(move |range| {
+                    let (store, path, key) = (store.clone(), path.clone(), owned.clone());
+                    async move {
+                        store
+                            .get_range(&path, range)
+                            .await
+                            .map_err(|source| Error::Blob { key, source })
+                    }
+                })
+                .buffered(2)
+                .boxed();
+            return Ok(BlobRead { size, stream });
         }
         let owned = key.to_owned();
         let stream = res
