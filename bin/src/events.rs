@@ -288,7 +288,7 @@ pub(crate) async fn extract(
     }
     if json_out {
         let v = json!({"pages": text.page_count, "chars": text.chars(), "ocr_pages": text.ocr_pages,
-                       "second_reading_pages": text.second_reading_pages,
+                       "alternative_pages": text.alternative_pages,
                        "text": if output.is_none() { Some(&joined) } else { None }});
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }

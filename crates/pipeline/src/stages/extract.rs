@@ -1,15 +1,18 @@
 //! Text of each PDF page, for search and for the `file.processed` text length.
 //!
-//! Two extractors read every document: `pdf_oxide` first, then `pdf-extract`, and each page
-//! keeps the reading that holds more text in plausible words ([`word_letters`]). Neither
-//! extractor is right on every PDF of the corpus: `pdf_oxide` drops ligature glyphs without a
-//! Unicode mapping ("eld" for "field"), joins spreadsheet cells ("permanent10") and runs words
-//! together on fonts with a built-in Type 1 encoding; `pdf-extract` splits some fonts into single
-//! letters and loses text in signed and object-stream files. Whichever breaks a page, the broken
-//! reading has fewer letters in words of normal shape, so the choice needs no reference text.
+//! Every page is read three ways and keeps the reading that holds the most text of normal shape
+//! ([`plausible_chars`]): `pdf_oxide`'s own assembly, `pdf-extract`'s, and `pdf_oxide`'s glyphs
+//! re-spaced by their gaps ([`glyph_reading`]). No one reading is right on every PDF of the
+//! corpus: `pdf_oxide` drops ligature glyphs without a Unicode mapping ("eld" for "field"), joins
+//! spreadsheet cells ("permanent10"), runs words together on fonts with a built-in Type 1
+//! encoding, and both libraries run the digits of adjacent table cells together ("015,00514" for
+//! "0 15,005 14"); `pdf-extract` splits some fonts into single letters and loses text in signed
+//! and object-stream files; the gap reading splits letter-spaced dates ("0 9 / 1 8"). Whichever
+//! breaks a page, the broken reading has fewer letters in words of normal shape or fewer digits
+//! in numbers of normal shape, so the choice needs no reference text.
 //!
 //! The text rendition is UTF-8 with pages separated by form feeds (`\f`), as `pdftotext` writes
-//! it. Each extractor runs on a helper thread under the time bound, with panics caught; the second
+//! it. Each library runs on a helper thread under the time bound, with panics caught; the second
 //! gets what time the first left, and when it fails or runs out the first's text stands. Page
 //! count and total text are bounded.
 
@@ -95,8 +98,8 @@ pub struct ExtractedText {
     pub failed_pages: usize,
     /// Pages whose text came from OCR (no usable text layer).
     pub ocr_pages: usize,
-    /// Pages whose text came from the second extractor (`pdf-extract`).
-    pub second_reading_pages: usize,
+    /// Pages whose text is not `pdf_oxide`'s own assembly (see the module documentation).
+    pub alternative_pages: usize,
 }
 
 impl ExtractedText {
@@ -162,9 +165,10 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
     assemble(first, second, limits)
 }
 
-/// `pdf_oxide`'s reading: each page's text, `None` where the page could not be read.
+/// `pdf_oxide`'s readings: each page's text and its glyph reading, `None` where the page could
+/// not be read.
 struct FirstReading {
-    pages: Vec<Option<String>>,
+    pages: Vec<Option<(String, String)>>,
     page_count: usize,
     /// Encrypted with an empty user password: `pdf-extract` cannot decrypt every such file.
     encrypted: bool,
@@ -200,7 +204,14 @@ fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, Ex
     let page_count = doc.page_count().map_err(|e| ExtractError::Invalid(short(e)))?;
     // One unreadable page does not cost the others their text.
     let pages = (0..page_count.min(limits.max_pages))
-        .map(|i| doc.extract_text(i).ok())
+        .map(|i| {
+            let text = doc.extract_text(i).ok()?;
+            let glyphs = doc
+                .extract_chars(i)
+                .map(|c| glyph_reading(&c))
+                .unwrap_or_default();
+            Some((text, glyphs))
+        })
         .collect();
     Ok(FirstReading {
         pages,
@@ -210,7 +221,7 @@ fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, Ex
     })
 }
 
-/// Per page, the better of the two readings; then NFKC and the text bound.
+/// Per page, the best of the readings; then NFKC and the text bound.
 fn assemble(
     first: FirstReading,
     second: Option<Vec<String>>,
@@ -218,33 +229,28 @@ fn assemble(
 ) -> Result<ExtractedText, ExtractError> {
     // Page numbers must line up, or the readings are of different page trees.
     let second = second.filter(|pages| pages.len() == first.page_count);
+    // NFKC: ligatures (ﬁ), compatibility forms and decomposed accents become what people type.
+    let nfkc = |t: &str| -> String { t.nfkc().collect() };
     let mut pages = Vec::with_capacity(first.pages.len());
-    let (mut total, mut failed, mut seconds) = (0usize, 0usize, 0usize);
+    let (mut total, mut failed, mut alternatives) = (0usize, 0usize, 0usize);
     for (i, one) in first.pages.into_iter().enumerate() {
-        let two = second.as_ref().and_then(|p| p.get(i));
-        // NFKC: ligatures (ﬁ), compatibility forms and decomposed accents become what people type.
-        let nfkc = |t: &str| -> String { t.nfkc().collect() };
-        let mut text = match (one, two) {
-            (Some(one), Some(two)) => {
-                let (one, two) = (nfkc(&one), nfkc(two));
-                if second_is_better(&one, &two) {
-                    seconds += 1;
-                    two
-                } else {
-                    one
+        let two = second.as_ref().and_then(|p| p.get(i)).map(|t| nfkc(t));
+        // In order of preference: a later reading must be clearly better to replace an earlier.
+        let candidates: Vec<String> = match one {
+            Some((text, glyphs)) => vec![nfkc(&text), two.unwrap_or_default(), nfkc(&glyphs)],
+            None => match two {
+                // pdf_oxide could not read the page (or panicked on the document).
+                Some(two) if !two.trim().is_empty() => vec![String::new(), two],
+                _ => {
+                    failed += 1;
+                    pages.push(String::new());
+                    continue;
                 }
-            }
-            (Some(one), None) => nfkc(&one),
-            (None, Some(two)) if !two.trim().is_empty() => {
-                seconds += 1;
-                nfkc(two)
-            }
-            (None, _) => {
-                failed += 1;
-                pages.push(String::new());
-                continue;
-            }
+            },
         };
+        let best = best_reading(&candidates);
+        alternatives += usize::from(best > 0);
+        let mut text = candidates.into_iter().nth(best).unwrap_or_default();
         if total + text.len() > limits.max_text {
             let mut cut = limits.max_text.saturating_sub(total);
             while !text.is_char_boundary(cut) {
@@ -265,14 +271,42 @@ fn assemble(
         page_count: first.page_count,
         failed_pages: failed,
         ocr_pages: 0,
-        second_reading_pages: seconds,
+        alternative_pages: alternatives,
     })
 }
 
-/// The second reading replaces the first only when clearly better (2 % more letters in words),
-/// so near-ties keep `pdf_oxide`'s layout (hyphen joining, table rows).
-fn second_is_better(first: &str, second: &str) -> bool {
-    word_letters(second) * 100 > word_letters(first) * 102
+/// Index of the reading to keep: a later one replaces the one kept so far only when it holds 2 %
+/// more plausible text, so near-ties keep `pdf_oxide`'s layout (hyphen joining, table rows).
+fn best_reading(candidates: &[String]) -> usize {
+    let mut best = (0, candidates.first().map_or(0, |c| plausible_chars(c)));
+    for (i, c) in candidates.iter().enumerate().skip(1) {
+        let score = plausible_chars(c);
+        if score * 100 > best.1 * 102 {
+            best = (i, score);
+        }
+    }
+    best.0
+}
+
+/// Text of normal shape, in half characters: [`word_letters`] and [`number_digits`] count double,
+/// a letter standing alone (an "a", a glyph of a spaced-out sample line) counts once; symbols
+/// that broken encodings put in place of letters ("´", "˜") count nothing.
+pub fn plausible_chars(text: &str) -> usize {
+    2 * (word_letters(text) + number_digits(text)) + lone_letters(text)
+}
+
+fn lone_letters(text: &str) -> usize {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| {
+            let mut cs = w.chars();
+            matches!((cs.next(), cs.next()), (Some(c), None) if is_letter(c))
+        })
+        .count()
+}
+
+/// A letter, but not a spacing modifier letter (U+02B0–U+02FF), which broken fonts map to.
+fn is_letter(c: char) -> bool {
+    c.is_alphabetic() && !('\u{2b0}'..='\u{2ff}').contains(&c)
 }
 
 /// Letters in words of normal shape: 2 to 24 letters (no digits, no spacing modifier letters,
@@ -285,7 +319,7 @@ pub fn word_letters(text: &str) -> usize {
             let mut n = 0usize;
             let (mut upper_inside, mut lower) = (false, false);
             for (i, c) in w.chars().enumerate() {
-                if !c.is_alphabetic() || ('\u{2b0}'..='\u{2ff}').contains(&c) {
+                if !is_letter(c) {
                     return None;
                 }
                 upper_inside |= i > 0 && c.is_uppercase();
@@ -295,6 +329,61 @@ pub fn word_letters(text: &str) -> usize {
             ((2..=24).contains(&n) && !(upper_inside && lower)).then_some(n)
         })
         .sum()
+}
+
+/// Digits in numbers of normal shape: at least 2 digits, no leading zero past 2 digits ("09" is
+/// a day, "015" is two cells run together), and either at most 12 digits in two groups (an amount
+/// with decimals) or thousands groups of 3 ("15,005", "1.234.567,89"). Digits of adjacent cells run
+/// together break these shapes; digits spaced one by one are not counted at all.
+pub fn number_digits(text: &str) -> usize {
+    text.split(|c: char| !(c.is_ascii_digit() || c == ',' || c == '.'))
+        .map(|t| t.trim_matches([',', '.']))
+        .filter(|t| t.bytes().any(|b| b.is_ascii_digit()) && normal_number(t))
+        .map(|t| t.bytes().filter(u8::is_ascii_digit).count())
+        .sum()
+}
+
+fn normal_number(t: &str) -> bool {
+    let groups: Vec<&str> = t.split([',', '.']).collect();
+    if groups.iter().any(|g| g.is_empty()) {
+        return false;
+    }
+    let digits: usize = groups.iter().map(|g| g.len()).sum();
+    let first = groups[0];
+    if digits < 2 || (first.len() > 2 && first.starts_with('0')) {
+        return false;
+    }
+    match groups.as_slice() {
+        [one] => one.len() <= 12,
+        [int, frac] => int.len() <= 12 && frac.len() <= 12,
+        // Thousands groups, the last one possibly decimals ("1.234,56").
+        [lead, middle @ .., last] => {
+            lead.len() <= 3 && middle.iter().all(|g| g.len() == 3) && last.len() <= 12
+        }
+        [] => false,
+    }
+}
+
+/// `pdf_oxide`'s glyphs in content order, a space where the gap to the previous glyph exceeds a
+/// quarter of its font size (or the text moves back), a line break where the baseline moves by
+/// half of it. Table cells drawn as separate text objects come apart here when both libraries'
+/// assembly runs them together.
+fn glyph_reading(chars: &[pdf_oxide::layout::TextChar]) -> String {
+    let mut text = String::with_capacity(chars.len() + chars.len() / 4);
+    let mut prev: Option<&pdf_oxide::layout::TextChar> = None;
+    for c in chars {
+        if let Some(p) = prev {
+            let size = p.font_size.max(1.0);
+            if (c.bbox.y - p.bbox.y).abs() > 0.5 * size {
+                text.push('\n');
+            } else if c.bbox.x - (p.bbox.x + p.bbox.width) > 0.25 * size || c.bbox.x < p.bbox.x {
+                text.push(' ');
+            }
+        }
+        text.push(c.char);
+        prev = Some(c);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -318,19 +407,36 @@ mod tests {
         );
         assert_eq!(word_letters("ˇˇ˚ ˝ˇ"), 0);
         assert_eq!(word_letters("D i á r i o"), 0);
+        // Glyphs of a sample line mis-decoded to accents and symbols.
+        assert!(plausible_chars("à À â ´ ä ˜ ç ˙") < plausible_chars("à À â Â ä Ä ç Ç"));
     }
 
     #[test]
-    fn near_ties_keep_the_first_reading() {
-        let first = "inter- preter of the trace monkey";
-        assert!(!second_is_better(first, "interpreter of the tracemonkey"));
-        assert!(second_is_better("the eld is nite", "the field is finite"));
+    fn numbers_of_adjacent_cells_run_together_count_fewer_digits() {
+        assert_eq!(number_digits("0 15,005 14,753 778"), 5 + 5 + 3);
+        assert_eq!(number_digits("015,00514,753778"), 0);
+        assert_eq!(number_digits("09/18/2015 R$ 1.234,56 v1.2.3"), 2 + 2 + 4 + 6);
+        assert_eq!(number_digits("0 9 / 1 8"), 0);
+    }
+
+    #[test]
+    fn near_ties_keep_the_earlier_reading() {
+        let first = "inter- preter of the trace monkey".to_owned();
+        assert_eq!(
+            best_reading(&[first.clone(), "interpreter of the tracemonkey".into()]),
+            0
+        );
+        let fixed = "the field is finite".to_owned();
+        assert_eq!(best_reading(&["the eld is nite".into(), fixed.clone(), fixed]), 1);
+        let cells = "Oklahoma 0 15,005 14,753 778".to_owned();
+        let joined = "Oklahoma 015,00514,753778".to_owned();
+        assert_eq!(best_reading(&[joined.clone(), joined, cells]), 2);
     }
 
     #[test]
     fn a_second_reading_of_another_page_tree_is_ignored() {
         let first = FirstReading {
-            pages: vec![Some("one page".into())],
+            pages: vec![Some(("one page".into(), "one page".into()))],
             page_count: 1,
             encrypted: false,
             oxide_panicked: false,
@@ -338,13 +444,13 @@ mod tests {
         let second = vec!["a much longer reading of page one".into(), "two".into()];
         let text = assemble(first, Some(second), &ExtractLimits::default()).unwrap();
         assert_eq!(text.pages, ["one page"]);
-        assert_eq!(text.second_reading_pages, 0);
+        assert_eq!(text.alternative_pages, 0);
     }
 
     #[test]
     fn unreadable_first_pages_take_the_second_reading() {
         let first = FirstReading {
-            pages: vec![None, Some("kept".into()), None],
+            pages: vec![None, Some(("kept".into(), "kept".into())), None],
             page_count: 3,
             encrypted: false,
             oxide_panicked: false,
@@ -352,6 +458,6 @@ mod tests {
         let second = vec!["rescued".into(), "kept".into(), " ".into()];
         let text = assemble(first, Some(second), &ExtractLimits::default()).unwrap();
         assert_eq!(text.pages, ["rescued", "kept", ""]);
-        assert_eq!((text.second_reading_pages, text.failed_pages), (1, 1));
+        assert_eq!((text.alternative_pages, text.failed_pages), (1, 1));
     }
 }

@@ -196,7 +196,7 @@ pub fn ocr_image(bytes: &[u8], settings: &OcrSettings) -> Result<ExtractedText, 
             page_count: count,
             failed_pages: 0,
             ocr_pages: count,
-            second_reading_pages: 0,
+            alternative_pages: 0,
         })
     })
 }
