@@ -364,11 +364,16 @@ fn normal_number(t: &str) -> bool {
     }
 }
 
-/// `pdf_oxide`'s glyphs in content order, a space where the gap to the previous glyph exceeds a
-/// quarter of its font size (or the text moves back), a line break where the baseline moves by
-/// half of it. Table cells drawn as separate text objects come apart here when both libraries'
-/// assembly runs them together.
+/// `pdf_oxide`'s glyphs in its reading order: a space where the gap to the previous glyph
+/// exceeds a quarter of its font size (or the text moves back), a line break where the baseline
+/// moves by half of it. Table cells drawn as separate text objects come apart here when both
+/// libraries' assembly runs them together. Only for pages whose glyphs are all upright: pdf_oxide
+/// orders glyphs by position, which interleaves the lines of rotated text (a stamp drawn upright
+/// on a rotated page), so such a page gets no glyph reading (empty, never chosen).
 fn glyph_reading(chars: &[pdf_oxide::layout::TextChar]) -> String {
+    if chars.iter().any(|c| c.rotation_degrees.abs() > 1.0) {
+        return String::new();
+    }
     let mut text = String::with_capacity(chars.len() + chars.len() / 4);
     let mut prev: Option<&pdf_oxide::layout::TextChar> = None;
     for c in chars {
