@@ -18,8 +18,8 @@ fn found(name: &str) -> Vec<u8> {
 /// `extract` target: pdf_oxide 0.3.78 slices a string inside a multi-byte character while it
 /// looks for an object header (`has_standalone_obj_keyword`) and panics. The panic stays inside
 /// the stage's thread; pdf-extract cannot read the file either, so the caller gets a typed error
-/// and the process goes on. (libFuzzer aborts at
-/// any panic, caught or not, so the fuzz target reports it as a crash.)
+/// and the process goes on. (Found when the harness aborted at every panic; it now counts caught
+/// dependency panics instead, see `fuzz/fuzz_targets/dependency_panics.rs`.)
 #[test]
 fn third_party_panic_in_extraction_is_a_typed_error() {
     let limits = ExtractLimits {
