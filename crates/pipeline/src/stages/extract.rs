@@ -141,7 +141,7 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
     // The second reading only ever adds: its failure, panic or lateness leaves the first's text
     // (or, when pdf_oxide panicked past the preflight, the typed error).
     let left = deadline.saturating_duration_since(Instant::now());
-    let second = if first.encrypted || left.is_zero() {
+    let second = if first.as_ref().is_some_and(|f| f.encrypted) || left.is_zero() {
         None
     } else {
         super::bounded("pdf-extract-2", left, move || {
@@ -150,19 +150,21 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
         .ok()
         .flatten()
     };
-    if first.oxide_panicked {
-        let Some(pages) = second.filter(|p| p.iter().any(|t| !t.trim().is_empty())) else {
-            return Err(ExtractError::Panicked);
-        };
-        let unread = FirstReading {
-            pages: vec![None; pages.len().min(limits.max_pages)],
-            page_count: pages.len(),
-            encrypted: false,
-            oxide_panicked: true,
-        };
-        return assemble(unread, Some(pages), limits);
+    match first {
+        Some(first) => assemble(first, second, limits),
+        // pdf_oxide panicked past the preflight: pdf-extract's reading alone, if it has any text.
+        None => match second.filter(|p| p.iter().any(|t| !t.trim().is_empty())) {
+            Some(pages) => {
+                let unread = FirstReading {
+                    pages: vec![None; pages.len().min(limits.max_pages)],
+                    page_count: pages.len(),
+                    encrypted: false,
+                };
+                assemble(unread, Some(pages), limits)
+            }
+            None => Err(ExtractError::Panicked),
+        },
     }
-    assemble(first, second, limits)
 }
 
 /// `pdf_oxide`'s readings: each page's text and its glyph reading, `None` where the page could
@@ -172,22 +174,14 @@ struct FirstReading {
     page_count: usize,
     /// Encrypted with an empty user password: `pdf-extract` cannot decrypt every such file.
     encrypted: bool,
-    /// pdf_oxide panicked on this document (caught); `pages` is empty.
-    oxide_panicked: bool,
 }
 
-fn first_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, ExtractError> {
+/// The preflight, then `pdf_oxide`'s readings; `Ok(None)` when pdf_oxide panicked (caught) on a
+/// document the preflight let through, which pdf-extract may still read.
+fn first_reading(data: &[u8], limits: &ExtractLimits) -> Result<Option<FirstReading>, ExtractError> {
     preflight(data, &limits.preflight)?;
-    // A panic here is pdf_oxide's, on a document the preflight let through: pdf-extract may
-    // still read it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oxide_reading(data, limits))).unwrap_or(Ok(
-        FirstReading {
-            pages: Vec::new(),
-            page_count: 0,
-            encrypted: false,
-            oxide_panicked: true,
-        },
-    ))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oxide_reading(data, limits)))
+        .map_or(Ok(None), |r| r.map(Some))
 }
 
 fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, ExtractError> {
@@ -217,7 +211,6 @@ fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, Ex
         pages,
         page_count,
         encrypted,
-        oxide_panicked: false,
     })
 }
 
@@ -235,12 +228,20 @@ fn assemble(
     let (mut total, mut failed, mut alternatives) = (0usize, 0usize, 0usize);
     for (i, one) in first.pages.into_iter().enumerate() {
         let two = second.as_ref().and_then(|p| p.get(i)).map(|t| nfkc(t));
-        // In order of preference: a later reading must be clearly better to replace an earlier.
-        let candidates: Vec<String> = match one {
-            Some((text, glyphs)) => vec![nfkc(&text), two.unwrap_or_default(), nfkc(&glyphs)],
+        let mut text = match one {
+            // In order of preference: a later reading must be clearly better to replace an earlier.
+            Some((text, glyphs)) => {
+                let candidates = [nfkc(&text), two.unwrap_or_default(), nfkc(&glyphs)];
+                let best = best_reading(&candidates);
+                alternatives += usize::from(best > 0);
+                candidates.into_iter().nth(best).unwrap_or_default()
+            }
+            // pdf_oxide could not read the page (or panicked on the document).
             None => match two {
-                // pdf_oxide could not read the page (or panicked on the document).
-                Some(two) if !two.trim().is_empty() => vec![String::new(), two],
+                Some(two) if !two.trim().is_empty() => {
+                    alternatives += 1;
+                    two
+                }
                 _ => {
                     failed += 1;
                     pages.push(String::new());
@@ -248,9 +249,6 @@ fn assemble(
                 }
             },
         };
-        let best = best_reading(&candidates);
-        alternatives += usize::from(best > 0);
-        let mut text = candidates.into_iter().nth(best).unwrap_or_default();
         if total + text.len() > limits.max_text {
             let mut cut = limits.max_text.saturating_sub(total);
             while !text.is_char_boundary(cut) {
@@ -444,7 +442,6 @@ mod tests {
             pages: vec![Some(("one page".into(), "one page".into()))],
             page_count: 1,
             encrypted: false,
-            oxide_panicked: false,
         };
         let second = vec!["a much longer reading of page one".into(), "two".into()];
         let text = assemble(first, Some(second), &ExtractLimits::default()).unwrap();
@@ -455,14 +452,14 @@ mod tests {
     #[test]
     fn unreadable_first_pages_take_the_second_reading() {
         let first = FirstReading {
-            pages: vec![None, Some(("kept".into(), "kept".into())), None],
-            page_count: 3,
+            pages: vec![None, Some(("kept".into(), "kept".into())), None, None],
+            page_count: 4,
             encrypted: false,
-            oxide_panicked: false,
         };
-        let second = vec!["rescued".into(), "kept".into(), " ".into()];
+        // "7" scores nothing as text of normal shape, but it is the only text of its page.
+        let second = vec!["rescued".into(), "kept".into(), " ".into(), "7".into()];
         let text = assemble(first, Some(second), &ExtractLimits::default()).unwrap();
-        assert_eq!(text.pages, ["rescued", "kept", ""]);
-        assert_eq!((text.alternative_pages, text.failed_pages), (1, 1));
+        assert_eq!(text.pages, ["rescued", "kept", "", "7"]);
+        assert_eq!((text.alternative_pages, text.failed_pages), (2, 1));
     }
 }
