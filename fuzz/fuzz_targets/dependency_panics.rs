@@ -13,19 +13,19 @@ pub fn tolerate_caught_dependency_panics() {
     ONCE.call_once(|| {
         let fuzzer_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let thread = std::thread::current();
-            let helper = thread.name().is_some_and(|n| n != "main");
-            let location = info.location();
-            let dependency = location.is_some_and(|l| {
-                let f = l.file().replace('\\', "/");
-                f.contains("/.cargo/registry/") || f.contains("/.cargo/git/")
-            });
-            match location {
-                Some(l) if helper && dependency => {
+            let helper = std::thread::current().name().is_some_and(|n| n != "main");
+            match info.location() {
+                Some(l) if helper && in_dependency(l.file()) => {
                     eprintln!("caught dependency panic at {}:{}", l.file(), l.line());
                 }
                 _ => fuzzer_hook(info),
             }
         }));
     });
+}
+
+/// A source path inside the cargo registry or a git checkout: a dependency's code, not ours.
+fn in_dependency(file: &str) -> bool {
+    let f = file.replace('\\', "/");
+    f.contains("/.cargo/registry/") || f.contains("/.cargo/git/")
 }

@@ -187,12 +187,7 @@ impl BlobStore for ObjectBlobStore {
             let stream = futures::stream::iter(windows)
                 .map(move |range| {
                     let (store, path, key) = (store.clone(), path.clone(), owned.clone());
-                    async move {
-                        store
-                            .get_range(&path, range)
-                            .await
-                            .map_err(|source| Error::Blob { key, source })
-                    }
+                    async move { store.get_range(&path, range).await.map_err(blob_err(&key)) }
                 })
                 .buffered(2)
                 .boxed();
