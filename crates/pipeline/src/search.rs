@@ -25,19 +25,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use docstore::Timestamp;
 use serde::Serialize;
-use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
 use tantivy::schema::{
-    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
-    TextOptions, Value,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+    AsciiFoldingFilter, BoxTokenStream, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    TextAnalyzer, Token, TokenStream, Tokenizer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentReader, TantivyDocument, Term,
+};
 
 /// Name of the Portuguese analyser in the index's tokenizer registry.
 pub const PT_ANALYZER: &str = "pt_folded";
+
+/// Name of the analyser that indexes each pair of adjacent analysed words as one term, so a
+/// phrase is looked up like a word instead of by intersecting the positions of common words
+/// (the idea of Elasticsearch's `index_phrases`).
+pub const PAIR_ANALYZER: &str = "pt_pairs";
+
+/// Joins the two words of a pair term. The word tokenizer splits on it, so no word holds it.
+const PAIR_SEPARATOR: char = ' ';
+
+/// Schema field names a query may name (`patient:`...); the text fields are internal.
+const TEXT: &str = "text";
+const TEXT_PAIRS: &str = "text_pairs";
+const TEXT_PRIOR: &str = "text_prior";
 
 /// Heap of the single index writer.
 const WRITER_HEAP: usize = 64 << 20;
@@ -64,6 +80,10 @@ pub enum SearchError {
     /// No index at the path (read-only opens do not create one).
     #[error("no search index at {0} (run the index worker or `docstore reindex`)")]
     Missing(String),
+    /// The index was built with another schema (an older docstore): `docstore reindex`
+    /// rebuilds it.
+    #[error("the index at {0} was built by another docstore version: rebuild it with `docstore reindex`")]
+    Outdated(String),
     /// The index itself failed (I/O, corruption).
     #[error("index: {0}")]
     Index(String),
@@ -107,32 +127,39 @@ struct Fields {
     patient: Field,
     exam: Field,
     kind: Field,
-    kind_facet: Field,
     clinic: Field,
     created: Field,
+    /// The latest version's text. Older versions keep theirs in `text_prior`, so a search of
+    /// latest versions needs no filter on `latest` (a filter would disable block-max pruning).
     text: Field,
+    /// Adjacent word pairs of `text` (phrase lookups).
+    text_pairs: Field,
+    /// Text of versions that are not the latest.
+    text_prior: Field,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let text_options = TextOptions::default()
-        .set_indexing_options(
+    let text_options = |tokenizer: &str, stored: bool| {
+        let o = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
-                .set_tokenizer(PT_ANALYZER)
+                .set_tokenizer(tokenizer)
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-        )
-        .set_stored();
+        );
+        if stored { o.set_stored() } else { o }
+    };
     let fields = Fields {
         document_id: b.add_text_field("document", STRING | STORED),
         version: b.add_u64_field("version", INDEXED | STORED | FAST),
         latest: b.add_u64_field("latest", INDEXED | FAST),
         patient: b.add_text_field("patient", STRING | STORED),
         exam: b.add_text_field("exam", STRING | STORED),
-        kind: b.add_text_field("kind", STRING | STORED),
-        kind_facet: b.add_facet_field("kind_facet", FacetOptions::default()),
+        kind: b.add_text_field("kind", STRING | STORED | FAST),
         clinic: b.add_text_field("clinic", STRING | STORED),
         created: b.add_i64_field("created", INDEXED | STORED | FAST),
-        text: b.add_text_field("text", text_options),
+        text: b.add_text_field(TEXT, text_options(PT_ANALYZER, true)),
+        text_pairs: b.add_text_field(TEXT_PAIRS, text_options(PAIR_ANALYZER, false)),
+        text_prior: b.add_text_field(TEXT_PRIOR, text_options(PT_ANALYZER, true)),
     };
     (b.build(), fields)
 }
@@ -146,6 +173,260 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// The words of [`analyzer`], paired: "colesterol total hdl" gives "colesterol total" at
+/// position 0 and "total hdl" at 1. Words with a gap between them (a dropped over-long word)
+/// make no pair.
+#[derive(Clone)]
+struct PairTokenizer(TextAnalyzer);
+
+struct PairStream<'a> {
+    words: BoxTokenStream<'a>,
+    previous: Option<Token>,
+    pair: Token,
+}
+
+impl Tokenizer for PairTokenizer {
+    type TokenStream<'a> = PairStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> PairStream<'a> {
+        PairStream {
+            words: self.0.token_stream(text),
+            previous: None,
+            pair: Token::default(),
+        }
+    }
+}
+
+impl TokenStream for PairStream<'_> {
+    fn advance(&mut self) -> bool {
+        while self.words.advance() {
+            let word = self.words.token();
+            let paired = match &self.previous {
+                Some(first) if first.position + 1 == word.position => {
+                    let pair = &mut self.pair;
+                    pair.text.clear();
+                    pair.text.push_str(&first.text);
+                    pair.text.push(PAIR_SEPARATOR);
+                    pair.text.push_str(&word.text);
+                    pair.offset_from = first.offset_from;
+                    pair.offset_to = word.offset_to;
+                    pair.position = first.position;
+                    pair.position_length = 1;
+                    true
+                }
+                _ => false,
+            };
+            match &mut self.previous {
+                Some(first) => first.clone_from(word),
+                None => self.previous = Some(word.clone()),
+            }
+            if paired {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn token(&self) -> &Token {
+        &self.pair
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.pair
+    }
+}
+
+/// Positions of the words `analyzer` makes of `phrase`, if they follow each other (`None`
+/// when there is a gap).
+fn adjacent_words(words: &mut TextAnalyzer, phrase: &str) -> Option<usize> {
+    let mut stream = words.token_stream(phrase);
+    let mut count = 0;
+    let mut last: Option<usize> = None;
+    while stream.advance() {
+        let at = stream.token().position;
+        if last.is_some_and(|l| l + 1 != at) {
+            return None;
+        }
+        last = Some(at);
+        count += 1;
+    }
+    Some(count)
+}
+
+/// Rewrites a parsed query for the latest versions' fields: a phrase of adjacent words (quoted,
+/// or one literal the analyser splits, like "covid-19") becomes a lookup of its word pairs;
+/// literals with no words are dropped and nested conjunctions flattened, as tantivy's own
+/// parser does, so a single word stays a bare term query (block-max pruned).
+fn rewrite_for_pairs(ast: UserInputAst, words: &mut TextAnalyzer) -> Option<UserInputAst> {
+    match ast {
+        UserInputAst::Clause(clauses) => {
+            let mut out = Vec::with_capacity(clauses.len());
+            for (occur, sub) in clauses {
+                let Some(sub) = rewrite_for_pairs(sub, words) else {
+                    continue;
+                };
+                let required = matches!(occur, None | Some(tantivy::query::Occur::Must));
+                match sub {
+                    UserInputAst::Clause(inner)
+                        if required
+                            && inner
+                                .iter()
+                                .all(|(o, _)| matches!(o, None | Some(tantivy::query::Occur::Must))) =>
+                    {
+                        out.extend(inner)
+                    }
+                    other => out.push((occur, other)),
+                }
+            }
+            match out.len() {
+                0 => None,
+                1 if matches!(out[0].0, None | Some(tantivy::query::Occur::Must)) => {
+                    out.pop().map(|(_, sub)| sub)
+                }
+                _ => Some(UserInputAst::Clause(out)),
+            }
+        }
+        UserInputAst::Boost(sub, by) => {
+            rewrite_for_pairs(*sub, words).map(|sub| UserInputAst::Boost(Box::new(sub), by))
+        }
+        UserInputAst::Leaf(leaf) => match *leaf {
+            UserInputLeaf::Literal(mut literal)
+                if literal.field_name.as_deref().is_none_or(|f| f == TEXT) =>
+            {
+                match adjacent_words(words, &literal.phrase) {
+                    Some(0) => None,
+                    Some(n) if n >= 2 && literal.slop == 0 && !literal.prefix => {
+                        literal.field_name = Some(TEXT_PAIRS.to_owned());
+                        Some(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal))))
+                    }
+                    _ => Some(UserInputAst::Leaf(Box::new(UserInputLeaf::Literal(literal)))),
+                }
+            }
+            other => Some(UserInputAst::Leaf(Box::new(other))),
+        },
+    }
+}
+
+/// Whether every hit of `ast` (rewritten by [`rewrite_for_pairs`]) holds a word of the latest
+/// versions' text fields: then the query itself keeps to latest versions. `patient:x` alone
+/// does not, and needs the `latest` filter.
+fn requires_latest_text(ast: &UserInputAst) -> bool {
+    use tantivy::query::Occur as O;
+    match ast {
+        UserInputAst::Leaf(leaf) => matches!(
+            leaf.as_ref(),
+            UserInputLeaf::Literal(l)
+                if l.field_name.as_deref().is_none_or(|f| f == TEXT || f == TEXT_PAIRS)
+        ),
+        UserInputAst::Boost(sub, _) => requires_latest_text(sub),
+        UserInputAst::Clause(clauses) => {
+            let mut required = clauses.iter().filter(|(o, _)| matches!(o, None | Some(O::Must)));
+            let mut optional = clauses.iter().filter(|(o, _)| *o == Some(O::Should)).peekable();
+            if clauses.iter().any(|(o, _)| matches!(o, None | Some(O::Must))) {
+                required.any(|(_, sub)| requires_latest_text(sub))
+            } else {
+                optional.peek().is_some() && optional.all(|(_, sub)| requires_latest_text(sub))
+            }
+        }
+    }
+}
+
+/// A search's text, parsed.
+struct TextQueries {
+    /// As typed: it names the words to highlight in snippets.
+    typed: Box<dyn Query>,
+    /// What runs: phrases looked up by word pairs on latest versions.
+    matcher: Box<dyn Query>,
+    /// Every hit of `matcher` is a latest version (no `latest` filter needed).
+    keeps_to_latest: bool,
+}
+
+/// Counts hits, in total and by kind, reading the `kind` column: one pass without scores,
+/// beside a top-k pass that block-max pruning keeps short.
+struct KindTally;
+
+struct SegmentTally {
+    kinds: Option<tantivy::columnar::StrColumn>,
+    by_ord: Vec<u64>,
+    total: u64,
+    /// Scratch for a block's kind ordinals.
+    ords: Vec<Option<u64>>,
+}
+
+impl Collector for KindTally {
+    type Fruit = (usize, BTreeMap<String, u64>);
+    type Child = SegmentTally;
+
+    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentTally> {
+        let kinds = segment.fast_fields().str("kind")?;
+        let terms = kinds.as_ref().map_or(0, |k| k.num_terms());
+        Ok(SegmentTally {
+            kinds,
+            by_ord: vec![0; terms],
+            total: 0,
+            ords: vec![None; tantivy::COLLECT_BLOCK_BUFFER_LEN],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, segments: Vec<(u64, BTreeMap<String, u64>)>) -> tantivy::Result<Self::Fruit> {
+        let mut total = 0;
+        let mut by_kind = BTreeMap::new();
+        for (n, kinds) in segments {
+            total += n;
+            for (kind, count) in kinds {
+                *by_kind.entry(kind).or_insert(0) += count;
+            }
+        }
+        Ok((usize::try_from(total).unwrap_or(usize::MAX), by_kind))
+    }
+}
+
+impl SegmentCollector for SegmentTally {
+    type Fruit = (u64, BTreeMap<String, u64>);
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        self.total += 1;
+        if let Some(ord) = self.kinds.as_ref().and_then(|k| k.ords().first(doc))
+            && let Some(n) = self.by_ord.get_mut(ord as usize)
+        {
+            *n += 1;
+        }
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        self.total += docs.len() as u64;
+        let Some(kinds) = &self.kinds else { return };
+        // A block at a time: the column reads a full block without an iterator per document.
+        for chunk in docs.chunks(self.ords.len()) {
+            let ords = &mut self.ords[..chunk.len()];
+            ords.fill(None);
+            kinds.ords().first_vals(chunk, ords);
+            for ord in ords.iter().flatten() {
+                if let Some(n) = self.by_ord.get_mut(*ord as usize) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let mut by_kind = BTreeMap::new();
+        if let Some(kinds) = &self.kinds {
+            for (ord, &count) in self.by_ord.iter().enumerate() {
+                let mut name = String::new();
+                if count > 0 && kinds.ord_to_str(ord as u64, &mut name).unwrap_or(false) {
+                    by_kind.insert(name, count);
+                }
+            }
+        }
+        (self.total, by_kind)
+    }
+}
+
 /// A search index on disk (or in memory, for tests).
 pub struct SearchIndex {
     index: Index,
@@ -153,6 +434,9 @@ pub struct SearchIndex {
     /// `None` when opened read-only.
     writer: Option<Mutex<IndexWriter>>,
     reader: IndexReader,
+    /// Threads that count hits, a share of the segments each (the count visits every hit; the
+    /// top-k pass stays on the caller's thread, where pruning keeps it short).
+    counting: tantivy::Executor,
     /// Writes applied to the writer, and the count the last commit covered.
     applied: AtomicU64,
     committed: Mutex<u64>,
@@ -202,14 +486,48 @@ impl SearchIndex {
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
         let index = if write {
-            Index::open_or_create(directory, schema)?
+            Index::open_or_create(directory, schema).map_err(|e| match e {
+                tantivy::TantivyError::SchemaError(_) => SearchError::Outdated(place.clone()),
+                other => other.into(),
+            })?
         } else {
             if !Index::exists(&directory).map_err(|e| SearchError::Index(e.to_string()))? {
                 return Err(SearchError::Missing(place));
             }
-            Index::open(directory)?
+            let index = Index::open(directory)?;
+            if index.schema() != schema {
+                return Err(SearchError::Outdated(place));
+            }
+            index
         };
         Self::with_index(index, fields, place, write)
+    }
+
+    /// Opens the index in `dir` for writing, replacing it with an empty one if it was built with
+    /// another schema ([`SearchError::Outdated`]): for `docstore reindex`, which then rebuilds
+    /// it from the store. Only a directory that holds a tantivy index is removed.
+    pub fn open_or_replace(dir: &Path) -> Result<SearchIndex, SearchError> {
+        match Self::open(dir) {
+            Err(SearchError::Outdated(place)) => {
+                let index_err = |e: std::io::Error| SearchError::Index(format!("{place}: {e}"));
+                // Opening it under its own schema proves it is an index (not a directory given
+                // by mistake), and its writer lock that no other process writes it.
+                let directory = tantivy::directory::MmapDirectory::open(dir)
+                    .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
+                let old = Index::open(directory)?;
+                let lock = old
+                    .writer_with_num_threads::<TantivyDocument>(1, 15 << 20)
+                    .map_err(|e| match e {
+                        tantivy::TantivyError::LockFailure(..) => SearchError::Locked(place.clone()),
+                        other => other.into(),
+                    })?;
+                drop(lock);
+                drop(old);
+                std::fs::remove_dir_all(dir).map_err(index_err)?;
+                Self::open(dir)
+            }
+            other => other,
+        }
     }
 
     /// A throwaway index in memory.
@@ -225,6 +543,9 @@ impl SearchIndex {
         write: bool,
     ) -> Result<SearchIndex, SearchError> {
         index.tokenizers().register(PT_ANALYZER, analyzer());
+        index
+            .tokenizers()
+            .register(PAIR_ANALYZER, TextAnalyzer::from(PairTokenizer(analyzer())));
         let writer = if write {
             let w = index
                 .writer_with_num_threads(1, WRITER_HEAP)
@@ -240,11 +561,18 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let counting = if threads > 1 {
+            tantivy::Executor::multi_thread(threads, "search-count-")?
+        } else {
+            tantivy::Executor::single_thread()
+        };
         Ok(SearchIndex {
             index,
             fields,
             writer,
             reader,
+            counting,
             applied: AtomicU64::new(0),
             committed: Mutex::new(0),
             place,
@@ -273,10 +601,14 @@ impl SearchIndex {
         d.add_text(f.patient, &v.patient_id);
         d.add_text(f.exam, &v.exam_id);
         d.add_text(f.kind, &v.kind);
-        d.add_facet(f.kind_facet, Facet::from_path([v.kind.as_str()]));
         d.add_text(f.clinic, &v.clinic);
         d.add_i64(f.created, v.created_at.0);
-        d.add_text(f.text, &v.text);
+        if latest {
+            d.add_text(f.text, &v.text);
+            d.add_text(f.text_pairs, &v.text);
+        } else {
+            d.add_text(f.text_prior, &v.text);
+        }
         d
     }
 
@@ -303,7 +635,11 @@ impl SearchIndex {
                     .and_then(|v| v.as_i64())
                     .unwrap_or_default(),
             ),
-            text: s(f.text),
+            text: if d.get_first(f.text).is_some() {
+                s(f.text)
+            } else {
+                s(f.text_prior)
+            },
         }
     }
 
@@ -401,32 +737,61 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Parses the text of `q`: `None` for an empty text (filters only).
+    fn text_queries(&self, q: &SearchQuery) -> Result<Option<TextQueries>, SearchError> {
+        if q.text.trim().is_empty() {
+            return Ok(None);
+        }
+        let f = &self.fields;
+        // The latest versions' text is in `text` (and `text_pairs`); every version's is in
+        // `text` or `text_prior`.
+        let text_fields = if q.all_versions {
+            vec![f.text, f.text_prior]
+        } else {
+            vec![f.text]
+        };
+        let mut parser = QueryParser::for_index(&self.index, text_fields.clone());
+        parser.set_conjunction_by_default();
+        if q.fuzzy {
+            for &field in &text_fields {
+                parser.set_field_fuzzy(field, false, 1, true);
+            }
+        }
+        let bad_query = |e: tantivy::query::QueryParserError| SearchError::Query(e.to_string());
+        let typed = parser.parse_query(&q.text).map_err(bad_query)?;
+        let as_typed = |typed: Box<dyn Query>| TextQueries {
+            typed: typed.box_clone(),
+            matcher: typed,
+            keeps_to_latest: false,
+        };
+        if q.all_versions {
+            return Ok(Some(as_typed(typed)));
+        }
+        let ast = tantivy::query_grammar::parse_query(&q.text)
+            .map_err(|_| SearchError::Query(format!("syntax error in {:?}", q.text)))?;
+        Ok(Some(match rewrite_for_pairs(ast, &mut analyzer()) {
+            Some(rewritten) => TextQueries {
+                keeps_to_latest: requires_latest_text(&rewritten),
+                matcher: parser
+                    .build_query_from_user_input_ast(rewritten)
+                    .map_err(bad_query)?,
+                typed,
+            },
+            // Nothing left to match on (only punctuation, say): tantivy's own answer.
+            None => as_typed(typed),
+        }))
+    }
+
     /// Searches (no audit: see [`search`]).
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
         let f = &self.fields;
         let searcher = self.reader.searcher();
-        let text_query: Option<Box<dyn Query>> = if q.text.trim().is_empty() {
-            None
-        } else {
-            let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
-            parser.set_conjunction_by_default();
-            if q.fuzzy {
-                parser.set_field_fuzzy(f.text, false, 1, true);
-            }
-            Some(
-                parser
-                    .parse_query(&q.text)
-                    .map_err(|e| SearchError::Query(e.to_string()))?,
-            )
+        let parsed = self.text_queries(q)?;
+        let keeps_to_latest = parsed.as_ref().is_some_and(|p| p.keeps_to_latest);
+        let (text_query, matcher) = match parsed {
+            Some(p) => (Some(p.typed), Some(p.matcher)),
+            None => (None, None),
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        clauses.push((
-            Occur::Must,
-            match &text_query {
-                Some(t) => t.box_clone(),
-                None => Box::new(AllQuery),
-            },
-        ));
         let term = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
             (
                 Occur::Must,
@@ -436,20 +801,21 @@ impl SearchIndex {
                 )),
             )
         };
+        let mut filters: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if let Some(p) = &q.patient {
-            clauses.push(term(f.patient, p));
+            filters.push(term(f.patient, p));
         }
         if let Some(e) = &q.exam {
-            clauses.push(term(f.exam, e));
+            filters.push(term(f.exam, e));
         }
         if let Some(k) = &q.kind {
-            clauses.push(term(f.kind, k));
+            filters.push(term(f.kind, k));
         }
         if let Some(c) = &q.clinic {
-            clauses.push(term(f.clinic, c));
+            filters.push(term(f.clinic, c));
         }
-        if !q.all_versions {
-            clauses.push((
+        if !q.all_versions && !keeps_to_latest {
+            filters.push((
                 Occur::Must,
                 Box::new(TermQuery::new(
                     Term::from_field_u64(f.latest, 1),
@@ -464,48 +830,63 @@ impl SearchIndex {
             let upper = q.until.map_or(Bound::Unbounded, |t| {
                 Bound::Excluded(Term::from_field_i64(f.created, t.0))
             });
-            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+            filters.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
         }
-        let query = BooleanQuery::new(clauses);
-        let limit = q.limit.clamp(1, MAX_PAGE);
-        let mut facets = FacetCollector::for_field("kind_facet");
-        facets.add_facet("/");
-        let top = TopDocs::with_limit(limit).and_offset(q.offset);
-        let (addresses, total, facet_counts): (Vec<(Option<f32>, tantivy::DocAddress)>, usize, _) =
-            match q.sort {
-                Sort::Relevance => {
-                    let (hits, total, facets) =
-                        searcher.search(&query, &(top.order_by_score(), Count, facets))?;
-                    (
-                        hits.into_iter().map(|(s, a)| (Some(s), a)).collect(),
-                        total,
-                        facets,
-                    )
-                }
-                Sort::Newest => {
-                    let (hits, total, facets) = searcher.search(
-                        &query,
-                        &(
-                            top.order_by_fast_field::<i64>("created", Order::Desc),
-                            Count,
-                            facets,
-                        ),
-                    )?;
-                    (hits.into_iter().map(|(_, a)| (None, a)).collect(), total, facets)
-                }
-            };
-        let snippets = match &text_query {
-            Some(t) => {
-                let mut g = tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), f.text)?;
-                g.set_max_num_chars(q.snippet_chars.max(20));
-                Some(g)
+        // A bare text query keeps its own shape: wrapped in a one-clause boolean query it would
+        // lose block-max pruning.
+        let query: Box<dyn Query> = match (matcher, filters.is_empty()) {
+            (Some(m), true) => m,
+            (m, _) => {
+                let mut clauses = filters;
+                clauses.insert(0, (Occur::Must, m.unwrap_or_else(|| Box::new(AllQuery))));
+                Box::new(BooleanQuery::new(clauses))
             }
-            None => None,
+        };
+        let limit = q.limit.clamp(1, MAX_PAGE);
+        let top = TopDocs::with_limit(limit).and_offset(q.offset);
+        let addresses: Vec<(Option<f32>, tantivy::DocAddress)> = match q.sort {
+            Sort::Relevance => searcher
+                .search(query.as_ref(), &top.order_by_score())?
+                .into_iter()
+                .map(|(s, a)| (Some(s), a))
+                .collect(),
+            Sort::Newest => searcher
+                .search(
+                    query.as_ref(),
+                    &top.order_by_fast_field::<i64>("created", Order::Desc),
+                )?
+                .into_iter()
+                .map(|(_, a)| (None, a))
+                .collect(),
+        };
+        let (total, by_kind) = searcher.search_with_executor(
+            query.as_ref(),
+            &KindTally,
+            &self.counting,
+            tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
+        )?;
+        // One generator per text field a hit's text can be in.
+        let generator = |field: Field| -> Result<_, SearchError> {
+            let Some(t) = &text_query else { return Ok(None) };
+            let mut g = tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), field)?;
+            g.set_max_num_chars(q.snippet_chars.max(20));
+            Ok(Some(g))
+        };
+        let latest_snippets = generator(f.text)?;
+        let prior_snippets = if q.all_versions {
+            generator(f.text_prior)?
+        } else {
+            None
         };
         let mut hits = Vec::with_capacity(addresses.len());
         for (score, addr) in addresses {
             let doc = searcher.doc::<TantivyDocument>(addr)?;
             let mut v = self.read_doc(&doc);
+            let snippets = if doc.get_first(f.text).is_some() {
+                &latest_snippets
+            } else {
+                &prior_snippets
+            };
             let snippet = snippets.as_ref().map(|g| {
                 let s = g.snippet_from_doc(&doc);
                 if s.fragment().is_empty() {
@@ -533,13 +914,6 @@ impl SearchIndex {
                 snippet,
             });
         }
-        let by_kind = facet_counts
-            .get("/")
-            .map(|(facet, n)| {
-                let name = facet.to_path().last().map(|s| s.to_string()).unwrap_or_default();
-                (name, n)
-            })
-            .collect();
         Ok(SearchResults { total, hits, by_kind })
     }
 

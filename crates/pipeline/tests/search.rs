@@ -347,3 +347,157 @@ fn corpus_documents_are_found_by_their_own_words() {
         }
     }
 }
+
+/// Phrases are looked up by their word pairs on latest versions and by positions across all
+/// versions: both must find the same documents, for phrases cut from the texts themselves
+/// (each found at least where it was cut) and for phrases that span two reports.
+#[test]
+fn phrase_pairs_match_exactly_what_positions_match() {
+    use rand::{Rng, SeedableRng};
+    let mut g = docstore_pipeline::synthetic::Generator::new(7, "Clínica São Lucas", 40);
+    let idx = SearchIndex::in_memory().unwrap();
+    let mut texts = Vec::new();
+    for i in 0..120 {
+        let (patient, _, text) = g.report_text();
+        idx.replace_document(
+            &format!("r{i:03}"),
+            &[v(&format!("r{i:03}"), 1, &patient, "report", i, &text)],
+        )
+        .unwrap();
+        texts.push(text);
+    }
+    idx.commit().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut checked = 0;
+    for _ in 0..100 {
+        let at = rng.random_range(0..texts.len());
+        let words: Vec<&str> = texts[at].split_whitespace().collect();
+        let len = rng.random_range(2..=4usize).min(words.len());
+        let start = rng.random_range(0..=words.len() - len);
+        let phrase = words[start..start + len].join(" ").replace('"', "");
+        let typed = format!("\"{phrase}\"");
+        let mut pairs = q(&typed);
+        pairs.limit = 1_000;
+        let mut positions = pairs.clone();
+        positions.all_versions = true;
+        let by_pairs = ids(&idx, pairs.clone());
+        assert_eq!(by_pairs, ids(&idx, positions.clone()), "{typed}");
+        assert_eq!(
+            idx.search(&pairs).unwrap().total,
+            idx.search(&positions).unwrap().total,
+            "{typed}"
+        );
+        // A phrase of punctuation only matches nothing (or everything) the same way; one of
+        // words is found where it was cut.
+        if phrase.chars().filter(|c| c.is_alphanumeric()).count() > 0 {
+            assert!(
+                by_pairs.contains(&format!("r{at:03}@1")),
+                "{typed} not in r{at:03}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 80, "too few phrases checked: {checked}");
+    // Words adjacent only across two documents' boundary never form a phrase.
+    let last_of_first = texts[0].split_whitespace().last().unwrap();
+    let first_of_second = texts[1].split_whitespace().next().unwrap();
+    let spanning = format!("\"{last_of_first} {first_of_second} {last_of_first}\"");
+    assert!(ids(&idx, q(&spanning)).is_empty(), "{spanning}");
+}
+
+#[test]
+fn phrase_forms_slop_gaps_and_punctuation() {
+    let long = "x".repeat(60);
+    let idx = index_with(&[
+        v(
+            "a",
+            1,
+            "pac-1",
+            "report",
+            0,
+            "colesterol total elevado; covid-19 negativo",
+        ),
+        v("b", 1, "pac-1", "report", 1, "colesterol muito total"),
+        v("c", 1, "pac-1", "report", 2, &format!("pressão {long} arterial")),
+    ]);
+    assert_eq!(ids(&idx, q("\"colesterol total elevado\"")), ["a@1"]);
+    assert_eq!(ids(&idx, q("\"COLESTEROL TOTAL\"")), ["a@1"]);
+    assert_eq!(ids(&idx, q("\"colesterol total\"~1")), ["a@1", "b@1"]);
+    assert_eq!(ids(&idx, q("covid-19")), ["a@1"]);
+    assert!(ids(&idx, q("\"19 covid\"")).is_empty());
+    assert_eq!(
+        ids(&idx, q("\"colesterol total\" -elevado")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&idx, q("\"colesterol total\" OR \"muito total\"")),
+        ["a@1", "b@1"]
+    );
+    // The over-long word is dropped from the index but still holds its place.
+    assert!(ids(&idx, q("\"pressão arterial\"")).is_empty());
+    assert_eq!(ids(&idx, q(&format!("\"pressão {long} arterial\""))), ["c@1"]);
+    // A literal with no words does not empty the query.
+    assert_eq!(ids(&idx, q("colesterol !!!")), ["a@1", "b@1"]);
+    assert_eq!(ids(&idx, q("(colesterol (total elevado))")), ["a@1"]);
+}
+
+/// A query on fields alone (no word of the text) still keeps to latest versions, and a prior
+/// version found with `all_versions` gets its snippet from its own text.
+#[test]
+fn field_queries_keep_to_latest_and_prior_versions_have_snippets() {
+    let idx = index_with(&[
+        v("doc", 1, "pac-1", "report", 0, "resultado preliminar alfa"),
+        v("doc", 2, "pac-1", "report", 1, "resultado final beta"),
+    ]);
+    assert_eq!(ids(&idx, q("patient:pac-1")), ["doc@2"]);
+    assert_eq!(ids(&idx, q("patient:pac-1 OR kind:report")), ["doc@2"]);
+    assert_eq!(ids(&idx, q("patient:pac-1 -beta")), Vec::<String>::new());
+    assert_eq!(ids(&idx, q("alfa OR patient:pac-1")), ["doc@2"]);
+    let mut all = q("alfa");
+    all.all_versions = true;
+    let r = idx.search(&all).unwrap();
+    assert_eq!(r.total, 1);
+    let marked = r.hits[0].snippet.as_ref().unwrap().marked("<", ">");
+    assert!(marked.contains("<alfa>"), "{marked}");
+    let mut phrase = q("\"preliminar alfa\"");
+    phrase.all_versions = true;
+    assert_eq!(ids(&idx, phrase), ["doc@1"]);
+}
+
+/// An index written under another schema is refused with a typed error; `open_or_replace`
+/// (what `docstore reindex` uses) starts it afresh, and refuses while a writer holds it.
+#[test]
+fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    {
+        let mut b = tantivy::schema::Schema::builder();
+        let text = b.add_text_field("text", tantivy::schema::TEXT | tantivy::schema::STORED);
+        let old = tantivy::Index::create_in_dir(&path, b.build()).unwrap();
+        let mut w = old.writer_with_num_threads(1, 15 << 20).unwrap();
+        w.add_document(tantivy::doc!(text => "hemoglobina antiga"))
+            .unwrap();
+        w.commit().unwrap();
+        assert!(matches!(SearchIndex::open(&path), Err(SearchError::Outdated(_))));
+        assert!(matches!(
+            SearchIndex::open_read_only(&path),
+            Err(SearchError::Outdated(_))
+        ));
+        assert!(matches!(
+            SearchIndex::open_or_replace(&path),
+            Err(SearchError::Locked(_))
+        ));
+        assert!(path.join("meta.json").exists(), "a locked index was removed");
+    }
+    let idx = SearchIndex::open_or_replace(&path).unwrap();
+    assert!(idx.is_empty());
+    idx.upsert(v("n", 1, "pac-1", "report", 0, "hemoglobina nova"))
+        .unwrap();
+    idx.commit().unwrap();
+    assert_eq!(ids(&idx, q("hemoglobina")), ["n@1"]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
