@@ -434,8 +434,8 @@ pub struct SearchIndex {
     /// `None` when opened read-only.
     writer: Option<Mutex<IndexWriter>>,
     reader: IndexReader,
-    /// Threads that count hits, a share of the segments each (the count visits every hit; the
-    /// top-k pass stays on the caller's thread, where pruning keeps it short).
+    /// Threads for the passes that visit every hit (the count, newest-first order), a share of
+    /// the segments each. The relevance pass stays on the caller's thread: pruning keeps it short.
     counting: tantivy::Executor,
     /// Writes applied to the writer, and the count the last commit covered.
     applied: AtomicU64,
@@ -850,10 +850,13 @@ impl SearchIndex {
                 .into_iter()
                 .map(|(s, a)| (Some(s), a))
                 .collect(),
+            // Unscored, and it visits every hit like the count: on all cores too.
             Sort::Newest => searcher
-                .search(
+                .search_with_executor(
                     query.as_ref(),
                     &top.order_by_fast_field::<i64>("created", Order::Desc),
+                    &self.counting,
+                    tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
                 )?
                 .into_iter()
                 .map(|(_, a)| (None, a))
