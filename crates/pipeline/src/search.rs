@@ -737,6 +737,22 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Commits, waits for the segment merges that commits start in the background, and goes on
+    /// read-only: for the end of a bulk load, before serving searches (the merges would compete
+    /// with them for the cores). Fails with [`SearchError::ReadOnly`] on a read-only index.
+    pub fn finish_writing(mut self) -> Result<SearchIndex, SearchError> {
+        self.commit()?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| SearchError::ReadOnly(self.place.clone()))?
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        Ok(self)
+    }
+
     /// Parses the text of `q`: `None` for an empty text (filters only).
     fn text_queries(&self, q: &SearchQuery) -> Result<Option<TextQueries>, SearchError> {
         if q.text.trim().is_empty() {

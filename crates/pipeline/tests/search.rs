@@ -501,3 +501,32 @@ fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+/// The end of a bulk load: merges awaited, the index then serves searches and refuses writes.
+#[test]
+fn finish_writing_leaves_a_read_only_index_with_everything_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = SearchIndex::open(&dir.path().join("index")).unwrap();
+    for i in 0..50 {
+        let id = format!("d{i}");
+        idx.replace_document(&id, &[v(&id, 1, "pac-1", "report", i, "glicemia de controle")])
+            .unwrap();
+        // Many small commits: many segments, so merges start.
+        if i % 5 == 0 {
+            idx.commit().unwrap();
+        }
+    }
+    let idx = idx.finish_writing().unwrap();
+    assert_eq!(
+        idx.search(&q("glicemia")).unwrap().total,
+        50,
+        "the last writes were committed"
+    );
+    assert!(matches!(
+        idx.upsert(v("late", 1, "pac-1", "report", 0, "x")),
+        Err(SearchError::ReadOnly(_))
+    ));
+    // The writer lock is released: another writer may open it.
+    drop(idx);
+    SearchIndex::open(&dir.path().join("index")).unwrap();
+}
