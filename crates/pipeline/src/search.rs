@@ -98,6 +98,14 @@ impl From<tantivy::TantivyError> for SearchError {
     }
 }
 
+/// Maps a failure to take an index's writer: its lock held elsewhere is [`SearchError::Locked`].
+fn locked_at(place: &str) -> impl Fn(tantivy::TantivyError) -> SearchError + '_ {
+    move |e| match e {
+        tantivy::TantivyError::LockFailure(..) => SearchError::Locked(place.to_owned()),
+        other => other.into(),
+    }
+}
+
 /// One version as indexed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IndexedVersion {
@@ -265,14 +273,9 @@ fn rewrite_for_pairs(ast: UserInputAst, words: &mut TextAnalyzer) -> Option<User
                 let Some(sub) = rewrite_for_pairs(sub, words) else {
                     continue;
                 };
-                let required = matches!(occur, None | Some(tantivy::query::Occur::Must));
+                let required = is_required(occur);
                 match sub {
-                    UserInputAst::Clause(inner)
-                        if required
-                            && inner
-                                .iter()
-                                .all(|(o, _)| matches!(o, None | Some(tantivy::query::Occur::Must))) =>
-                    {
+                    UserInputAst::Clause(inner) if required && inner.iter().all(|(o, _)| is_required(*o)) => {
                         out.extend(inner)
                     }
                     other => out.push((occur, other)),
@@ -280,9 +283,7 @@ fn rewrite_for_pairs(ast: UserInputAst, words: &mut TextAnalyzer) -> Option<User
             }
             match out.len() {
                 0 => None,
-                1 if matches!(out[0].0, None | Some(tantivy::query::Occur::Must)) => {
-                    out.pop().map(|(_, sub)| sub)
-                }
+                1 if is_required(out[0].0) => out.pop().map(|(_, sub)| sub),
                 _ => Some(UserInputAst::Clause(out)),
             }
         }
@@ -307,6 +308,11 @@ fn rewrite_for_pairs(ast: UserInputAst, words: &mut TextAnalyzer) -> Option<User
     }
 }
 
+/// Whether a clause must match: `Must`, or no operator (the parser joins words with AND).
+fn is_required(occur: Option<tantivy::query::Occur>) -> bool {
+    matches!(occur, None | Some(tantivy::query::Occur::Must))
+}
+
 /// Whether every hit of `ast` (rewritten by [`rewrite_for_pairs`]) holds a word of the latest
 /// versions' text fields: then the query itself keeps to latest versions. `patient:x` alone
 /// does not, and needs the `latest` filter.
@@ -320,9 +326,9 @@ fn requires_latest_text(ast: &UserInputAst) -> bool {
         ),
         UserInputAst::Boost(sub, _) => requires_latest_text(sub),
         UserInputAst::Clause(clauses) => {
-            let mut required = clauses.iter().filter(|(o, _)| matches!(o, None | Some(O::Must)));
+            let mut required = clauses.iter().filter(|(o, _)| is_required(*o)).peekable();
             let mut optional = clauses.iter().filter(|(o, _)| *o == Some(O::Should)).peekable();
-            if clauses.iter().any(|(o, _)| matches!(o, None | Some(O::Must))) {
+            if required.peek().is_some() {
                 required.any(|(_, sub)| requires_latest_text(sub))
             } else {
                 optional.peek().is_some() && optional.all(|(_, sub)| requires_latest_text(sub))
@@ -517,10 +523,7 @@ impl SearchIndex {
                 let old = Index::open(directory)?;
                 let lock = old
                     .writer_with_num_threads::<TantivyDocument>(1, 15 << 20)
-                    .map_err(|e| match e {
-                        tantivy::TantivyError::LockFailure(..) => SearchError::Locked(place.clone()),
-                        other => other.into(),
-                    })?;
+                    .map_err(locked_at(&place))?;
                 drop(lock);
                 drop(old);
                 std::fs::remove_dir_all(dir).map_err(index_err)?;
@@ -549,10 +552,7 @@ impl SearchIndex {
         let writer = if write {
             let w = index
                 .writer_with_num_threads(1, WRITER_HEAP)
-                .map_err(|e| match e {
-                    tantivy::TantivyError::LockFailure(..) => SearchError::Locked(place.clone()),
-                    other => other.into(),
-                })?;
+                .map_err(locked_at(&place))?;
             Some(Mutex::new(w))
         } else {
             None
