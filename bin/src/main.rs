@@ -5,6 +5,7 @@ mod demo;
 mod events;
 mod load;
 mod search;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -164,6 +165,10 @@ enum Command {
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(events::DlqCommand),
+    /// Serve the REST API (and, on the embedded default, run the pipeline in this process).
+    Serve(serve::ServeArgs),
+    /// Print a bearer token from the embedded local issuer (not for production).
+    Token(serve::TokenArgs),
     /// Remove blobs that no record references and that are older than the grace period.
     Gc {
         /// Grace period (e.g. 24h, 30m, 0s).
@@ -395,6 +400,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Provision = cli.command {
         return provision(&config, cli.json).await;
     }
+    if let Command::Token(a) = cli.command {
+        return serve::token(dir, a);
+    }
     if let Command::Dlq(cmd) = cli.command {
         return events::dlq(cmd, cli.json).await;
     }
@@ -422,7 +430,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Extract { file, output, ocr } = &cli.command {
         return events::extract(file, output.as_deref(), *ocr, cli.json).await;
     }
-    if matches!(cli.command, Command::Demo(_) | Command::Load(_)) {
+    if matches!(
+        cli.command,
+        Command::Demo(_) | Command::Load(_) | Command::Serve(_)
+    ) {
         // The demo and the load start from nothing: they create the embedded store on first use.
         let store = match (local, DocStore::open_local(dir).await) {
             (true, Ok(s)) => s,
@@ -433,6 +444,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         return match cli.command {
             Command::Demo(a) => demo::demo(store, dir, a, cli.json).await,
             Command::Load(a) => load::load(store, dir, a, cli.json).await,
+            Command::Serve(a) => serve::serve(store, dir, a).await,
             _ => unreachable!("matched above"),
         };
     }
@@ -446,6 +458,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         | Command::Demo(_)
         | Command::Load(_)
         | Command::Provision
+        | Command::Serve(_)
+        | Command::Token(_)
         | Command::Dlq(_)
         | Command::Thumbnail { .. }
         | Command::Extract { .. }

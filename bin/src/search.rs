@@ -105,6 +105,7 @@ pub(crate) async fn search(
         fuzzy: a.fuzzy,
         patient: a.patient.clone(),
         exam: a.exam.clone(),
+        exams: None,
         kind: a.kind.clone(),
         clinic: a.clinic.clone(),
         from: a.from.as_deref().map(|s| parse_time(s, "--from")).transpose()?,

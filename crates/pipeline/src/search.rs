@@ -824,6 +824,20 @@ impl SearchIndex {
         if let Some(e) = &q.exam {
             filters.push(term(f.exam, e));
         }
+        if let Some(exams) = &q.exams {
+            let any: Vec<(Occur, Box<dyn Query>)> = exams
+                .iter()
+                .map(|e| {
+                    let t: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(f.exam, e),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Should, t)
+                })
+                .collect();
+            // An empty disjunction matches nothing, which is what an empty allow-list means.
+            filters.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
         if let Some(k) = &q.kind {
             filters.push(term(f.kind, k));
         }
@@ -970,6 +984,9 @@ pub struct SearchQuery {
     pub patient: Option<String>,
     /// Only this exam's.
     pub exam: Option<String>,
+    /// Only these exams' (an access policy's narrowing: applied inside the query, so totals,
+    /// counts by kind and snippets never include another exam). `Some(empty)` matches nothing.
+    pub exams: Option<Vec<String>>,
     /// Only this kind.
     pub kind: Option<String>,
     /// Only this clinic's.

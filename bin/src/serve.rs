@@ -1,0 +1,148 @@
+//! `docstore serve` (the HTTP service, crates/server) and `docstore token` (a token from the
+//! embedded local issuer).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use docstore::{DocStore, Error};
+use docstore_server::auth::{ClaimMapping, KeySource, LocalIssuer, TokenRequest, VerifierConfig};
+use docstore_server::policy::Role;
+use docstore_server::{Authentication, ServiceConfig};
+
+/// `docstore serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// OIDC issuer URL (its discovery document names the JWKS); default: the local issuer.
+    #[arg(long, env = "DOCSTORE_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
+    /// Expected `aud` of access tokens (with --oidc-issuer).
+    #[arg(long, env = "DOCSTORE_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// JWKS URL, instead of OIDC discovery.
+    #[arg(long, env = "DOCSTORE_OIDC_JWKS")]
+    oidc_jwks: Option<String>,
+    /// Claim naming the role (a string or an array of group names).
+    #[arg(long, default_value = "cognito:groups")]
+    roles_claim: String,
+    /// Claim naming a patient's patient id.
+    #[arg(long, default_value = "patient_id")]
+    patient_claim: String,
+    /// Search index directory (default: `<data-dir>/index`).
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Do not run the relay, the stages and the index in this process (workers run them).
+    #[arg(long)]
+    no_pipeline: bool,
+    /// Access database URL (`sqlite://…`, `postgres://…`; default `<data-dir>/server/access.sqlite`).
+    #[arg(long, env = "DOCSTORE_ACCESS_DB")]
+    access_db: Option<String>,
+    /// Largest upload, bytes.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_upload: u64,
+    /// Downloads per identity per minute.
+    #[arg(long, default_value_t = 600)]
+    downloads_per_minute: u32,
+    /// Clinic name on stamps and in the index.
+    #[arg(long, env = "DOCSTORE_CLINIC", default_value = "Clínica")]
+    clinic: String,
+}
+
+/// `docstore token`.
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// Role: patient, doctor, staff, admin, auditor, service.
+    #[arg(long)]
+    role: String,
+    /// Subject (user name).
+    #[arg(long)]
+    sub: String,
+    /// Patient id (for --role patient).
+    #[arg(long)]
+    patient: Option<String>,
+    /// Lifetime (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+fn server_error(e: impl std::error::Error) -> Error {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Error::Unavailable {
+        backend: "server".into(),
+        detail,
+    }
+}
+
+pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Result<(), Error> {
+    let mut config = ServiceConfig::embedded(data_dir);
+    config.listen = a.listen;
+    config.pipeline = !a.no_pipeline;
+    config.index_dir = Some(a.index.unwrap_or_else(|| data_dir.join("index")));
+    config.access_url = a.access_db;
+    config.limits.max_upload = a.max_upload;
+    config.limits.downloads_per_minute = a.downloads_per_minute;
+    config.clinic = a.clinic;
+    if let Some(issuer) = a.oidc_issuer {
+        let audience = a
+            .oidc_audience
+            .ok_or_else(|| Error::InvalidInput("--oidc-issuer needs --oidc-audience".into()))?;
+        config.auth = Authentication::Oidc(VerifierConfig {
+            keys: match a.oidc_jwks {
+                Some(url) => KeySource::Jwks(url),
+                None => KeySource::Discovery(issuer.clone()),
+            },
+            issuer,
+            audience,
+            claims: ClaimMapping {
+                roles: a.roles_claim,
+                patient: a.patient_claim,
+            },
+            refresh_interval: Duration::from_secs(30),
+        });
+    } else {
+        eprintln!("note: tokens come from the local issuer (`docstore token`): not for production");
+    }
+    let service = docstore_server::start(Arc::new(store), config)
+        .await
+        .map_err(server_error)?;
+    eprintln!("listening on http://{}", service.local_addr());
+    service.run_until_signal().await;
+    Ok(())
+}
+
+pub(crate) fn token(data_dir: &Path, a: TokenArgs) -> Result<(), Error> {
+    let role = Role::parse(&a.role).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "unknown role {:?} (patient, doctor, staff, admin, auditor, service)",
+            a.role
+        ))
+    })?;
+    docstore::validate_id("subject", &a.sub)?;
+    if let Some(p) = &a.patient {
+        docstore::validate_id("patient", p)?;
+    }
+    if role == Role::Patient && a.patient.is_none() {
+        return Err(Error::InvalidInput("a patient token needs --patient".into()));
+    }
+    let issuer = LocalIssuer::open_or_create(data_dir).map_err(server_error)?;
+    let token = issuer
+        .mint(&TokenRequest {
+            subject: a.sub,
+            role,
+            patient_id: a.patient,
+            ttl: a.ttl,
+        })
+        .map_err(server_error)?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! What the policy needs beyond the documents themselves: which exams are released to their
+//! patient, and which doctor requested which exam. Fed by the exam service's events
+//! (`exam.created`, `exam.updated`, `exam.result.ready`; see [`crate::exam_events`]) and by the
+//! staff's release action.
+//!
+//! One SQL text serves SQLite (the embedded default, `DATA_DIR/server/access.sqlite`) and
+//! PostgreSQL (the metadata database's own, tables prefixed `docstore_access_`), through sqlx's
+//! `Any` driver: the statements are portable, so there is nothing to write twice.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use docstore::Timestamp;
+use sqlx::AnyPool;
+use sqlx::Row;
+use sqlx::any::AnyPoolOptions;
+
+/// Why the access store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The database failed or could not be reached.
+    #[error("access database")]
+    Database(#[source] sqlx::Error),
+    /// Creating the SQLite file.
+    #[error("access database file")]
+    Io(#[source] std::io::Error),
+    /// An event or request names an exam of another patient than the one recorded.
+    #[error("exam belongs to another patient")]
+    PatientMismatch,
+}
+
+impl AccessError {
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AccessError::Database(_))
+    }
+}
+
+/// The access facts of one exam.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExamAccess {
+    /// Exam id.
+    pub exam_id: String,
+    /// The exam's patient.
+    pub patient_id: String,
+    /// When its results were released to the patient.
+    pub released_at: Option<Timestamp>,
+    /// Who released them (a user, or the exam service's event id).
+    pub released_by: Option<String>,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS docstore_access_exams (
+        exam_id TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        released_at BIGINT,
+        released_by TEXT,
+        updated_at BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS docstore_access_exams_patient
+        ON docstore_access_exams (patient_id, released_at)",
+    "CREATE TABLE IF NOT EXISTS docstore_access_doctors (
+        exam_id TEXT NOT NULL,
+        doctor TEXT NOT NULL,
+        PRIMARY KEY (exam_id, doctor))",
+    "CREATE INDEX IF NOT EXISTS docstore_access_doctors_by_doctor
+        ON docstore_access_doctors (doctor, exam_id)",
+];
+
+/// Exam releases and doctor assignments.
+#[derive(Debug, Clone)]
+pub struct AccessStore {
+    pool: AnyPool,
+}
+
+impl AccessStore {
+    /// The embedded default: a SQLite file (0600) at `path`.
+    pub async fn sqlite(path: &Path) -> Result<Self, AccessError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(AccessError::Io)?;
+        }
+        // Created 0600 before SQLite opens it, so the file is never readable by others.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(AccessError::Io(e)),
+        }
+        Self::connect(&format!("sqlite://{}", path.display()), 4).await
+    }
+
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and creates the tables if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, AccessError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await
+            .map_err(AccessError::Database)?;
+        for stmt in SCHEMA {
+            sqlx::query(stmt)
+                .execute(&pool)
+                .await
+                .map_err(AccessError::Database)?;
+        }
+        Ok(AccessStore { pool })
+    }
+
+    /// The exam's facts, if the exam is known.
+    pub async fn exam(&self, exam_id: &str) -> Result<Option<ExamAccess>, AccessError> {
+        let row = sqlx::query(
+            "SELECT exam_id, patient_id, released_at, released_by
+             FROM docstore_access_exams WHERE exam_id = $1",
+        )
+        .bind(exam_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(row.map(|r| ExamAccess {
+            exam_id: r.get(0),
+            patient_id: r.get(1),
+            released_at: r.get::<Option<i64>, _>(2).map(Timestamp),
+            released_by: r.get(3),
+        }))
+    }
+
+    /// Records an exam and its patient (idempotent). A known exam of another patient is refused.
+    pub async fn record_exam(&self, exam_id: &str, patient_id: &str) -> Result<ExamAccess, AccessError> {
+        sqlx::query(
+            "INSERT INTO docstore_access_exams (exam_id, patient_id, updated_at)
+             VALUES ($1, $2, $3) ON CONFLICT (exam_id) DO NOTHING",
+        )
+        .bind(exam_id)
+        .bind(patient_id)
+        .bind(Timestamp::now().0)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        let exam = self.exam(exam_id).await?.ok_or(AccessError::PatientMismatch)?;
+        if exam.patient_id != patient_id {
+            return Err(AccessError::PatientMismatch);
+        }
+        Ok(exam)
+    }
+
+    /// Assigns an exam to the doctor who requested it (idempotent).
+    pub async fn assign(&self, exam_id: &str, doctor: &str) -> Result<(), AccessError> {
+        sqlx::query(
+            "INSERT INTO docstore_access_doctors (exam_id, doctor) VALUES ($1, $2)
+             ON CONFLICT (exam_id, doctor) DO NOTHING",
+        )
+        .bind(exam_id)
+        .bind(doctor)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(())
+    }
+
+    /// Releases an exam's results to its patient. Idempotent: the first release time stays.
+    pub async fn release(
+        &self,
+        exam_id: &str,
+        patient_id: &str,
+        by: &str,
+    ) -> Result<ExamAccess, AccessError> {
+        self.record_exam(exam_id, patient_id).await?;
+        sqlx::query(
+            "UPDATE docstore_access_exams SET released_at = $1, released_by = $2, updated_at = $1
+             WHERE exam_id = $3 AND released_at IS NULL",
+        )
+        .bind(Timestamp::now().0)
+        .bind(by)
+        .bind(exam_id)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        self.exam(exam_id).await?.ok_or(AccessError::PatientMismatch)
+    }
+
+    /// Whether `doctor` requested `exam_id`.
+    pub async fn is_assigned(&self, exam_id: &str, doctor: &str) -> Result<bool, AccessError> {
+        let row = sqlx::query("SELECT 1 FROM docstore_access_doctors WHERE exam_id = $1 AND doctor = $2")
+            .bind(exam_id)
+            .bind(doctor)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(AccessError::Database)?;
+        Ok(row.is_some())
+    }
+
+    /// The released exams of a patient.
+    pub async fn released_exams(&self, patient_id: &str) -> Result<Vec<String>, AccessError> {
+        let rows = sqlx::query(
+            "SELECT exam_id FROM docstore_access_exams
+             WHERE patient_id = $1 AND released_at IS NOT NULL ORDER BY exam_id",
+        )
+        .bind(patient_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The exams a doctor requested.
+    pub async fn assigned_exams(&self, doctor: &str) -> Result<Vec<String>, AccessError> {
+        let rows =
+            sqlx::query("SELECT exam_id FROM docstore_access_doctors WHERE doctor = $1 ORDER BY exam_id")
+                .bind(doctor)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(AccessError::Database)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}

@@ -1,0 +1,354 @@
+//! # docstore-server
+//!
+//! The clinic's File Management Service over the docstore library: a REST API under `/v1`
+//! (`docs/api.md`), bearer tokens verified against an OIDC issuer's keys (or the embedded local
+//! issuer), one access policy (`docs/access.md`) on every request, and an audit record of every
+//! request, allowed or denied.
+//!
+//! ## Layout
+//! | file | what |
+//! | --- | --- |
+//! | `auth/jwt.rs` | bearer-token verification: JWKS cache, pinned algorithms, claim mapping |
+//! | `auth/local_issuer.rs` | the embedded default's Ed25519 issuer (not for production) |
+//! | `policy.rs` | role × action × condition: the policy table |
+//! | `access.rs` | exam releases and doctor assignments (SQLite or PostgreSQL) |
+//! | `exam_events.rs` | the exam service's events applied to `access.rs` |
+//! | `state.rs` | shared state, the `Caller` extractor, the per-request audit middleware |
+//! | `routes/` | one module per resource: documents, lists and release, search |
+//! | `problem.rs` | RFC 9457 problem+json errors |
+//! | `ratelimit.rs`, `metrics.rs` | per-identity download limit; Prometheus metrics |
+//! | `lib.rs` | [`start`]: the listener, connection limits, timeouts, graceful shutdown |
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let dir = std::path::Path::new("/tmp/docstore-serve-example");
+//! let store = Arc::new(docstore::DocStore::init_local(dir).await?);
+//! let config = docstore_server::ServiceConfig::embedded(dir);
+//! let service = docstore_server::start(store, config).await?;
+//! println!("listening on {}", service.local_addr());
+//! service.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod access;
+pub mod auth;
+pub mod exam_events;
+pub mod metrics;
+pub mod policy;
+pub mod problem;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use docstore::DocStore;
+use docstore_pipeline::local::{LocalConfig, LocalPipeline};
+use docstore_pipeline::search::SearchIndex;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+pub use state::Limits;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the listener.
+    #[error("listening on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local issuer's key.
+    #[error(transparent)]
+    Issuer(#[from] auth::local_issuer::IssuerError),
+    /// The issuer's key set.
+    #[error(transparent)]
+    Jwks(#[from] auth::jwt::JwksError),
+    /// The access database.
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
+    /// The search index.
+    #[error("search index")]
+    Search(#[source] docstore_pipeline::search::SearchError),
+}
+
+/// Who issues the tokens the service trusts.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    /// The embedded local issuer, whose key lives in the data directory (not for production).
+    Local,
+    /// An OIDC issuer (Amazon Cognito in production).
+    Oidc(auth::VerifierConfig),
+}
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Data directory (the local issuer's key, the embedded access database, the index).
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Token issuer.
+    pub auth: Authentication,
+    /// Request limits.
+    pub limits: Limits,
+    /// Search index directory (`None`: no search on this node).
+    pub index_dir: Option<PathBuf>,
+    /// Run the relay, every stage and the index in this process, on the in-process bus (the
+    /// embedded single node). Off when workers run the stages from Kafka.
+    pub pipeline: bool,
+    /// Access database URL (`sqlite://…`, `postgres://…`); default: a SQLite file in the data
+    /// directory.
+    pub access_url: Option<String>,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// Clinic name on stamps and in the index.
+    pub clinic: String,
+}
+
+impl ServiceConfig {
+    /// The embedded single node on 127.0.0.1:8080: local issuer, in-process pipeline, index
+    /// under `data_dir/index`.
+    pub fn embedded(data_dir: &Path) -> Self {
+        ServiceConfig {
+            data_dir: data_dir.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: Authentication::Local,
+            limits: Limits::default(),
+            index_dir: Some(data_dir.join("index")),
+            pipeline: true,
+            access_url: None,
+            shutdown_grace: Duration::from_secs(10),
+            clinic: "Clínica".into(),
+        }
+    }
+}
+
+/// A running service.
+pub struct RunningService {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    pipeline: Option<LocalPipeline>,
+    state: Arc<state::AppState>,
+}
+
+impl std::fmt::Debug for RunningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningService")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningService {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (the store, the access database).
+    pub fn state(&self) -> &Arc<state::AppState> {
+        &self.state
+    }
+
+    /// Stops accepting, drains requests in flight within the grace period, stops the pipeline.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        if let Some(p) = self.pipeline {
+            p.stop().await;
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining requests in flight");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Starts the service on `store`.
+pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<RunningService, ServerError> {
+    let verifier = match &config.auth {
+        Authentication::Local => {
+            let issuer = auth::LocalIssuer::open_or_create(&config.data_dir)?;
+            tracing::warn!("tokens are verified against the local issuer: not for production");
+            auth::TokenVerifier::new(issuer.verifier_config())?
+        }
+        Authentication::Oidc(v) => auth::TokenVerifier::new(v.clone())?,
+    };
+    let access = match &config.access_url {
+        Some(url) => access::AccessStore::connect(url, 8).await?,
+        None => access::AccessStore::sqlite(&config.data_dir.join("server").join("access.sqlite")).await?,
+    };
+    let index = match &config.index_dir {
+        None => None,
+        Some(dir) if config.pipeline => Some(Arc::new(SearchIndex::open(dir).map_err(ServerError::Search)?)),
+        // Another process (the index worker) writes it; create it empty if it is not there yet.
+        Some(dir) if !dir.exists() => Some(Arc::new(
+            SearchIndex::open(dir)
+                .and_then(SearchIndex::finish_writing)
+                .map_err(ServerError::Search)?,
+        )),
+        Some(dir) => Some(Arc::new(
+            SearchIndex::open_read_only(dir).map_err(ServerError::Search)?,
+        )),
+    };
+    if let (Some(index), false) = (&index, config.pipeline) {
+        // A reader beside another process's writer sees new commits only after a reload.
+        let index = Arc::downgrade(index);
+        tokio::spawn(async move {
+            while let Some(i) = index.upgrade() {
+                if let Err(e) = i.refresh() {
+                    tracing::warn!(error = %e, "search index reload failed");
+                }
+                drop(i);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let pipeline = match (&index, config.pipeline) {
+        (Some(index), true) => Some(LocalPipeline::start(
+            store.clone(),
+            index.clone(),
+            LocalConfig {
+                clinic: config.clinic.clone(),
+                ..LocalConfig::default()
+            },
+        )),
+        _ => None,
+    };
+    let state = Arc::new(state::AppState {
+        store,
+        index,
+        access,
+        verifier: Arc::new(verifier),
+        downloads: ratelimit::DownloadLimiter::new(config.limits.downloads_per_minute),
+        limits: config.limits.clone(),
+        metrics: Arc::new(metrics::HttpMetrics::default()),
+    });
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let (stop, stopped) = watch::channel(false);
+    let app = routes::router(state.clone());
+    let task = tokio::spawn(accept_loop(
+        listener,
+        app,
+        config.limits.clone(),
+        config.shutdown_grace,
+        stopped,
+    ));
+    tracing::info!(%addr, "docstore service listening");
+    Ok(RunningService {
+        addr,
+        stop,
+        task,
+        pipeline,
+        state,
+    })
+}
+
+async fn until_stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        let stop = *rx.borrow_and_update();
+        if stop || rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts connections until told to stop, at most `max_connections` at once; each gets the
+/// head-read timeout (a client trickling its headers is cut). On stop, in-flight requests get
+/// `grace` to finish.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    grace: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(100);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = until_stopped(&mut stopped) => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = until_stopped(&mut stopped) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over: requests still in flight were cut"),
+    }
+}
