@@ -101,7 +101,7 @@ impl AccessStore {
             .connect(url)
             .await
             .map_err(AccessError::Database)?;
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain([&LINK_SCHEMA]) {
             sqlx::query(stmt)
                 .execute(&pool)
                 .await
@@ -220,5 +220,133 @@ impl AccessStore {
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// A download link's record (the capability itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LinkRecord {
+    /// Link id.
+    pub link_id: String,
+    /// Document.
+    pub document_id: String,
+    /// The one version it serves.
+    pub version: u64,
+    /// Who made it (`role:subject`).
+    pub created_by: String,
+    /// For whom (free text the creator gave, e.g. a doctor's name).
+    pub label: Option<String>,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Expiry, ms.
+    pub expires_at: i64,
+    /// Uses allowed.
+    pub max_uses: u64,
+    /// Uses so far.
+    pub uses: u64,
+    /// Revocation time, ms.
+    pub revoked_at: Option<i64>,
+}
+
+const LINK_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS docstore_access_links (
+    link_id TEXT PRIMARY KEY,
+    document_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    label TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    max_uses BIGINT NOT NULL,
+    uses BIGINT NOT NULL,
+    revoked_at BIGINT)";
+
+const LINK_COLUMNS: &str =
+    "link_id, document_id, version, created_by, label, created_at, expires_at, max_uses, uses, revoked_at";
+
+fn link_row(r: &sqlx::any::AnyRow) -> LinkRecord {
+    LinkRecord {
+        link_id: r.get(0),
+        document_id: r.get(1),
+        version: r.get::<i64, _>(2) as u64,
+        created_by: r.get(3),
+        label: r.get(4),
+        created_at: r.get(5),
+        expires_at: r.get(6),
+        max_uses: r.get::<i64, _>(7) as u64,
+        uses: r.get::<i64, _>(8) as u64,
+        revoked_at: r.get(9),
+    }
+}
+
+impl AccessStore {
+    /// Records a new link.
+    pub async fn create_link(&self, link: &LinkRecord) -> Result<(), AccessError> {
+        sqlx::query(&format!(
+            "INSERT INTO docstore_access_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL)"
+        ))
+        .bind(&link.link_id)
+        .bind(&link.document_id)
+        .bind(link.version as i64)
+        .bind(&link.created_by)
+        .bind(link.label.as_deref())
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .bind(link.max_uses as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(())
+    }
+
+    /// One link.
+    pub async fn link(&self, link_id: &str) -> Result<Option<LinkRecord>, AccessError> {
+        let row = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM docstore_access_links WHERE link_id = $1"
+        ))
+        .bind(link_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(row.as_ref().map(link_row))
+    }
+
+    /// The links of a document, newest first.
+    pub async fn links_of(&self, document_id: &str) -> Result<Vec<LinkRecord>, AccessError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM docstore_access_links WHERE document_id = $1 ORDER BY created_at DESC, link_id"
+        ))
+        .bind(document_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(rows.iter().map(link_row).collect())
+    }
+
+    /// Takes one use of a link, in one conditional write: only while it is unrevoked, unexpired
+    /// and under its use limit. `false`: refused (concurrent uses never exceed the limit).
+    pub async fn use_link(&self, link_id: &str, now: i64) -> Result<bool, AccessError> {
+        let done = sqlx::query(
+            "UPDATE docstore_access_links SET uses = uses + 1
+             WHERE link_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses < max_uses",
+        )
+        .bind(link_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes a link (idempotent).
+    pub async fn revoke_link(&self, link_id: &str, now: i64) -> Result<(), AccessError> {
+        sqlx::query(
+            "UPDATE docstore_access_links SET revoked_at = $2 WHERE link_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(link_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(())
     }
 }

@@ -74,6 +74,9 @@ pub enum ServerError {
     /// The local issuer's key.
     #[error(transparent)]
     Issuer(#[from] auth::local_issuer::IssuerError),
+    /// The link key.
+    #[error(transparent)]
+    KeyFile(#[from] auth::keyfile::KeyFileError),
     /// The issuer's key set.
     #[error(transparent)]
     Jwks(#[from] auth::jwt::JwksError),
@@ -117,6 +120,9 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// Clinic name on stamps and in the index.
     pub clinic: String,
+    /// The download links' HMAC key file (default `data_dir/server/link-key`, created on first
+    /// use). Servers that share links share this key.
+    pub link_key: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -133,6 +139,7 @@ impl ServiceConfig {
             access_url: None,
             shutdown_grace: Duration::from_secs(10),
             clinic: "Clínica".into(),
+            link_key: None,
         }
     }
 }
@@ -248,7 +255,13 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         )),
         _ => None,
     };
+    let link_key = config
+        .link_key
+        .clone()
+        .unwrap_or_else(|| auth::LinkSigner::key_path(&config.data_dir));
+    let links = auth::LinkSigner::open_or_create(&link_key)?;
     let state = Arc::new(state::AppState {
+        links,
         store,
         index,
         access,

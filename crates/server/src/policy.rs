@@ -85,11 +85,13 @@ pub enum Action {
     Release,
     /// Read the audit log.
     AuditRead,
+    /// Create, list and revoke download links to a version.
+    Share,
 }
 
 impl Action {
     /// Every action, in the order of the policy table.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Create,
         Action::AddVersion,
         Action::Read,
@@ -103,6 +105,7 @@ impl Action {
         Action::Shred,
         Action::Release,
         Action::AuditRead,
+        Action::Share,
     ];
 
     /// The action's name in `docs/access.md` and in audit records.
@@ -121,6 +124,7 @@ impl Action {
             Action::Shred => "shred",
             Action::Release => "release",
             Action::AuditRead => "audit_read",
+            Action::Share => "share",
         }
     }
 }
@@ -175,6 +179,7 @@ pub const POLICY: &[Rule] = &[
     rule(R::Patient, A::Read, C::OwnReleased),
     rule(R::Patient, A::ListPatient, C::OwnReleased),
     rule(R::Patient, A::Search, C::OwnReleased),
+    rule(R::Patient, A::Share, C::OwnReleased),
     rule(R::Doctor, A::Read, C::Assigned),
     rule(R::Doctor, A::ListPatient, C::Assigned),
     rule(R::Doctor, A::ListExam, C::Assigned),
@@ -188,6 +193,7 @@ pub const POLICY: &[Rule] = &[
     rule(R::Staff, A::Delete, C::Always),
     rule(R::Staff, A::Restore, C::Always),
     rule(R::Staff, A::Release, C::Always),
+    rule(R::Staff, A::Share, C::Always),
     rule(R::Admin, A::Create, C::Always),
     rule(R::Admin, A::AddVersion, C::Always),
     rule(R::Admin, A::Read, C::Always),
@@ -197,6 +203,7 @@ pub const POLICY: &[Rule] = &[
     rule(R::Admin, A::Delete, C::Always),
     rule(R::Admin, A::Restore, C::Always),
     rule(R::Admin, A::Release, C::Always),
+    rule(R::Admin, A::Share, C::Always),
     rule(R::Admin, A::Hold, C::Always),
     rule(R::Admin, A::Purge, C::Always),
     rule(R::Admin, A::Shred, C::Always),

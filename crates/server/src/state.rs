@@ -65,6 +65,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// Per-identity download limiter.
     pub downloads: crate::ratelimit::DownloadLimiter,
+    /// Signs and verifies download links.
+    pub links: crate::auth::LinkSigner,
 }
 
 impl std::fmt::Debug for AppState {
@@ -163,6 +165,7 @@ impl AppState {
 #[derive(Debug, Default)]
 pub struct AuditNote {
     principal: Option<Principal>,
+    actor: Option<String>,
     action: Option<Action>,
     document: Option<String>,
     version: Option<u64>,
@@ -176,6 +179,11 @@ impl AuditSlot {
     fn with<T>(&self, f: impl FnOnce(&mut AuditNote) -> T) -> T {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
+    }
+
+    /// Names the actor of a request without a bearer token (a download link).
+    pub fn as_actor(&self, actor: &str) {
+        self.with(|n| n.actor = Some(actor.to_owned()));
     }
 
     /// Names the action and the document (and version) the request is about.
@@ -294,9 +302,10 @@ pub async fn audit_requests(State(state): State<Arc<AppState>>, mut req: Request
     };
     let (actor, role, action, document, version) = slot.with(|n| {
         (
-            n.principal
-                .as_ref()
-                .map_or_else(|| "anonymous".to_owned(), |p| p.identity().subject),
+            n.principal.as_ref().map_or_else(
+                || n.actor.clone().unwrap_or_else(|| "anonymous".to_owned()),
+                |p| p.identity().subject,
+            ),
             n.principal.as_ref().map(|p| p.role.as_str()),
             n.action,
             n.document.take(),

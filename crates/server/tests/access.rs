@@ -68,6 +68,7 @@ enum Call {
     Audit,
     Create,
     Release,
+    Share,
 }
 
 impl Call {
@@ -85,6 +86,7 @@ impl Call {
             Call::Audit => Action::AuditRead,
             Call::Create => Action::Create,
             Call::Release => Action::Release,
+            Call::Share => Action::Share,
         }
     }
 }
@@ -144,6 +146,7 @@ async fn authorization_matrix_follows_the_policy_table() {
         Call::Audit,
         Call::Create,
         Call::Release,
+        Call::Share,
     ];
     let mut checked = 0;
     for (role, sub, patient) in &principals {
@@ -240,6 +243,12 @@ async fn authorization_matrix_follows_the_policy_table() {
                             .body("%PDF-1.4 new"),
                         201,
                         403,
+                    ),
+                    Call::Share => (
+                        h.http
+                            .post(h.url(&format!("/v1/documents/{}/versions/1/links", doc.id))),
+                        201,
+                        404,
                     ),
                     // A throwaway exam: the matrix's own exams keep their release state.
                     Call::Release => (

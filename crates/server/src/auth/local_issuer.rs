@@ -2,8 +2,6 @@
 //! production**. `docstore serve` trusts it when no OIDC issuer is configured, and `docstore
 //! token` mints tokens with it, so the embedded default needs no identity provider.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,18 +27,9 @@ pub const LOCAL_AUDIENCE: &str = "docstore";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IssuerError {
-    /// Reading or writing the key file.
-    #[error("local issuer key {path}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The key file is readable by others.
-    #[error("local issuer key {0} must be 0600")]
-    Permissions(PathBuf),
+    /// The key file.
+    #[error("local issuer key")]
+    KeyFile(#[from] super::keyfile::KeyFileError),
     /// The key file does not hold an Ed25519 PKCS#8 key.
     #[error("local issuer key {0} is not an Ed25519 key")]
     BadKey(PathBuf),
@@ -86,46 +75,14 @@ impl LocalIssuer {
     /// Opens the key under `data_dir`, creating it (0600, in a 0700 folder) on first use.
     pub fn open_or_create(data_dir: &Path) -> Result<Self, IssuerError> {
         let path = Self::key_path(data_dir);
-        let io = |source| IssuerError::Io {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
-        }
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                    .map_err(|_| IssuerError::BadKey(path.clone()))?;
-                f.write_all(doc.as_ref()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e)),
-        }
-        Self::open(&path)
-    }
-
-    fn open(path: &Path) -> Result<Self, IssuerError> {
-        let io = |source| IssuerError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let meta = std::fs::symlink_metadata(path).map_err(io)?;
-        if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
-            return Err(IssuerError::Permissions(path.to_owned()));
-        }
-        let pkcs8 = Zeroizing::new(std::fs::read(path).map_err(io)?);
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| IssuerError::BadKey(path.to_owned()))?;
+        let pkcs8 = super::keyfile::open_or_create(&path, || {
+            Zeroizing::new(
+                Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                    .map(|d| d.as_ref().to_vec())
+                    .unwrap_or_default(),
+            )
+        })?;
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| IssuerError::BadKey(path.clone()))?;
         let public = pair.public_key().as_ref().to_vec();
         let kid = hex::encode(&Sha256::digest(&public)[..8]);
         Ok(LocalIssuer { pkcs8, public, kid })

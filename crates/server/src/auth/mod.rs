@@ -3,9 +3,12 @@
 //! [`crate::policy`]'s question, kept apart.
 
 pub mod jwt;
+pub mod keyfile;
+pub mod links;
 pub mod local_issuer;
 
 pub use jwt::{AuthError, ClaimMapping, KeySource, TokenVerifier, VerifierConfig};
+pub use links::{LinkClaims, LinkSigner};
 pub use local_issuer::{LocalIssuer, TokenRequest};
 
 /// The token of an `Authorization: Bearer …` header, if the request has one.

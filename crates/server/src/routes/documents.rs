@@ -38,7 +38,7 @@ pub struct CreateQuery {
 pub struct ContentQuery {
     /// `attachment` to download; inline otherwise.
     #[serde(default)]
-    disposition: Option<String>,
+    pub(crate) disposition: Option<String>,
 }
 
 /// Parses a version number from the path; anything else reads as a missing version.
@@ -327,6 +327,20 @@ async fn serve_content(
     .cloned()
     .ok_or(ApiError::NotFound { denied: false })?;
     caller.about(Action::Read, Some(&id), Some(record.version));
+    respond_content(&state, who, record, &headers, &q).await
+}
+
+/// The content of `record` as `who` reads it: 304 on a matching `If-None-Match`, one `Range`
+/// (206; only the frames that cover it are decrypted), or the whole stream, with the headers a
+/// browser's viewer needs. Shared by authenticated reads and download links.
+pub(crate) async fn respond_content(
+    state: &Arc<AppState>,
+    who: docstore::Identity,
+    record: VersionRecord,
+    headers: &HeaderMap,
+    q: &ContentQuery,
+) -> Result<Response, ApiError> {
+    let id = record.document_id.clone();
     let tag = etag(&record);
     if matches_etag(headers.get(header::IF_NONE_MATCH), &tag) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
@@ -390,7 +404,7 @@ async fn serve_content(
             resp
         }
     };
-    content_headers(&mut resp, &record, &media_type, &q);
+    content_headers(&mut resp, &record, &media_type, q);
     Ok(resp)
 }
 

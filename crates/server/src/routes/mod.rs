@@ -2,6 +2,7 @@
 //! the policy.
 
 pub mod documents;
+pub mod links;
 pub mod lists;
 pub mod search;
 pub mod views;
@@ -117,6 +118,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(d::rendition),
         )
         .route("/v1/documents/{id}/versions/{n}/shred", post(d::shred))
+        .route("/v1/documents/{id}/versions/{n}/links", post(links::create))
+        .route("/v1/documents/{id}/links", get(links::list))
+        .route("/v1/links/{token}", get(links::open).delete(links::revoke))
         .route("/v1/documents/{id}/restore", post(d::restore))
         .route("/v1/documents/{id}/hold", put(d::hold))
         .route("/v1/documents/{id}/purge", post(d::purge))
