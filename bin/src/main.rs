@@ -85,8 +85,10 @@ enum Command {
     },
     /// Set or clear legal hold and retention.
     Hold(HoldArgs),
-    /// Show the audit trail.
+    /// Show the audit trail (`docstore audit verify` checks its hash chain).
     Audit {
+        #[command(subcommand)]
+        check: Option<AuditCheck>,
         /// Only records for this document.
         #[arg(long)]
         document: Option<String>,
@@ -174,6 +176,16 @@ enum Command {
         /// Grace period (e.g. 24h, 30m, 0s).
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         grace: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCheck {
+    /// Check the audit file's hash chain: reports the first edited, removed or reordered line.
+    Verify {
+        /// Audit file (default: the configured one).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -400,6 +412,30 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Command::Provision = cli.command {
         return provision(&config, cli.json).await;
     }
+    if let Command::Audit {
+        check: Some(AuditCheck::Verify { file }),
+        ..
+    } = &cli.command
+    {
+        let path = match file {
+            Some(f) => f.clone(),
+            None => PathBuf::from(config.audit.strip_prefix("file://").ok_or_else(|| {
+                Error::InvalidInput("the configured audit sink is not a file: give --file".into())
+            })?),
+        };
+        let report = docstore::audit::verify_chain(&path)?;
+        emit(cli.json, &report, |r| match &r.first_break {
+            None => println!("audit chain intact: {} records", r.lines),
+            Some(b) => println!("audit chain broken at line {}: {}", b.line, b.reason),
+        });
+        return match report.first_break {
+            None => Ok(()),
+            Some(b) => Err(Error::Refused {
+                document: path.display().to_string(),
+                reason: format!("audit chain broken at line {}", b.line),
+            }),
+        };
+    }
     if let Command::Token(a) = cli.command {
         return serve::token(dir, a);
     }
@@ -555,7 +591,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .await?;
             emit(cli.json, &doc, print_document);
         }
-        Command::Audit { document, limit } => {
+        Command::Audit { document, limit, .. } => {
             let records = store.audit_log(&who, document.as_deref(), limit).await?;
             emit(cli.json, &records, |rs| {
                 for r in rs {

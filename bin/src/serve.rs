@@ -51,6 +51,14 @@ pub(crate) struct ServeArgs {
     /// Clinic name on stamps and in the index.
     #[arg(long, env = "DOCSTORE_CLINIC", default_value = "Clínica")]
     clinic: String,
+    /// Bus carrying the exam service's events (`kafka://host:port[?prefix=P]`): the service
+    /// applies `exam.created`, `exam.updated` and `exam.result.ready` from it.
+    #[arg(long, env = "DOCSTORE_BUS")]
+    bus: Option<String>,
+    /// HMAC key file of download links (default `<data-dir>/server/link-key`); servers that
+    /// share links share it.
+    #[arg(long, env = "DOCSTORE_LINK_KEY")]
+    link_key: Option<PathBuf>,
 }
 
 /// `docstore token`.
@@ -92,6 +100,10 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
     config.limits.max_upload = a.max_upload;
     config.limits.downloads_per_minute = a.downloads_per_minute;
     config.clinic = a.clinic;
+    config.link_key = a.link_key;
+    if let Some(url) = &a.bus {
+        config.exam_bus = Some(docstore_pipeline::bus::open_bus(url).map_err(server_error)?);
+    }
     if let Some(issuer) = a.oidc_issuer {
         let audience = a
             .oidc_audience

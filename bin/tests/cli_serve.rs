@@ -192,3 +192,74 @@ fn serve_token_get_and_search_on_the_embedded_default() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+#[test]
+fn audit_verify_finds_edited_removed_and_reordered_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(docstore(dir.path()).arg("init").status().unwrap().success());
+    let file = dir.path().join("x.pdf");
+    std::fs::write(&file, b"%PDF-1.4 audit chain").unwrap();
+    for _ in 0..3 {
+        let out = docstore(dir.path())
+            .args(["put"])
+            .arg(&file)
+            .args(["--patient", "pac-1", "--exam", "exm-1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let audit = dir.path().join("audit.jsonl");
+    let verify = |path: &std::path::Path| {
+        let out = docstore(dir.path())
+            .args(["audit", "verify", "--file"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = verify(&audit);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact"));
+    let original = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 6, "{}", lines.len());
+    let write = |ls: &[String]| {
+        let p = dir.path().join("edited.jsonl");
+        std::fs::write(&p, ls.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        p
+    };
+    let owned: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    // Edited line 3 (an outcome flipped): the chain breaks at line 4, which names line 3.
+    let mut edited = owned.clone();
+    edited[2] = edited[2].replacen("\"ok\"", "\"denied\"", 1);
+    assert_ne!(edited[2], owned[2]);
+    let (code, text) = verify(&write(&edited));
+    assert_eq!(code, Some(6));
+    assert!(text.contains("line 4") && text.contains("line 3"), "{text}");
+    // Deleted line 2: breaks at line 2.
+    let mut deleted = owned.clone();
+    deleted.remove(1);
+    let (code, text) = verify(&write(&deleted));
+    assert_eq!(code, Some(6));
+    assert!(text.contains("broken at line 2"), "{text}");
+    // Lines 3 and 4 swapped: breaks at line 3.
+    let mut swapped = owned.clone();
+    swapped.swap(2, 3);
+    let (_, text) = verify(&write(&swapped));
+    assert!(text.contains("broken at line 3"), "{text}");
+    // A torn last line.
+    let p = dir.path().join("torn.jsonl");
+    std::fs::write(&p, format!("{original}{{\"at\":1")).unwrap();
+    let (_, text) = verify(&p);
+    assert!(
+        text.contains(&format!("line {}", lines.len() + 1)) && text.contains("torn"),
+        "{text}"
+    );
+    // The store keeps chaining after a reopen.
+    let out = docstore(dir.path()).args(["versions", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(verify(&audit).0, Some(0));
+}

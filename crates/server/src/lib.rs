@@ -120,6 +120,9 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// Clinic name on stamps and in the index.
     pub clinic: String,
+    /// A bus carrying the exam service's events (Kafka in production): when set, the service
+    /// runs the [`exam_events::ExamEvents`] worker on it, so `exam.result.ready` releases results.
+    pub exam_bus: Option<Arc<dyn docstore_pipeline::bus::EventBus>>,
     /// The download links' HMAC key file (default `data_dir/server/link-key`, created on first
     /// use). Servers that share links share this key.
     pub link_key: Option<PathBuf>,
@@ -140,6 +143,7 @@ impl ServiceConfig {
             shutdown_grace: Duration::from_secs(10),
             clinic: "Clínica".into(),
             link_key: None,
+            exam_bus: None,
         }
     }
 }
@@ -150,6 +154,7 @@ pub struct RunningService {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     pipeline: Option<LocalPipeline>,
+    exam_worker: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     state: Arc<state::AppState>,
 }
 
@@ -176,6 +181,10 @@ impl RunningService {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some((stop, task)) = self.exam_worker {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Some(p) = self.pipeline {
             p.stop().await;
         }
@@ -280,6 +289,28 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         addr: config.listen,
         source,
     })?;
+    let exam_worker = config.exam_bus.clone().map(|bus| {
+        use docstore_pipeline::runtime::{RuntimeConfig, Worker};
+        let mut rc = RuntimeConfig::new("docstore-exam-access", exam_events::TOPICS);
+        rc.poll_wait = Duration::from_millis(100);
+        let worker = Worker::new(
+            bus,
+            Arc::new(exam_events::ExamEvents::new(state.access.clone())),
+            rc,
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            if let Err(e) = worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+            {
+                tracing::error!(error = %e, "exam events worker stopped");
+            }
+        });
+        (stop, task)
+    });
     let (stop, stopped) = watch::channel(false);
     let app = routes::router(state.clone());
     let task = tokio::spawn(accept_loop(
@@ -295,6 +326,7 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         stop,
         task,
         pipeline,
+        exam_worker,
         state,
     })
 }

@@ -23,6 +23,16 @@ impl Harness {
     pub async fn start(pipeline: bool, tweak: impl FnOnce(&mut ServiceConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(DocStore::init_local(dir.path()).await.unwrap());
+        Harness::start_on(dir, store, pipeline, tweak).await
+    }
+
+    /// The service over `store` (any backends), with `dir` as its data directory.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        store: Arc<DocStore>,
+        pipeline: bool,
+        tweak: impl FnOnce(&mut ServiceConfig),
+    ) -> Harness {
         let mut config = ServiceConfig::embedded(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.pipeline = pipeline;

@@ -1,0 +1,325 @@
+//! The API end to end on the production backends: S3 + KMS (moto) with PostgreSQL (metadata
+//! and the access database), and S3 + KMS with DynamoDB. Create, a version with If-Match (412
+//! when stale), latest and version N, ranges across frames, 304, renditions and search through
+//! the in-process pipeline, lists with pagination, release, delete/restore, hold → purge
+//! refused. Needs the test services (scripts/services.sh).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Harness, assert_problem};
+use docstore::DocStore;
+use docstore::audit::JsonlAudit;
+use docstore::aws::AwsSettings;
+use docstore::blob::ObjectBlobStore;
+use docstore::keys::kms::KmsKeys;
+use docstore::meta::MetadataStore;
+use docstore_server::policy::Role;
+
+fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+                "{var} not set but services are required"
+            );
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
+async fn aws_store(
+    settings: &AwsSettings,
+    meta: Arc<dyn MetadataStore>,
+    dir: &std::path::Path,
+) -> Arc<DocStore> {
+    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let prefix = format!("server-{}", uuid::Uuid::new_v4().simple());
+    let blobs = ObjectBlobStore::s3(&bucket, Some(&prefix), settings).unwrap();
+    let client = settings.kms_client();
+    let key = client.create_key().send().await.unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    let alias = format!("alias/docstore-server-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    Arc::new(DocStore::new(
+        Arc::new(blobs),
+        meta,
+        Arc::new(KmsKeys::new(client, alias)),
+        Arc::new(JsonlAudit::open(&dir.join("audit.jsonl")).unwrap()),
+    ))
+}
+
+/// A database of its own on the test server, so other tests' rows never mix in.
+async fn fresh_postgres(url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("srv_{}", uuid::Uuid::new_v4().simple());
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+async fn scenario(h: &Harness) {
+    let staff = h.staff();
+    let report = docstore_pipeline::synthetic::Generator::new(11, "Clínica", 2).report();
+    let (patient_id, exam) = (report.patient_id.clone(), report.exam_id.clone());
+    let r = h
+        .http
+        .post(h.url(&format!("/v1/documents?patient={patient_id}&exam={exam}")))
+        .bearer_auth(&staff)
+        .header("content-type", "application/pdf")
+        .body(report.pdf.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let etag1 = r.headers()["etag"].to_str().unwrap().to_owned();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let id = v["document_id"].as_str().unwrap().to_owned();
+    let get = |path: String, headers: Vec<(&'static str, String)>| {
+        let (http, url, token) = (h.http.clone(), h.url(&path), staff.clone());
+        async move {
+            let mut r = http.get(url).bearer_auth(token);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let r = get(format!("/v1/documents/{id}"), vec![]).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &report.pdf[..]);
+    let n = report.pdf.len();
+    let frame = 64 * 1024;
+    let (a, b) = if n > frame + 10 {
+        (frame - 5, frame + 5)
+    } else {
+        (1, n - 2)
+    };
+    let r = get(
+        format!("/v1/documents/{id}/versions/1"),
+        vec![("range", format!("bytes={a}-{b}"))],
+    )
+    .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &report.pdf[a..=b]);
+    let r = get(
+        format!("/v1/documents/{id}"),
+        vec![("if-none-match", etag1.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
+
+    // Renditions and search, from the in-process pipeline over these backends.
+    let started = Instant::now();
+    let total = loop {
+        let r: serde_json::Value = get(
+            "/v1/search?q=hemograma%20OR%20glicemia%20OR%20colesterol%20OR%20urina".into(),
+            vec![],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        if r["total"].as_u64().unwrap_or(0) >= 1 {
+            break r["total"].as_u64().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never searchable: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(total, 1);
+    let r = get(
+        format!("/v1/documents/{id}/versions/1/renditions/thumbnail"),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    let r = get(format!("/v1/documents/{id}/versions/1/renditions/stamp"), vec![]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().starts_with(b"%PDF"));
+
+    // A version with a stale If-Match: 412; with the right one: 201.
+    let post_version = |tag: String| {
+        let (http, url, token) = (
+            h.http.clone(),
+            h.url(&format!("/v1/documents/{id}/versions")),
+            staff.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/pdf")
+                .header("if-match", tag)
+                .body("%PDF-1.4 second")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post_version(etag1.clone()).await.status(), 201);
+    assert_problem(&post_version(etag1).await, 412);
+    let r = get(format!("/v1/documents/{id}/versions/1"), vec![]).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &report.pdf[..]);
+
+    // Lists, paginated.
+    let second = h
+        .upload(
+            &staff,
+            &patient_id,
+            "exm-extra",
+            "application/pdf",
+            b"%PDF-1.4 x".to_vec(),
+        )
+        .await;
+    let page1: serde_json::Value = get(format!("/v1/patients/{patient_id}/documents?limit=1"), vec![])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page1["next_cursor"].as_str().unwrap().to_owned();
+    let page2: serde_json::Value = get(
+        format!("/v1/patients/{patient_id}/documents?limit=1&cursor={cursor}"),
+        vec![],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut ids = vec![
+        page1["items"][0]["document_id"].as_str().unwrap().to_owned(),
+        page2["items"][0]["document_id"].as_str().unwrap().to_owned(),
+    ];
+    ids.sort();
+    let mut want = vec![id.clone(), second.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // Release: the patient reads their result, the access database being this deployment's.
+    let patient = h.token(Role::Patient, "p", Some(&patient_id));
+    let read = |token: String| {
+        let (http, url) = (h.http.clone(), h.url(&format!("/v1/documents/{id}")));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(read(patient.clone()).await, 404);
+    h.release(&exam).await;
+    assert_eq!(read(patient).await, 200);
+
+    // Delete/restore; hold → purge refused.
+    let admin = h.token(Role::Admin, "root", None);
+    let send = |m: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+        let (http, url, token) = (h.http.clone(), h.url(&path), admin.clone());
+        async move {
+            let mut r = http.request(m, url).bearer_auth(token);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(
+        send(
+            reqwest::Method::PUT,
+            format!("/v1/documents/{second}/hold"),
+            Some(serde_json::json!({"legal_hold": true}))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(reqwest::Method::DELETE, format!("/v1/documents/{second}"), None).await,
+        200
+    );
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            format!("/v1/documents/{second}/purge"),
+            None
+        )
+        .await,
+        409
+    );
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            format!("/v1/documents/{second}/restore"),
+            None
+        )
+        .await,
+        200
+    );
+    assert_eq!(get(format!("/v1/documents/{second}"), vec![]).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_on_s3_kms_and_postgres() {
+    let Some(endpoint) = service("DOCSTORE_TEST_AWS_ENDPOINT") else {
+        return;
+    };
+    let Some(pg) = service("DOCSTORE_TEST_PG_URL") else {
+        return;
+    };
+    let settings = AwsSettings::local(&endpoint);
+    let db = fresh_postgres(&pg).await;
+    let meta = Arc::new(
+        docstore::meta::postgres::PostgresMetadata::connect(&db, 8)
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = aws_store(&settings, meta, dir.path()).await;
+    let h = Harness::start_on(dir, store, true, |c| c.access_url = Some(db.clone())).await;
+    scenario(&h).await;
+    h.stop().await;
+    // The release is in PostgreSQL, not in a file of this node.
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db).await.unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM docstore_access_exams WHERE released_at IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_on_s3_kms_and_dynamodb() {
+    let Some(endpoint) = service("DOCSTORE_TEST_AWS_ENDPOINT") else {
+        return;
+    };
+    let settings = AwsSettings::local(&endpoint);
+    let client = settings.dynamodb_client();
+    let table = format!("docstore-server-{}", uuid::Uuid::new_v4().simple());
+    docstore::meta::dynamodb::DynamoMetadata::create_table(&client, &table)
+        .await
+        .unwrap();
+    let meta = Arc::new(docstore::meta::dynamodb::DynamoMetadata::new(client, table));
+    let dir = tempfile::tempdir().unwrap();
+    let store = aws_store(&settings, meta, dir.path()).await;
+    let h = Harness::start_on(dir, store, true, |_| {}).await;
+    scenario(&h).await;
+    h.stop().await;
+}
