@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every test (the conformance suite on every backend,
-# tamper classes, corpus round trips, CLI end to end), benches and fuzz targets compiled.
+# tamper classes, corpus round trips, CLI end to end, the HTTP service), benches and fuzz
+# targets compiled, and the HTTP API fuzzed from its OpenAPI document.
 # The servers the tests need (moto for S3/DynamoDB/KMS, PostgreSQL, Apache Kafka) are installed if missing,
 # started on 127.0.0.1 by scripts/services.sh and stopped on exit; tests that need them fail
 # (not skip) here when they are missing.
@@ -22,5 +23,6 @@ export DOCSTORE_REQUIRE_SERVICES=1
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== tests"; cargo test --workspace --all-targets --all-features --locked
+echo "== API fuzzing (schemathesis, openapi-spec-validator)"; scripts/api-fuzz.sh
 echo "== doc tests"; cargo test --workspace --doc --locked
 echo "== examples"; cargo run -q -p docstore --example put_get --locked >/dev/null

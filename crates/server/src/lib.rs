@@ -16,6 +16,7 @@
 //! | `state.rs` | shared state, the `Caller` extractor, the per-request audit middleware |
 //! | `routes/` | one module per resource: documents, lists and release, search |
 //! | `problem.rs` | RFC 9457 problem+json errors |
+//! | `openapi.rs` | the OpenAPI 3.1 document, generated from the handlers' annotations |
 //! | `ratelimit.rs`, `metrics.rs` | per-identity download limit; Prometheus metrics |
 //! | `lib.rs` | [`start`]: the listener, connection limits, timeouts, graceful shutdown |
 //!
@@ -35,6 +36,7 @@ pub mod access;
 pub mod auth;
 pub mod exam_events;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod problem;
 pub mod ratelimit;

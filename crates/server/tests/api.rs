@@ -571,3 +571,52 @@ async fn documented_problem_example_is_what_the_wire_holds() {
     assert_eq!(wire, documented);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_generated_and_names_every_route() {
+    let h = Harness::start(false, |_| {}).await;
+    let r = h.http.get(h.url("/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/v1/documents",
+        "/v1/documents/{id}",
+        "/v1/documents/{id}/versions",
+        "/v1/documents/{id}/versions/{n}",
+        "/v1/documents/{id}/versions/{n}/renditions/{stage}",
+        "/v1/documents/{id}/versions/{n}/links",
+        "/v1/links/{token}",
+        "/v1/patients/{p}/documents",
+        "/v1/exams/{e}/release",
+        "/v1/search",
+        "/v1/audit",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // Queries past the parser's bounds are refused before parsing, without echoing the text.
+    let deep = format!("{}x{}", "(".repeat(40), ")".repeat(40));
+    let r = h
+        .http
+        .get(h.url("/v1/search"))
+        .query(&[("q", deep.as_str())])
+        .bearer_auth(h.staff())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(&r, 400);
+    let many = vec!["pac-secret"; 70].join(" ");
+    let r = h
+        .http
+        .get(h.url("/v1/search"))
+        .query(&[("q", many.as_str())])
+        .bearer_auth(h.staff())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(&r, 400);
+    assert!(!r.text().await.unwrap().contains("pac-secret"));
+    h.stop().await;
+}

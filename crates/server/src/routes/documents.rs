@@ -25,16 +25,24 @@ use crate::routes::views::{DocumentView, Page, VersionView};
 use crate::state::{AppState, Caller};
 
 /// Query of `POST /v1/documents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    /// Patient id (1–128 of `[A-Za-z0-9._:-]`).
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     patient: String,
+    /// Exam id.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     exam: String,
+    /// `report` (default), `image` or `attachment`.
     #[serde(default)]
+    #[param(pattern = "^(report|image|attachment)$")]
     kind: Option<String>,
 }
 
 /// Query of content reads.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentQuery {
     /// `attachment` to download; inline otherwise.
     #[serde(default)]
@@ -133,6 +141,9 @@ fn created(v: VersionRecord) -> Response {
 }
 
 /// `POST /v1/documents?patient=P&exam=E&kind=report`: the body is the content.
+#[utoipa::path(post, path = "/v1/documents", tag = "documents", params(CreateQuery),
+    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream", description = "The document's bytes; Content-Type is its media type"),
+    responses((status = 201, description = "Created: the version record", body = VersionView), crate::openapi::Problems))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -170,6 +181,10 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 
 /// `POST /v1/documents/{id}/versions`: the next version; `If-Match: <ETag of the latest>` makes
 /// it a compare-and-swap (412 when another version came first).
+#[utoipa::path(post, path = "/v1/documents/{id}/versions", tag = "documents",
+    params(("id" = String, Path, description = "Document id"), ("If-Match" = Option<String>, Header, description = "ETag of the latest version (compare-and-swap)")),
+    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream"),
+    responses((status = 201, description = "Created: the version record", body = VersionView), crate::openapi::Problems))]
 pub async fn add_version(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -409,6 +424,8 @@ pub(crate) async fn respond_content(
 }
 
 /// `GET /v1/documents/{id}`: the latest version's content.
+#[utoipa::path(get, path = "/v1/documents/{id}", tag = "documents", params(("id" = String, Path, description = "Document id"), ContentQuery),
+    responses((status = 200, description = "The content", content_type = "*/*"), (status = 206, description = "One range of it", content_type = "*/*"), (status = 304, description = "Not modified"), crate::openapi::Problems))]
 pub async fn get_latest(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -420,6 +437,8 @@ pub async fn get_latest(
 }
 
 /// `GET /v1/documents/{id}/versions/{n}`: version N's content.
+#[utoipa::path(get, path = "/v1/documents/{id}/versions/{n}", tag = "documents", params(("id" = String, Path, description = "Document id"), ("n" = u64, Path, description = "Version number, from 1"), ContentQuery),
+    responses((status = 200, description = "The content", content_type = "*/*"), (status = 206, description = "One range of it", content_type = "*/*"), (status = 304, description = "Not modified"), crate::openapi::Problems))]
 pub async fn get_version(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -432,6 +451,8 @@ pub async fn get_version(
 }
 
 /// `GET /v1/documents/{id}/versions`: every version's record, oldest first, paginated.
+#[utoipa::path(get, path = "/v1/documents/{id}/versions", tag = "documents", params(("id" = String, Path, description = "Document id"), crate::routes::views::PageQuery),
+    responses((status = 200, description = "Versions, oldest first", body = Page<VersionView>), crate::openapi::Problems))]
 pub async fn versions(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -449,6 +470,9 @@ pub async fn versions(
 }
 
 /// `GET /v1/documents/{id}/versions/{n}/renditions/{stage}`: a rendition's content.
+#[utoipa::path(get, path = "/v1/documents/{id}/versions/{n}/renditions/{stage}", tag = "documents",
+    params(("id" = String, Path, description = "Document id"), ("n" = u64, Path, description = "Version number, from 1"), ("stage" = String, Path, description = "thumbnail, stamp or text"), ContentQuery),
+    responses((status = 200, description = "The rendition", content_type = "*/*"), crate::openapi::Problems))]
 pub async fn rendition(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -483,6 +507,8 @@ pub async fn rendition(
 }
 
 /// `DELETE /v1/documents/{id}`: soft delete (tombstone).
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents", params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, description = "Soft-deleted", body = DocumentView), crate::openapi::Problems))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -495,6 +521,8 @@ pub async fn delete(
 }
 
 /// `POST /v1/documents/{id}/restore`: undo a soft delete.
+#[utoipa::path(post, path = "/v1/documents/{id}/restore", tag = "documents", params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, description = "Restored", body = DocumentView), crate::openapi::Problems))]
 pub async fn restore(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -507,7 +535,7 @@ pub async fn restore(
 }
 
 /// Body of `PUT /v1/documents/{id}/hold`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     /// Set or clear the legal hold; absent: unchanged.
@@ -516,6 +544,7 @@ pub struct HoldBody {
     /// A date (`2031-01-01` or RFC 3339) before which purge is refused; `null` clears it;
     /// absent: unchanged.
     #[serde(default, deserialize_with = "some_option")]
+    #[schema(value_type = Option<String>)]
     retain_until: Option<Option<String>>,
 }
 
@@ -524,6 +553,8 @@ fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<S
 }
 
 /// `PUT /v1/documents/{id}/hold`: legal hold and retention (admin).
+#[utoipa::path(put, path = "/v1/documents/{id}/hold", tag = "documents", params(("id" = String, Path, description = "Document id")), request_body = HoldBody,
+    responses((status = 200, description = "Hold and retention set", body = DocumentView), crate::openapi::Problems))]
 pub async fn hold(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -551,6 +582,8 @@ pub async fn hold(
 
 /// `POST /v1/documents/{id}/purge`: permanent removal of a deleted document (admin; refused
 /// under a hold or retention).
+#[utoipa::path(post, path = "/v1/documents/{id}/purge", tag = "documents", params(("id" = String, Path, description = "Document id")),
+    responses((status = 204, description = "Purged"), crate::openapi::Problems))]
 pub async fn purge(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -563,6 +596,8 @@ pub async fn purge(
 }
 
 /// `POST /v1/documents/{id}/versions/{n}/shred`: crypto-shred one version (admin).
+#[utoipa::path(post, path = "/v1/documents/{id}/versions/{n}/shred", tag = "documents", params(("id" = String, Path, description = "Document id"), ("n" = u64, Path, description = "Version number, from 1")),
+    responses((status = 200, description = "Shredded", body = VersionView), crate::openapi::Problems))]
 pub async fn shred(
     State(state): State<Arc<AppState>>,
     caller: Caller,

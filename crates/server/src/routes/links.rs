@@ -26,7 +26,7 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 const MAX_USES: u64 = 100;
 
 /// Body of `POST …/links`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
     /// Lifetime, seconds (60 …= 30 days; default 7 days).
@@ -42,7 +42,7 @@ pub struct LinkBody {
 }
 
 /// A created link.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedLink {
     /// The link's record.
     #[serde(flatten)]
@@ -53,7 +53,7 @@ pub struct CreatedLink {
 }
 
 /// What a list shows of a link.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
     link_id: String,
     document_id: String,
@@ -84,7 +84,18 @@ impl From<&LinkRecord> for LinkView {
     }
 }
 
+/// The links of a document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkList {
+    /// Newest first.
+    items: Vec<LinkView>,
+}
+
 /// `POST /v1/documents/{id}/versions/{n}/links`.
+#[utoipa::path(post, path = "/v1/documents/{id}/versions/{n}/links", operation_id = "create_link", tag = "links",
+    params(("id" = String, Path, description = "Document id"), ("n" = u64, Path, description = "Version")),
+    request_body(content = Option<LinkBody>),
+    responses((status = 201, description = "The link (its URL is shown only here)", body = CreatedLink), crate::openapi::Problems))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -149,11 +160,14 @@ fn sees_all_links(caller: &Caller) -> bool {
 }
 
 /// `GET /v1/documents/{id}/links`.
+#[utoipa::path(get, path = "/v1/documents/{id}/links", operation_id = "list_links", tag = "links",
+    params(("id" = String, Path, description = "Document id")),
+    responses((status = 200, description = "The links (a patient: those they made)", body = LinkList), crate::openapi::Problems))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LinkList>, ApiError> {
     caller.about(Action::Share, Some(&id), None);
     state.authorize(&caller.principal, Action::Share, &id).await?;
     let me = caller.principal.identity().subject;
@@ -166,10 +180,13 @@ pub async fn list(
         .filter(|l| sees_all_links(&caller) || l.created_by == me)
         .map(LinkView::from)
         .collect();
-    Ok(Json(serde_json::json!({ "items": links })))
+    Ok(Json(LinkList { items: links }))
 }
 
 /// `DELETE /v1/links/{link_id}`.
+#[utoipa::path(delete, path = "/v1/links/{link_id}", operation_id = "revoke_link", tag = "links",
+    params(("link_id" = String, Path, description = "Link id")),
+    responses((status = 204, description = "Revoked"), crate::openapi::Problems))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -207,6 +224,11 @@ fn is_a_use(headers: &HeaderMap) -> bool {
 
 /// `GET /v1/links/{token}`: the version the link names, if the link is valid, unexpired,
 /// unrevoked and under its use limit. Every refusal is the same 404, and every use is audited.
+#[utoipa::path(get, path = "/v1/links/{token}", operation_id = "open_link", tag = "links", security(()),
+    params(("token" = String, Path, description = "The link token"), ContentQuery),
+    responses((status = 200, description = "The version's content", content_type = "*/*"),
+        (status = 206, description = "One range of it", content_type = "*/*"), (status = 304, description = "Not modified"),
+        crate::openapi::Problems))]
 pub async fn open(
     State(state): State<Arc<AppState>>,
     Path(token): Path<String>,

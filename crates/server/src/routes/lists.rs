@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{Action, Condition, Role, grant};
 use crate::problem::ApiError;
@@ -15,13 +14,17 @@ use crate::routes::views::{DocumentView, Page, PageQuery};
 use crate::state::{AppState, Caller, access_error};
 
 /// List query: pagination, and (for roles that see deleted documents) `include_deleted`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     // Not `#[serde(flatten)]`: flattened fields of a query string lose their number types.
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
+    /// Items per page, 1–200 (default 50).
     #[serde(default)]
     limit: Option<usize>,
+    /// Also list soft-deleted documents (roles that may restore).
     #[serde(default)]
     include_deleted: bool,
 }
@@ -49,6 +52,9 @@ fn page(
 }
 
 /// `GET /v1/patients/{p}/documents`.
+#[utoipa::path(get, path = "/v1/patients/{p}/documents", tag = "lists",
+    params(("p" = String, Path, description = "Patient id"), ListQuery),
+    responses((status = 200, description = "Documents, by id", body = Page<DocumentView>), crate::openapi::Problems))]
 pub async fn of_patient(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -78,6 +84,9 @@ pub async fn of_patient(
 }
 
 /// `GET /v1/exams/{e}/documents`.
+#[utoipa::path(get, path = "/v1/exams/{e}/documents", tag = "lists",
+    params(("e" = String, Path, description = "Exam id"), ListQuery),
+    responses((status = 200, description = "Documents, by id", body = Page<DocumentView>), crate::openapi::Problems))]
 pub async fn of_exam(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -102,8 +111,19 @@ pub async fn of_exam(
     Ok(Json(page(docs, &q, allowed.as_deref(), caller.role())?))
 }
 
+/// Answer of `POST /v1/exams/{e}/release`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Released {
+    /// Exam id.
+    exam_id: String,
+    /// Its patient.
+    patient_id: String,
+    /// When it was first released, RFC 3339.
+    released_at: Option<String>,
+}
+
 /// Body of `POST /v1/exams/{e}/release`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     /// The exam's patient; default: the patient of the exam's documents.
@@ -113,12 +133,15 @@ pub struct ReleaseBody {
 
 /// `POST /v1/exams/{e}/release`: releases the exam's documents to its patient (staff). The same
 /// as the exam service's `exam.result.ready`.
+#[utoipa::path(post, path = "/v1/exams/{e}/release", tag = "lists",
+    params(("e" = String, Path, description = "Exam id")), request_body(content = Option<ReleaseBody>),
+    responses((status = 200, description = "Released", body = Released), crate::openapi::Problems))]
 pub async fn release(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(exam): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Released>, ApiError> {
     caller.about(Action::Release, None, None);
     if grant(caller.role(), Action::Release).is_none() {
         return Err(ApiError::Status(
@@ -168,9 +191,9 @@ pub async fn release(
             ),
             other => access_error(other),
         })?;
-    Ok(Json(json!({
-        "exam_id": e.exam_id,
-        "patient_id": e.patient_id,
-        "released_at": e.released_at.map(|t| t.to_rfc3339()),
-    })))
+    Ok(Json(Released {
+        exam_id: e.exam_id,
+        patient_id: e.patient_id,
+        released_at: e.released_at.map(|t| t.to_rfc3339()),
+    }))
 }

@@ -38,17 +38,22 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only this document's records.
     #[serde(default)]
     document: Option<String>,
+    /// Newest N records, 1–1000 (default 100).
     #[serde(default)]
     limit: Option<usize>,
 }
 
 /// `GET /v1/audit`: the newest audit records (auditors).
-async fn audit(
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Records, oldest first", body = Object), crate::openapi::Problems))]
+pub async fn audit(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
@@ -72,6 +77,14 @@ async fn audit(
         .audit_log(&caller.principal.identity(), q.document.as_deref(), limit)
         .await?;
     Ok(Json(json!({ "items": records })))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -129,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/exams/{e}/release", post(lists::release))
         .route("/v1/search", get(search::search))
         .route("/v1/audit", get(audit))
+        .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -16,24 +16,32 @@ use crate::problem::ApiError;
 use crate::state::{AppState, Caller};
 
 /// Query string of `GET /v1/search`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Query text (empty: filters only).
     #[serde(default)]
     q: String,
+    /// Only this patient's documents.
     #[serde(default)]
     patient: Option<String>,
+    /// Only this exam's.
     #[serde(default)]
     exam: Option<String>,
+    /// Only this kind.
     #[serde(default)]
     kind: Option<String>,
+    /// Created at or after (`2026-01-31` or RFC 3339).
     #[serde(default)]
     from: Option<String>,
+    /// Created before.
     #[serde(default)]
     until: Option<String>,
+    /// Terms match within one edit.
     #[serde(default)]
     fuzzy: bool,
+    /// Every version, not only the latest.
     #[serde(default)]
     all_versions: bool,
     /// `relevance` (default) or `newest`.
@@ -42,16 +50,22 @@ pub struct SearchParams {
     /// 1-based page.
     #[serde(default)]
     page: Option<usize>,
+    /// Hits per page, 1–100 (default 10).
     #[serde(default)]
     per_page: Option<usize>,
 }
 
 /// Longest query text accepted.
 const MAX_QUERY: usize = 1024;
+/// Deepest nesting of parentheses.
+const MAX_DEPTH: i32 = 32;
+/// Most terms (whitespace-separated words and operators).
+const MAX_TERMS: usize = 64;
 /// Deepest page reachable (offset cap).
 const MAX_OFFSET: usize = 10_000;
 
-#[derive(Debug, Serialize)]
+/// One hit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct HitView {
     document_id: String,
     version: u64,
@@ -60,16 +74,34 @@ struct HitView {
     kind: String,
     created_at: String,
     score: Option<f32>,
+    #[schema(value_type = Option<Object>)]
     snippet: Option<serde_json::Value>,
     thumbnail: String,
 }
 
+/// A page of search results.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchPage {
+    /// Hits in all pages.
+    total: usize,
+    /// Hits by document kind.
+    by_kind: std::collections::BTreeMap<String, u64>,
+    /// This page's hits.
+    hits: Vec<HitView>,
+    /// Page number.
+    page: usize,
+    /// Hits per page.
+    per_page: usize,
+}
+
 /// `GET /v1/search`.
+#[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchParams),
+    responses((status = 200, description = "Hits, narrowed by the access policy", body = SearchPage), crate::openapi::Problems))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Query(p): Query<SearchParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SearchPage>, ApiError> {
     caller.about(Action::Search, None, None);
     let index = state.index.clone().ok_or(ApiError::Status(
         axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -79,6 +111,24 @@ pub async fn search(
     if p.q.len() > MAX_QUERY {
         return Err(ApiError::BadRequest(format!(
             "query longer than {MAX_QUERY} bytes"
+        )));
+    }
+    // Bounds before the parser sees the text: it recurses once per level of parentheses.
+    let depth =
+        p.q.chars()
+            .scan(0i32, |d, c| {
+                match c {
+                    '(' => *d += 1,
+                    ')' => *d -= 1,
+                    _ => {}
+                }
+                Some(*d)
+            })
+            .max()
+            .unwrap_or(0);
+    if depth > MAX_DEPTH || p.q.split_whitespace().count() > MAX_TERMS {
+        return Err(ApiError::BadRequest(format!(
+            "queries hold at most {MAX_TERMS} terms nested at most {MAX_DEPTH} deep"
         )));
     }
     let per_page = p.per_page.unwrap_or(10);
@@ -103,9 +153,14 @@ pub async fn search(
         // A patient's search is about themself, whatever the parameters say.
         patient = caller.principal.patient_id.clone();
     }
-    let empty = || Json(json!({"total": 0, "by_kind": {}, "hits": [], "page": page, "per_page": per_page}));
     if exams.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(empty());
+        return Ok(Json(SearchPage {
+            total: 0,
+            by_kind: Default::default(),
+            hits: Vec::new(),
+            page,
+            per_page,
+        }));
     }
     let q = SearchQuery {
         text: p.q,
@@ -156,11 +211,11 @@ pub async fn search(
             ),
         })
         .collect();
-    Ok(Json(json!({
-        "total": results.total,
-        "by_kind": results.by_kind,
-        "hits": hits,
-        "page": page,
-        "per_page": per_page,
-    })))
+    Ok(Json(SearchPage {
+        total: results.total,
+        by_kind: results.by_kind,
+        hits,
+        page,
+        per_page,
+    }))
 }

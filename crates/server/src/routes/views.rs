@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::problem::ApiError;
 
 /// A rendition of a version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RenditionView {
     /// Stage that made it (`stamp`, `thumbnail`, `text`).
     pub stage: String,
@@ -24,7 +24,7 @@ pub struct RenditionView {
 }
 
 /// A version's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     /// Document id.
     pub document_id: String,
@@ -36,7 +36,8 @@ pub struct VersionView {
     pub patient_id: String,
     /// Exam id.
     pub exam_id: String,
-    /// Kind.
+    /// Kind: `report`, `image` or `attachment`.
+    #[schema(value_type = String)]
     pub kind: docstore::Kind,
     /// Media type.
     pub media_type: String,
@@ -48,7 +49,8 @@ pub struct VersionView {
     pub created_at: String,
     /// Who committed it.
     pub created_by: String,
-    /// Processing state.
+    /// Processing state: `pending`, `processed` or `failed`.
+    #[schema(value_type = String)]
     pub state: ProcessingState,
     /// Renditions made so far.
     pub renditions: Vec<RenditionView>,
@@ -88,7 +90,7 @@ impl From<&VersionRecord> for VersionView {
 }
 
 /// A document's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DocumentView {
     /// Document id.
     pub document_id: String,
@@ -96,7 +98,8 @@ pub struct DocumentView {
     pub patient_id: String,
     /// Exam id.
     pub exam_id: String,
-    /// Kind.
+    /// Kind: `report`, `image` or `attachment`.
+    #[schema(value_type = String)]
     pub kind: docstore::Kind,
     /// Latest version.
     pub latest_version: u64,
@@ -127,7 +130,8 @@ impl From<&DocumentRecord> for DocumentView {
 }
 
 /// `?cursor=…&limit=…` of every list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Opaque: the `next_cursor` of the previous page.
     #[serde(default)]
@@ -141,7 +145,7 @@ pub struct PageQuery {
 pub const MAX_PAGE: usize = 200;
 
 /// One page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
