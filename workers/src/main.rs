@@ -142,26 +142,17 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("metrics endpoint on {}: {e}", args.metrics_addr))?;
     tracing::info!(stage = %args.stage, metrics = %addr, "worker started");
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        // `run` returns Ok only on shutdown; an error is a bus failure: rejoin after a pause.
-        match worker.run(&mut shutdown).await {
-            Ok(()) => {
-                tracing::info!(stage = %args.stage, "worker stopped");
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::warn!(stage = %args.stage, error = %e, "bus failure; rejoining");
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
         }
-    }
+    });
+    worker.run_until_cancelled(&stop).await;
+    tracing::info!(stage = %args.stage, "worker stopped");
+    Ok(())
 }
 
 #[tokio::main]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docstore::DocStore;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::bus::{EventBus, InProcessBus};
 use crate::join::Joined;
@@ -42,7 +42,7 @@ impl Default for LocalConfig {
 
 /// A running in-process pipeline; [`LocalPipeline::stop`] ends it cleanly.
 pub struct LocalPipeline {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     metrics: Vec<(String, Arc<WorkerMetrics>)>,
 }
@@ -63,16 +63,10 @@ impl LocalPipeline {
         index: Arc<SearchIndex>,
         config: LocalConfig,
     ) -> LocalPipeline {
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let relay = OutboxRelay::new(store.metadata().clone(), bus.clone(), 100);
-        let relay_stop = until_stopped();
+        let relay_stop = stop.clone().cancelled_owned();
         tasks.push(tokio::spawn(async move {
             relay.run(Duration::from_millis(20), relay_stop).await
         }));
@@ -111,14 +105,10 @@ impl LocalPipeline {
             rc.poll_wait = Duration::from_millis(20);
             let worker = Worker::new(bus.clone(), stage, rc);
             metrics.push((name.clone(), worker.metrics()));
-            let stop = until_stopped();
-            tasks.push(tokio::spawn(async move {
-                tokio::pin!(stop);
-                // The in-process bus does not fail; a returned error would be a bug: log it.
-                if let Err(e) = worker.run(&mut stop).await {
-                    tracing::error!(stage = %name, error = %e, "in-process worker stopped");
-                }
-            }));
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(
+                async move { worker.run_until_cancelled(&stop).await },
+            ));
         }
         LocalPipeline { stop, tasks, metrics }
     }
@@ -130,7 +120,7 @@ impl LocalPipeline {
 
     /// Stops every task (in-flight work finishes or is abandoned within the runtime's grace).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         for t in self.tasks {
             let _ = t.await;
         }

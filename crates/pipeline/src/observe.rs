@@ -35,6 +35,8 @@ pub struct WorkerMetrics {
     pub dead_lettered: Counter,
     /// Events of ignored types (`account.*`).
     pub ignored: Counter,
+    /// Times the worker rejoined its group after a bus failure.
+    pub rejoins: Counter,
     /// Stage latency of successful attempts, seconds.
     pub latency: Histogram,
     /// Messages in the owned partitions not yet read (refreshed every few seconds).
@@ -114,6 +116,7 @@ impl Default for WorkerMetrics {
             retried: Counter::default(),
             dead_lettered: Counter::default(),
             ignored: Counter::default(),
+            rejoins: Counter::default(),
             // 1 ms … ~65 s
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             lag: Gauge::default(),
@@ -175,6 +178,11 @@ impl WorkerMetrics {
             self.dead_lettered.clone(),
         );
         registry.register("ignored", "Events of ignored types", self.ignored.clone());
+        registry.register(
+            "rejoins",
+            "Group rejoins after a bus failure",
+            self.rejoins.clone(),
+        );
         registry.register(
             "stage_latency_seconds",
             "Latency of successful stage attempts",

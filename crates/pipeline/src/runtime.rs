@@ -169,6 +169,40 @@ impl Worker {
         result.and(closed)
     }
 
+    /// Runs until `stop` is cancelled, rejoining the group after a bus failure (backoff 0.5 s,
+    /// doubling to 30 s, jittered; reset after a minute of healthy running). A failure while
+    /// stopping (the last acks or leaving the group) is logged, not retried: the unacked work is
+    /// redelivered to the next owner. The one loop the worker binary, the in-process pipeline
+    /// and the service share, so none of them polls a finished shutdown future or gives up on a
+    /// broker that blinked.
+    pub async fn run_until_cancelled(&self, stop: &tokio_util::sync::CancellationToken) {
+        const FIRST: Duration = Duration::from_millis(500);
+        let mut backoff = FIRST;
+        loop {
+            let started = Instant::now();
+            match self.run(stop.cancelled()).await {
+                Ok(()) => return,
+                Err(e) if stop.is_cancelled() => {
+                    tracing::warn!(stage = self.stage.name(), error = %e,
+                        "bus failure while stopping; unacked work is redelivered");
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.rejoins.inc();
+                    if started.elapsed() >= Duration::from_secs(60) {
+                        backoff = FIRST;
+                    }
+                    tracing::warn!(stage = self.stage.name(), error = %e, "bus failure; rejoining");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
     async fn run_with(
         &self,
         sub: &mut dyn Subscription,

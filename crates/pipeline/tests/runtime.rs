@@ -390,3 +390,90 @@ async fn retries_with_backoff_then_dead_letters_and_replays(bus: Arc<dyn EventBu
         "only the malformed came back"
     );
 }
+
+/// A bus that refuses the first `refuse` subscriptions and whose subscriptions fail to close:
+/// a broker that blinks, and one that is gone by the time the worker stops.
+#[derive(Debug)]
+struct Blinking {
+    inner: InProcessBus,
+    refuse: std::sync::atomic::AtomicU32,
+}
+
+struct FailsToClose(Box<dyn Subscription>);
+
+#[async_trait]
+impl Subscription for FailsToClose {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<docstore_pipeline::bus::Delivery>, docstore_pipeline::bus::BusError> {
+        self.0.poll(max, wait).await
+    }
+    async fn ack(
+        &mut self,
+        d: &docstore_pipeline::bus::Delivery,
+    ) -> Result<(), docstore_pipeline::bus::BusError> {
+        self.0.ack(d).await
+    }
+    async fn close(&mut self) -> Result<(), docstore_pipeline::bus::BusError> {
+        Err(docstore_pipeline::bus::BusError::Unavailable(
+            "broker gone".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl EventBus for Blinking {
+    async fn publish(&self, m: Message) -> Result<(), docstore_pipeline::bus::BusError> {
+        self.inner.publish(m).await
+    }
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, docstore_pipeline::bus::BusError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(docstore_pipeline::bus::BusError::Unavailable(
+                "connection refused".into(),
+            ));
+        }
+        Ok(Box::new(FailsToClose(self.inner.subscribe(group, topics).await?)))
+    }
+}
+
+/// The shared run loop rejoins after the bus refuses it, and a failure while stopping (the last
+/// close) ends the loop quietly: no poll of a finished shutdown, no panic, no hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_cancelled_rejoins_and_stops_on_a_failing_close() {
+    let bus = Arc::new(Blinking {
+        inner: InProcessBus::new(2),
+        refuse: 2.into(),
+    });
+    for i in 0..20 {
+        bus.publish(uploaded(&format!("doc-{i}"), 1)).await.unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    let worker = Worker::new(bus.clone(), recorder.clone(), config(1));
+    let metrics = worker.metrics();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run_until_cancelled(&stop).await }
+    });
+    wait_until("all 20 handled", Duration::from_secs(20), || {
+        recorder.seen.lock().unwrap().len() == 20
+    })
+    .await;
+    assert_eq!(metrics.rejoins.get(), 2, "one rejoin per refused subscribe");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the loop ended after the failing close")
+        .expect("no panic");
+}

@@ -156,7 +156,7 @@ pub struct RunningService {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     pipeline: Option<LocalPipeline>,
-    exam_worker: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    exam_worker: Option<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     state: Arc<state::AppState>,
 }
 
@@ -184,7 +184,7 @@ impl RunningService {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         if let Some((stop, task)) = self.exam_worker {
-            let _ = stop.send(());
+            stop.cancel();
             let _ = task.await;
         }
         if let Some(p) = self.pipeline {
@@ -300,16 +300,10 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
             Arc::new(exam_events::ExamEvents::new(state.access.clone())),
             rc,
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            if let Err(e) = worker
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-            {
-                tracing::error!(error = %e, "exam events worker stopped");
-            }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { worker.run_until_cancelled(&stop).await }
         });
         (stop, task)
     });

@@ -16,6 +16,7 @@ use docstore_pipeline::relay::OutboxRelay;
 
 pub(crate) struct WorkerProc {
     pub(crate) child: Child,
+    log: std::path::PathBuf,
 }
 
 impl WorkerProc {
@@ -42,10 +43,11 @@ impl WorkerProc {
         bus_url: &str,
         store_env: &[(String, String)],
     ) -> WorkerProc {
+        let log_path = root.join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(root.join(format!("{name}.log")))
+            .open(&log_path)
             .unwrap();
         let child = command
             .arg("--bus")
@@ -56,7 +58,7 @@ impl WorkerProc {
             .stderr(log)
             .spawn()
             .unwrap();
-        WorkerProc { child }
+        WorkerProc { child, log: log_path }
     }
 
     pub(crate) fn kill(mut self) {
@@ -72,7 +74,13 @@ impl WorkerProc {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "worker exited with {status}");
+                if !status.success() {
+                    // The log's tail says why; without it a CI failure is a bare exit code.
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!("worker exited with {status}; its log ends:\n{}", tail.join("\n"));
+                }
                 return;
             }
             assert!(
