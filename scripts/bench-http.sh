@@ -36,22 +36,7 @@ auth="Authorization: Bearer $token"
 put() { curl -sSf -X POST -H "$auth" -H "Content-Type: $2" --data-binary "@$1" "http://127.0.0.1:$port/v1/documents?patient=pac-bench&exam=$3"; }
 big=$(put "$work/exam.bin" application/pdf exm-big | python3 -c 'import json,sys; print(json.load(sys.stdin)["document_id"])')
 # A real report, so that the in-process pipeline makes a thumbnail.
-python3 - "$work/report.pdf" <<'PY'
-import sys
-# A one-page PDF with a line of text (hand-made objects; offsets computed below).
-objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        None, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-stream = b"BT /F1 24 Tf 72 760 Td (Hemograma completo) Tj ET"
-objs[3] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
-out = bytearray(b"%PDF-1.4\n"); offs = []
-for i, o in enumerate(objs, 1):
-    offs.append(len(out)); out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
-x = len(out)
-out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offs)
-out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, x)
-open(sys.argv[1], "wb").write(out)
-PY
+python3 "$here/scripts/load/make_pdf.py" "$work/report.pdf"
 small=$(put "$work/report.pdf" application/pdf exm-small | python3 -c 'import json,sys; print(json.load(sys.stdin)["document_id"])')
 thumb="/v1/documents/$small/versions/1/renditions/thumbnail"
 for _ in $(seq 1 300); do curl -sf -H "$auth" "http://127.0.0.1:$port$thumb" -o "$work/thumb.png" && break; sleep 0.2; done

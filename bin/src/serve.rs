@@ -59,6 +59,12 @@ pub(crate) struct ServeArgs {
     /// share links share it.
     #[arg(long, env = "DOCSTORE_LINK_KEY")]
     link_key: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key); HTTP/2 and HTTP/1.1.
+    #[arg(long, env = "DOCSTORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "DOCSTORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `docstore token`.
@@ -101,6 +107,10 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
     config.limits.downloads_per_minute = a.downloads_per_minute;
     config.clinic = a.clinic;
     config.link_key = a.link_key;
+    let scheme = if a.tls_cert.is_some() { "https" } else { "http" };
+    if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+        config.tls = Some(docstore_server::tls::TlsFiles { cert, key });
+    }
     if let Some(url) = &a.bus {
         config.exam_bus = Some(docstore_pipeline::bus::open_bus(url).map_err(server_error)?);
     }
@@ -127,7 +137,7 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
     let service = docstore_server::start(Arc::new(store), config)
         .await
         .map_err(server_error)?;
-    eprintln!("listening on http://{}", service.local_addr());
+    eprintln!("listening on {scheme}://{}", service.local_addr());
     service.run_until_signal().await;
     Ok(())
 }

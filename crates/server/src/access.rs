@@ -48,6 +48,8 @@ pub struct ExamAccess {
     pub released_at: Option<Timestamp>,
     /// Who released them (a user, or the exam service's event id).
     pub released_by: Option<String>,
+    /// When the exam service reported the exam complete (`exam.completed`).
+    pub completed_at: Option<Timestamp>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -65,6 +67,23 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (exam_id, doctor))",
     "CREATE INDEX IF NOT EXISTS docstore_access_doctors_by_doctor
         ON docstore_access_doctors (doctor, exam_id)",
+    // A patient's (or staff's) share of one exam with a doctor who did not request it.
+    "CREATE TABLE IF NOT EXISTS docstore_access_shares (
+        exam_id TEXT NOT NULL,
+        doctor TEXT NOT NULL,
+        shared_by TEXT NOT NULL,
+        shared_at BIGINT NOT NULL,
+        PRIMARY KEY (exam_id, doctor))",
+    "CREATE INDEX IF NOT EXISTS docstore_access_shares_by_doctor
+        ON docstore_access_shares (doctor, exam_id)",
+];
+
+/// Columns added after a table's first release: (table, column, SQL type).
+const COLUMNS_ADDED: &[(&str, &str, &str)] = &[
+    ("docstore_access_links", "factor_kind", "TEXT"),
+    ("docstore_access_links", "factor_tag", "TEXT"),
+    ("docstore_access_links", "failures", "BIGINT NOT NULL DEFAULT 0"),
+    ("docstore_access_exams", "completed_at", "BIGINT"),
 ];
 
 /// Exam releases and doctor assignments.
@@ -107,13 +126,24 @@ impl AccessStore {
                 .await
                 .map_err(AccessError::Database)?;
         }
+        // A database made before a column existed gets it; SQLite has no ADD COLUMN IF NOT
+        // EXISTS, so probe each column with an empty select.
+        for (table, column, ty) in COLUMNS_ADDED {
+            let probe = format!("SELECT {column} FROM {table} WHERE 1 = 0");
+            if sqlx::query(&probe).execute(&pool).await.is_err() {
+                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                    .execute(&pool)
+                    .await
+                    .map_err(AccessError::Database)?;
+            }
+        }
         Ok(AccessStore { pool })
     }
 
     /// The exam's facts, if the exam is known.
     pub async fn exam(&self, exam_id: &str) -> Result<Option<ExamAccess>, AccessError> {
         let row = sqlx::query(
-            "SELECT exam_id, patient_id, released_at, released_by
+            "SELECT exam_id, patient_id, released_at, released_by, completed_at
              FROM docstore_access_exams WHERE exam_id = $1",
         )
         .bind(exam_id)
@@ -124,6 +154,7 @@ impl AccessStore {
             exam_id: r.get(0),
             patient_id: r.get(1),
             released_at: r.get::<Option<i64>, _>(2).map(Timestamp),
+            completed_at: r.get::<Option<i64>, _>(4).map(Timestamp),
             released_by: r.get(3),
         }))
     }
@@ -182,15 +213,81 @@ impl AccessStore {
         self.exam(exam_id).await?.ok_or(AccessError::PatientMismatch)
     }
 
-    /// Whether `doctor` requested `exam_id`.
+    /// Marks an exam complete (`exam.completed`). Idempotent: the first completion time stays.
+    pub async fn complete(&self, exam_id: &str, patient_id: &str) -> Result<ExamAccess, AccessError> {
+        self.record_exam(exam_id, patient_id).await?;
+        sqlx::query(
+            "UPDATE docstore_access_exams SET completed_at = $1, updated_at = $1
+             WHERE exam_id = $2 AND completed_at IS NULL",
+        )
+        .bind(Timestamp::now().0)
+        .bind(exam_id)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        self.exam(exam_id).await?.ok_or(AccessError::PatientMismatch)
+    }
+
+    /// Whether `doctor` requested `exam_id` or it was shared with them.
     pub async fn is_assigned(&self, exam_id: &str, doctor: &str) -> Result<bool, AccessError> {
-        let row = sqlx::query("SELECT 1 FROM docstore_access_doctors WHERE exam_id = $1 AND doctor = $2")
+        let row = sqlx::query(
+            "SELECT 1 FROM docstore_access_doctors WHERE exam_id = $1 AND doctor = $2
+             UNION ALL SELECT 1 FROM docstore_access_shares WHERE exam_id = $1 AND doctor = $2",
+        )
+        .bind(exam_id)
+        .bind(doctor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(row.is_some())
+    }
+
+    /// Shares an exam with a doctor (idempotent: the first share's author and time stay).
+    pub async fn share(&self, exam_id: &str, doctor: &str, by: &str) -> Result<(), AccessError> {
+        sqlx::query(
+            "INSERT INTO docstore_access_shares (exam_id, doctor, shared_by, shared_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (exam_id, doctor) DO NOTHING",
+        )
+        .bind(exam_id)
+        .bind(doctor)
+        .bind(by)
+        .bind(Timestamp::now().0)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(())
+    }
+
+    /// Ends a share; `false` if there was none. A doctor who requested the exam keeps it.
+    pub async fn unshare(&self, exam_id: &str, doctor: &str) -> Result<bool, AccessError> {
+        let done = sqlx::query("DELETE FROM docstore_access_shares WHERE exam_id = $1 AND doctor = $2")
             .bind(exam_id)
             .bind(doctor)
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(AccessError::Database)?;
-        Ok(row.is_some())
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The shares of an exam, by doctor.
+    pub async fn shares_of(&self, exam_id: &str) -> Result<Vec<ShareRecord>, AccessError> {
+        let rows = sqlx::query(
+            "SELECT doctor, shared_by, shared_at FROM docstore_access_shares
+             WHERE exam_id = $1 ORDER BY doctor",
+        )
+        .bind(exam_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(rows
+            .iter()
+            .map(|r| ShareRecord {
+                exam_id: exam_id.to_owned(),
+                doctor: r.get(0),
+                shared_by: r.get(1),
+                shared_at: Timestamp(r.get(2)),
+            })
+            .collect())
     }
 
     /// The released exams of a patient.
@@ -206,14 +303,16 @@ impl AccessStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// The exams a doctor requested.
+    /// The exams a doctor requested or was shared, each once.
     pub async fn assigned_exams(&self, doctor: &str) -> Result<Vec<String>, AccessError> {
-        let rows =
-            sqlx::query("SELECT exam_id FROM docstore_access_doctors WHERE doctor = $1 ORDER BY exam_id")
-                .bind(doctor)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(AccessError::Database)?;
+        let rows = sqlx::query(
+            "SELECT exam_id FROM docstore_access_doctors WHERE doctor = $1
+             UNION SELECT exam_id FROM docstore_access_shares WHERE doctor = $1 ORDER BY 1",
+        )
+        .bind(doctor)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -221,6 +320,19 @@ impl AccessStore {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// One exam shared with a doctor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    /// Exam.
+    pub exam_id: String,
+    /// The doctor (their token's subject).
+    pub doctor: String,
+    /// Who shared it (`role:subject`).
+    pub shared_by: String,
+    /// When.
+    pub shared_at: Timestamp,
 }
 
 /// A download link's record (the capability itself is never stored).
@@ -246,7 +358,17 @@ pub struct LinkRecord {
     pub uses: u64,
     /// Revocation time, ms.
     pub revoked_at: Option<i64>,
+    /// The second factor the link asks for: `date_of_birth` or `one_time_code`.
+    pub factor_kind: Option<String>,
+    /// HMAC of the expected answer under the link key, hex (never the answer itself).
+    #[serde(skip)]
+    pub factor_tag: Option<String>,
+    /// Wrong answers so far; at [`MAX_FACTOR_FAILURES`] the link is locked.
+    pub failures: u64,
 }
+
+/// Wrong second-factor answers after which a link is locked for good.
+pub const MAX_FACTOR_FAILURES: u64 = 5;
 
 const LINK_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS docstore_access_links (
     link_id TEXT PRIMARY KEY,
@@ -260,8 +382,8 @@ const LINK_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS docstore_access_links (
     uses BIGINT NOT NULL,
     revoked_at BIGINT)";
 
-const LINK_COLUMNS: &str =
-    "link_id, document_id, version, created_by, label, created_at, expires_at, max_uses, uses, revoked_at";
+const LINK_COLUMNS: &str = "link_id, document_id, version, created_by, label, created_at, expires_at, \
+     max_uses, uses, revoked_at, factor_kind, factor_tag, failures";
 
 fn link_row(r: &sqlx::any::AnyRow) -> LinkRecord {
     LinkRecord {
@@ -275,6 +397,9 @@ fn link_row(r: &sqlx::any::AnyRow) -> LinkRecord {
         max_uses: r.get::<i64, _>(7) as u64,
         uses: r.get::<i64, _>(8) as u64,
         revoked_at: r.get(9),
+        factor_kind: r.get(10),
+        factor_tag: r.get(11),
+        failures: r.get::<i64, _>(12) as u64,
     }
 }
 
@@ -282,7 +407,7 @@ impl AccessStore {
     /// Records a new link.
     pub async fn create_link(&self, link: &LinkRecord) -> Result<(), AccessError> {
         sqlx::query(&format!(
-            "INSERT INTO docstore_access_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL)"
+            "INSERT INTO docstore_access_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, $9, $10, 0)"
         ))
         .bind(&link.link_id)
         .bind(&link.document_id)
@@ -292,6 +417,8 @@ impl AccessStore {
         .bind(link.created_at)
         .bind(link.expires_at)
         .bind(link.max_uses as i64)
+        .bind(link.factor_kind.as_deref())
+        .bind(link.factor_tag.as_deref())
         .execute(&self.pool)
         .await
         .map_err(AccessError::Database)?;
@@ -335,6 +462,35 @@ impl AccessStore {
         .await
         .map_err(AccessError::Database)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Takes one of a link's second-factor tries before the answer is checked, in one
+    /// conditional write, so concurrent guesses never exceed [`MAX_FACTOR_FAILURES`] in all.
+    /// `false`: the link is locked.
+    pub async fn take_factor_try(&self, link_id: &str) -> Result<bool, AccessError> {
+        let done = sqlx::query(
+            "UPDATE docstore_access_links SET failures = failures + 1
+             WHERE link_id = $1 AND failures < $2",
+        )
+        .bind(link_id)
+        .bind(MAX_FACTOR_FAILURES as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives back the try a right answer took (wrong answers keep theirs).
+    pub async fn return_factor_try(&self, link_id: &str) -> Result<(), AccessError> {
+        sqlx::query(
+            "UPDATE docstore_access_links SET failures = failures - 1
+             WHERE link_id = $1 AND failures > 0",
+        )
+        .bind(link_id)
+        .execute(&self.pool)
+        .await
+        .map_err(AccessError::Database)?;
+        Ok(())
     }
 
     /// Revokes a link (idempotent).

@@ -1,6 +1,7 @@
 //! The exam service's events, as the access policy needs them: `exam.created` and `exam.updated`
 //! record the exam's patient and the requesting doctor (`data.requested_by`, a token subject);
-//! `exam.result.ready` releases the exam's documents to its patient. A worker of the pipeline's
+//! `exam.result.ready` releases the exam's documents to its patient; `exam.completed` marks the
+//! exam complete (`GET /v1/exams/{e}` shows it). A worker of the pipeline's
 //! runtime runs it, so delivery, retries and dead letters are the pipeline's.
 
 use async_trait::async_trait;
@@ -10,7 +11,12 @@ use docstore_pipeline::runtime::{Stage, StageError};
 use crate::access::{AccessError, AccessStore};
 
 /// The topics [`ExamEvents`] reads.
-pub const TOPICS: &[&str] = &["exam.created", "exam.updated", "exam.result.ready"];
+pub const TOPICS: &[&str] = &[
+    "exam.created",
+    "exam.updated",
+    "exam.completed",
+    "exam.result.ready",
+];
 
 /// Applies exam events to the [`AccessStore`].
 #[derive(Debug, Clone)]
@@ -64,6 +70,12 @@ impl Stage for ExamEvents {
             EventType::ExamResultReady => {
                 self.access
                     .release(&exam.exam_id, &exam.patient_id, &format!("event:{}", event.id))
+                    .await
+                    .map_err(stage_error)?;
+            }
+            EventType::ExamCompleted => {
+                self.access
+                    .complete(&exam.exam_id, &exam.patient_id)
                     .await
                     .map_err(stage_error)?;
             }

@@ -14,6 +14,7 @@
 //! | `access.rs` | exam releases and doctor assignments (SQLite or PostgreSQL) |
 //! | `exam_events.rs` | the exam service's events applied to `access.rs` |
 //! | `state.rs` | shared state, the `Caller` extractor, the per-request audit middleware |
+//! | `tls.rs` | HTTPS: rustls (aws-lc-rs), PEM certificate and key, ALPN h2 and http/1.1 |
 //! | `routes/` | one module per resource: documents, lists and release, search |
 //! | `problem.rs` | RFC 9457 problem+json errors |
 //! | `openapi.rs` | the OpenAPI 3.1 document, generated from the handlers' annotations |
@@ -42,6 +43,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +90,9 @@ pub enum ServerError {
     /// The search index.
     #[error("search index")]
     Search(#[source] docstore_pipeline::search::SearchError),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Who issues the tokens the service trusts.
@@ -128,6 +133,8 @@ pub struct ServiceConfig {
     /// The download links' HMAC key file (default `data_dir/server/link-key`, created on first
     /// use). Servers that share links share this key.
     pub link_key: Option<PathBuf>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate; `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServiceConfig {
@@ -146,6 +153,7 @@ impl ServiceConfig {
             clinic: "Clínica".into(),
             link_key: None,
             exam_bus: None,
+            tls: None,
         }
     }
 }
@@ -281,6 +289,7 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         limits: config.limits.clone(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
     });
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -315,6 +324,7 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         config.limits.clone(),
         config.shutdown_grace,
         stopped,
+        tls,
     ));
     tracing::info!(%addr, "docstore service listening");
     Ok(RunningService {
@@ -345,6 +355,7 @@ async fn accept_loop(
     limits: Limits,
     grace: Duration,
     mut stopped: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -378,12 +389,29 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                // The handshake runs in the connection's task, under the header timeout, so a
+                // client that stalls it holds one connection slot for a bounded time.
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }

@@ -105,7 +105,11 @@ impl Modify for BearerAuth {
         routes::documents::shred,
         routes::lists::of_patient,
         routes::lists::of_exam,
+        routes::lists::exam,
         routes::lists::release,
+        routes::shares::share,
+        routes::shares::unshare,
+        routes::shares::list,
         routes::links::create,
         routes::links::list,
         routes::links::revoke,
@@ -116,7 +120,7 @@ impl Modify for BearerAuth {
     components(schemas(Problem, Binary)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "documents"), (name = "lists"), (name = "links"), (name = "search"), (name = "audit"))
+    tags((name = "documents"), (name = "lists"), (name = "links"), (name = "shares"), (name = "search"), (name = "audit"))
 )]
 pub struct ApiDoc;
 

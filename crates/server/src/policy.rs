@@ -139,8 +139,8 @@ pub enum Condition {
     /// The resource belongs to the caller's own patient binding and its exam is released.
     /// On lists and searches: results are narrowed to exactly those documents.
     OwnReleased,
-    /// The resource's exam was requested by (assigned to) the calling doctor. On lists and
-    /// searches: results are narrowed to those exams.
+    /// The resource's exam was requested by (assigned to) the calling doctor, or shared with
+    /// them. On lists and searches: results are narrowed to those exams.
     Assigned,
 }
 

@@ -36,6 +36,11 @@ pub enum ApiError {
     RangeNotSatisfiable(u64),
     /// 429 with `Retry-After` seconds.
     TooManyRequests(u64),
+    /// 401 from a download link that asks for a second factor (`date_of_birth` or
+    /// `one_time_code`, named in the problem's `second_factor` member).
+    FactorRequired(&'static str),
+    /// 401: a wrong second-factor answer (audited as denied).
+    WrongFactor,
     /// 503: a backend is down; retry.
     Unavailable,
     /// 500: logged with its class, told as nothing.
@@ -63,6 +68,16 @@ impl ApiError {
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range-not-satisfiable",
                 "the range is outside the document".into(),
+            ),
+            ApiError::FactorRequired(_) => (
+                StatusCode::UNAUTHORIZED,
+                "second-factor-required",
+                "this link asks for a second factor in the Docstore-Link-Factor header".into(),
+            ),
+            ApiError::WrongFactor => (
+                StatusCode::UNAUTHORIZED,
+                "second-factor-wrong",
+                "wrong second-factor answer; five lock the link".into(),
             ),
             ApiError::TooManyRequests(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -124,12 +139,15 @@ impl From<docstore::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, detail) = self.parts();
-        let body = json!({
+        let mut body = json!({
             "type": format!("urn:docstore:problem:{kind}"),
             "title": status.canonical_reason().unwrap_or("error"),
             "status": status.as_u16(),
             "detail": detail,
         });
+        if let ApiError::FactorRequired(factor) = &self {
+            body["second_factor"] = json!(factor);
+        }
         let mut resp = (status, body.to_string()).into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -147,7 +165,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if matches!(self, ApiError::NotFound { denied: true }) {
+        if matches!(self, ApiError::NotFound { denied: true } | ApiError::WrongFactor) {
             resp.extensions_mut().insert(Denied);
         }
         if let ApiError::Unauthenticated(class) = self {

@@ -114,6 +114,63 @@ impl AppState {
         Ok(facts)
     }
 
+    /// Loads an exam's access facts and checks `action` on it. An exam the access database does
+    /// not know yet is learned from its documents (one patient) when the caller may act on any
+    /// exam; unknown and forbidden exams answer alike (404), the denial audited.
+    pub async fn authorize_exam(
+        &self,
+        who: &Principal,
+        action: Action,
+        exam_id: &str,
+    ) -> Result<crate::access::ExamAccess, ApiError> {
+        let Some(condition) = grant(who.role, action) else {
+            return Err(ApiError::denied());
+        };
+        if docstore::validate_id("exam", exam_id).is_err() {
+            return Err(ApiError::NotFound { denied: false });
+        }
+        let exam = match self.access.exam(exam_id).await.map_err(access_error)? {
+            Some(e) => e,
+            None if condition == Condition::Always => {
+                let patient = self.exam_patient(who, exam_id).await?;
+                self.access
+                    .record_exam(exam_id, &patient)
+                    .await
+                    .map_err(access_error)?
+            }
+            None => return Err(ApiError::denied()),
+        };
+        let facts = Facts {
+            patient_id: exam.patient_id.clone(),
+            released: exam.released_at.is_some(),
+            assigned: condition == Condition::Assigned
+                && self
+                    .access
+                    .is_assigned(exam_id, &who.subject)
+                    .await
+                    .map_err(access_error)?,
+        };
+        if !allows(who, action, &facts) {
+            return Err(ApiError::denied());
+        }
+        Ok(exam)
+    }
+
+    /// The one patient an exam's documents name (404 with none; 400 with several).
+    pub async fn exam_patient(&self, who: &Principal, exam_id: &str) -> Result<String, ApiError> {
+        let docs = self.store.documents_of_exam(&who.identity(), exam_id).await?;
+        let mut patients: Vec<&str> = docs.iter().map(|d| d.patient_id.as_str()).collect();
+        patients.sort_unstable();
+        patients.dedup();
+        match patients.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            [] => Err(ApiError::NotFound { denied: false }),
+            _ => Err(ApiError::BadRequest(
+                "the exam's documents name several patients: give patient_id".into(),
+            )),
+        }
+    }
+
     /// Loads a document and checks `action` on it. Unknown, malformed and forbidden ids answer
     /// alike (404); the denial is marked for the audit record.
     pub async fn authorize(
@@ -169,6 +226,7 @@ pub struct AuditNote {
     action: Option<Action>,
     document: Option<String>,
     version: Option<u64>,
+    exam: Option<String>,
 }
 
 /// The request's audit note, shared between the middleware and the handler.
@@ -184,6 +242,14 @@ impl AuditSlot {
     /// Names the actor of a request without a bearer token (a download link).
     pub fn as_actor(&self, actor: &str) {
         self.with(|n| n.actor = Some(actor.to_owned()));
+    }
+
+    /// Names the action and the exam the request is about (a release, a share).
+    pub fn about_exam(&self, action: Action, exam: &str) {
+        self.with(|n| {
+            n.action = Some(action);
+            n.exam = Some(exam.to_owned());
+        });
     }
 
     /// Names the action and the document (and version) the request is about.
@@ -300,7 +366,7 @@ pub async fn audit_requests(State(state): State<Arc<AppState>>, mut req: Request
     } else {
         "allowed"
     };
-    let (actor, role, action, document, version) = slot.with(|n| {
+    let (actor, role, action, document, version, exam) = slot.with(|n| {
         (
             n.principal.as_ref().map_or_else(
                 || n.actor.clone().unwrap_or_else(|| "anonymous".to_owned()),
@@ -310,11 +376,15 @@ pub async fn audit_requests(State(state): State<Arc<AppState>>, mut req: Request
             n.action,
             n.document.take(),
             n.version,
+            n.exam.take(),
         )
     });
     let mut detail = format!("{method} {route} {}", status.as_u16());
     if let Some(r) = role {
         detail.push_str(&format!(" role={r}"));
+    }
+    if let Some(e) = exam {
+        detail.push_str(&format!(" exam={e}"));
     }
     if let Some(AuthFailure(class)) = resp.extensions().get::<AuthFailure>() {
         detail.push_str(&format!(" auth={class}"));

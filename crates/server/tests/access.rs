@@ -69,6 +69,7 @@ enum Call {
     Create,
     Release,
     Share,
+    ShareExam,
 }
 
 impl Call {
@@ -86,7 +87,7 @@ impl Call {
             Call::Audit => Action::AuditRead,
             Call::Create => Action::Create,
             Call::Release => Action::Release,
-            Call::Share => Action::Share,
+            Call::Share | Call::ShareExam => Action::Share,
         }
     }
 }
@@ -147,6 +148,7 @@ async fn authorization_matrix_follows_the_policy_table() {
         Call::Create,
         Call::Release,
         Call::Share,
+        Call::ShareExam,
     ];
     let mut checked = 0;
     for (role, sub, patient) in &principals {
@@ -248,6 +250,13 @@ async fn authorization_matrix_follows_the_policy_table() {
                         h.http
                             .post(h.url(&format!("/v1/documents/{}/versions/1/links", doc.id))),
                         201,
+                        404,
+                    ),
+                    // A doctor outside the matrix, so its own doctor's rights stay as they are.
+                    Call::ShareExam => (
+                        h.http
+                            .put(h.url(&format!("/v1/exams/{}/shares/dr-outside", doc.exam))),
+                        204,
                         404,
                     ),
                     // A throwaway exam: the matrix's own exams keep their release state.
@@ -392,6 +401,87 @@ async fn a_patient_sees_a_result_only_once_its_exam_is_released() {
         .await
         .unwrap();
     assert_problem(&r, 404);
+    h.stop().await;
+}
+
+/// A patient shares a released exam with a doctor who did not request it: the doctor then reads
+/// its documents and lists the exam, until the share ends. Nobody shares what they cannot see,
+/// and a doctor cannot pass an exam on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_shares_a_released_exam_with_a_doctor_until_unshared() {
+    let h = Harness::start(false, |_| {}).await;
+    let staff = h.staff();
+    let id = h
+        .upload(
+            &staff,
+            "pac-s",
+            "exm-s",
+            "application/pdf",
+            b"%PDF-1.4 shared".to_vec(),
+        )
+        .await;
+    let patient = h.token(Role::Patient, "sofia", Some("pac-s"));
+    let doctor = h.token(Role::Doctor, "dr-second", None);
+    let send = |method: reqwest::Method, path: &str, token: &str| {
+        h.http.request(method, h.url(path)).bearer_auth(token).send()
+    };
+    use reqwest::Method;
+    let read = format!("/v1/documents/{id}");
+    let share = "/v1/exams/exm-s/shares/dr-second";
+    // Unreleased: the patient cannot share it (it reads as missing), and the doctor sees nothing.
+    assert_problem(&send(Method::PUT, share, &patient).await.unwrap(), 404);
+    h.release("exm-s").await;
+    assert_problem(&send(Method::GET, &read, &doctor).await.unwrap(), 404);
+    // Another patient cannot share it; the doctor cannot share it onwards; ids are checked.
+    let other = h.token(Role::Patient, "eve", Some("pac-other"));
+    assert_problem(&send(Method::PUT, share, &other).await.unwrap(), 404);
+    assert_problem(
+        &send(Method::PUT, "/v1/exams/exm-s/shares/dr-third", &doctor)
+            .await
+            .unwrap(),
+        404,
+    );
+    assert_problem(
+        &send(Method::PUT, "/v1/exams/exm-s/shares/..%2Fx", &patient)
+            .await
+            .unwrap(),
+        404,
+    );
+    assert_eq!(send(Method::PUT, share, &patient).await.unwrap().status(), 204);
+    assert_eq!(send(Method::PUT, share, &patient).await.unwrap().status(), 204);
+    let r = send(Method::GET, &read, &doctor).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF-1.4 shared");
+    let list: serde_json::Value = send(Method::GET, "/v1/exams/exm-s/documents", &doctor)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let shares: serde_json::Value = send(Method::GET, "/v1/exams/exm-s/shares", &staff)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shares["items"][0]["doctor"], "dr-second");
+    assert_eq!(shares["items"][0]["shared_by"], "patient:sofia");
+    // Unshared: gone at once; unsharing again is a 404.
+    assert_eq!(send(Method::DELETE, share, &patient).await.unwrap().status(), 204);
+    assert_problem(&send(Method::GET, &read, &doctor).await.unwrap(), 404);
+    assert_problem(&send(Method::DELETE, share, &staff).await.unwrap(), 404);
+    // The shares are audited with their exam.
+    let audit = h.audit().await;
+    assert!(audit.iter().any(|r| r.actor == "patient:sofia"
+        && r.action == "http.share"
+        && r.outcome == "allowed"
+        && r.detail.as_deref().is_some_and(|d| d.contains("exam=exm-s"))));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.actor == "patient:eve" && r.action == "http.share" && r.outcome == "denied")
+    );
     h.stop().await;
 }
 

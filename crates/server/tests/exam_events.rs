@@ -1,6 +1,6 @@
 //! The exam service's events through the pipeline's runtime (in-process bus): `exam.created`
 //! with a requesting doctor assigns the exam, `exam.result.ready` releases it to its patient,
-//! and a malformed exam event is dead-lettered, not applied.
+//! `exam.completed` marks it complete, and a malformed exam event is dead-lettered, not applied.
 
 mod common;
 
@@ -118,6 +118,46 @@ async fn exam_events_assign_release_and_dead_letter() {
     // The other patient's claim released nothing to them.
     let other = h.token(Role::Patient, "eve", Some("pac-other"));
     assert_eq!(read(other).await, 404);
+
+    // exam.completed marks the exam complete; the release time shows beside it.
+    let status = || async {
+        h.http
+            .get(h.url("/v1/exams/exm-k"))
+            .bearer_auth(h.staff())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert!(status().await["completed_at"].is_null());
+    bus.publish(event(
+        "exam.completed",
+        "ex-5",
+        serde_json::json!({"exam_id": "exm-k", "patient_id": "pac-k"}),
+    ))
+    .await
+    .unwrap();
+    let exam = loop {
+        let s = status().await;
+        if !s["completed_at"].is_null() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exam["patient_id"], "pac-k");
+    assert!(exam["released_at"].is_string());
+    // A patient has no exam view; it reads as missing.
+    let r = h
+        .http
+        .get(h.url("/v1/exams/exm-k"))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     h.stop().await;

@@ -162,3 +162,118 @@ async fn links_are_bound_expiring_use_limited_and_revocable() {
     assert!(of(&fresh_lid, "denied") >= 3);
     h.stop().await;
 }
+
+/// A link that asks for a second factor: without it a 401 names the factor (no try taken); a
+/// wrong answer is a 401 audited as denied; the right one streams. Five wrong answers lock the
+/// link for good, even against the right answer, and concurrent guesses cannot exceed five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_factor_links_lock_after_five_wrong_answers() {
+    let h = Harness::start(false, |_| {}).await;
+    let staff = h.staff();
+    let body = b"%PDF-1.4 a result behind a second factor".to_vec();
+    let id = h
+        .upload(&staff, "pac-f", "exm-f", "application/pdf", body.clone())
+        .await;
+    let make = |json: serde_json::Value| {
+        let http = h.http.clone();
+        let url = h.url(&format!("/v1/documents/{id}/versions/1/links"));
+        let staff = staff.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(staff)
+                .json(&json)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // At most 7 days; a date of birth must be a date.
+    assert_problem(
+        &make(serde_json::json!({"ttl_seconds": 8 * 24 * 3600})).await,
+        400,
+    );
+    assert_problem(
+        &make(serde_json::json!({"second_factor": {"date_of_birth": "1980-02-30"}})).await,
+        400,
+    );
+    let open = |url: String, answer: Option<String>| {
+        let http = h.http.clone();
+        let url = h.url(&url);
+        async move {
+            let mut r = http.get(url);
+            if let Some(a) = answer {
+                r = r.header("docstore-link-factor", a);
+            }
+            r.send().await.unwrap()
+        }
+    };
+
+    let r = make(serde_json::json!({"second_factor": {"date_of_birth": "1980-02-29"}})).await;
+    assert_eq!(r.status(), 201);
+    let dob: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(dob["second_factor"], "date_of_birth");
+    assert!(dob.get("one_time_code").is_none());
+    let url = dob["url"].as_str().unwrap().to_owned();
+    let asked = open(url.clone(), None).await;
+    assert_problem(&asked, 401);
+    let p: serde_json::Value = asked.json().await.unwrap();
+    assert_eq!(p["second_factor"], "date_of_birth");
+    assert_problem(&open(url.clone(), Some("1980-03-01".into())).await, 401);
+    let ok = open(url.clone(), Some(" 1980-02-29 ".into())).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.bytes().await.unwrap().as_ref(), &body[..]);
+    // Four more wrong answers, at once: the fifth wrong answer in all locks it.
+    let guesses: Vec<_> = (0..4)
+        .map(|i| open(url.clone(), Some(format!("1990-01-0{}", i + 1))))
+        .collect();
+    for r in futures::future::join_all(guesses).await {
+        assert_problem(&r, 401);
+    }
+    assert_problem(&open(url.clone(), Some("1980-02-29".into())).await, 403);
+
+    // A one-time code: shown once, eight digits, and concurrent guessing stops at five tries.
+    let r = make(serde_json::json!({"second_factor": "one_time_code"})).await;
+    let otc: serde_json::Value = r.json().await.unwrap();
+    let code = otc["one_time_code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    let url = otc["url"].as_str().unwrap().to_owned();
+    assert_eq!(open(url.clone(), Some(code.clone())).await.status(), 200);
+    let wrong = format!("{:08}", (code.parse::<u32>().unwrap() + 1) % 100_000_000);
+    let guesses: Vec<_> = (0..12).map(|_| open(url.clone(), Some(wrong.clone()))).collect();
+    let statuses: Vec<u16> = futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 7, "{statuses:?}");
+    assert_problem(&open(url.clone(), Some(code)).await, 403);
+    let list: serde_json::Value = h
+        .http
+        .get(h.url(&format!("/v1/documents/{id}/links")))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["locked"] == true)
+    );
+    // Wrong answers are denials in the audit log; the code itself is never written there.
+    let audit = h.audit().await;
+    let lid = otc["link_id"].as_str().unwrap();
+    let denied = audit
+        .iter()
+        .filter(|r| r.actor == format!("link:{lid}") && r.outcome == "denied")
+        .count();
+    assert_eq!(denied, 13);
+    let log = std::fs::read_to_string(h.dir.path().join("audit.jsonl")).unwrap();
+    assert!(!log.contains(otc["one_time_code"].as_str().unwrap()));
+    h.stop().await;
+}

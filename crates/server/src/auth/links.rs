@@ -75,6 +75,21 @@ impl LinkSigner {
         format!("{PREFIX}{payload}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
+    /// The tag stored for a link's second-factor answer: HMAC over the link id and the
+    /// normalized answer, so the database never holds the answer and a tag cannot be moved to
+    /// another link.
+    pub fn factor_tag(&self, link_id: &str, answer: &str) -> String {
+        hex::encode(hmac::sign(&self.key, &factor_message(link_id, answer)).as_ref())
+    }
+
+    /// Whether `answer` is the one `tag` was made from (constant-time comparison).
+    pub fn factor_matches(&self, link_id: &str, answer: &str, tag: &str) -> bool {
+        let Ok(tag) = hex::decode(tag) else {
+            return false;
+        };
+        hmac::verify(&self.key, &factor_message(link_id, answer), &tag).is_ok()
+    }
+
     /// The claims of a token whose signature verifies; `None` for anything else.
     pub fn verify(&self, token: &str) -> Option<LinkClaims> {
         if token.len() > MAX_LINK_TOKEN {
@@ -87,6 +102,17 @@ impl LinkSigner {
         hmac::verify(&self.key, payload.as_bytes(), &tag).ok()?;
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
     }
+}
+
+/// Domain-separated from link tokens (which sign base64 text, never a NUL).
+fn factor_message(link_id: &str, answer: &str) -> Vec<u8> {
+    [
+        b"factor\0".as_slice(),
+        link_id.as_bytes(),
+        b"\0",
+        answer.as_bytes(),
+    ]
+    .concat()
 }
 
 #[cfg(test)]

@@ -13,15 +13,20 @@ use bytes::Bytes;
 use docstore::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::access::LinkRecord;
+use crate::access::{LinkRecord, MAX_FACTOR_FAILURES};
 use crate::auth::LinkClaims;
 use crate::policy::{Action, Condition, grant};
 use crate::problem::ApiError;
 use crate::routes::documents::{ContentQuery, respond_content};
 use crate::state::{AppState, AuditSlot, Caller, access_error};
 
-/// Longest link lifetime: 30 days.
-const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Longest link lifetime: 7 days.
+const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Default link lifetime: 3 days.
+const DEFAULT_TTL_SECS: u64 = 3 * 24 * 3600;
+/// The request header that carries a link's second-factor answer (never a query parameter, so
+/// it stays out of access logs and browser history).
+pub const FACTOR_HEADER: &str = "docstore-link-factor";
 /// Most uses of one link.
 const MAX_USES: u64 = 100;
 
@@ -29,7 +34,7 @@ const MAX_USES: u64 = 100;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
-    /// Lifetime, seconds (60 …= 30 days; default 7 days).
+    /// Lifetime, seconds (60 …= 7 days; default 3 days).
     #[serde(default)]
     ttl_seconds: Option<u64>,
     /// Uses allowed (1 …= 100; default 10). A use is a read from the start (a viewer's further
@@ -39,6 +44,62 @@ pub struct LinkBody {
     /// For whom (shown in the list; at most 100 characters).
     #[serde(default)]
     label: Option<String>,
+    /// A second factor every use must present in the `Docstore-Link-Factor` header. Five wrong
+    /// answers lock the link for good.
+    #[serde(default)]
+    second_factor: Option<SecondFactor>,
+}
+
+/// A link's second factor.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecondFactor {
+    /// The patient's date of birth, `YYYY-MM-DD`, which the opener must give.
+    DateOfBirth(String),
+    /// A random 8-digit code, returned once in the answer, to hand over apart from the link.
+    OneTimeCode,
+}
+
+impl SecondFactor {
+    fn kind(&self) -> &'static str {
+        match self {
+            SecondFactor::DateOfBirth(_) => "date_of_birth",
+            SecondFactor::OneTimeCode => "one_time_code",
+        }
+    }
+}
+
+/// The canonical form of a second-factor answer, or `None` if it cannot be one.
+fn normalize_answer(kind: &str, answer: &str) -> Option<String> {
+    let a = answer.trim();
+    match kind {
+        "date_of_birth" => {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(a, &fmt)
+                .ok()
+                .map(|d| d.format(&fmt).unwrap_or_default())
+        }
+        "one_time_code" => {
+            let digits: String = a.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+            (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+        }
+        _ => None,
+    }
+}
+
+/// A uniformly random 8-digit code.
+fn one_time_code() -> String {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    loop {
+        let mut b = [0u8; 4];
+        // The system generator does not fail on Linux; if it did, no link beats a weak code.
+        SystemRandom::new().fill(&mut b).expect("system random generator");
+        let n = u32::from_le_bytes(b);
+        // Rejection sampling: no bias towards low codes.
+        if n < 4_200_000_000 {
+            return format!("{:08}", n % 100_000_000);
+        }
+    }
 }
 
 /// A created link.
@@ -50,6 +111,9 @@ pub struct CreatedLink {
     /// The path to hand out (relative to the service's base URL). Shown once: only its id is
     /// stored.
     pub url: String,
+    /// The one-time code, when the link asks for one. Shown once: only its HMAC is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_time_code: Option<String>,
 }
 
 /// What a list shows of a link.
@@ -65,6 +129,10 @@ pub struct LinkView {
     max_uses: u64,
     uses: u64,
     revoked_at: Option<String>,
+    /// `date_of_birth` or `one_time_code`, when a second factor is required.
+    second_factor: Option<String>,
+    /// Locked after five wrong second-factor answers.
+    locked: bool,
 }
 
 impl From<&LinkRecord> for LinkView {
@@ -80,6 +148,8 @@ impl From<&LinkRecord> for LinkView {
             max_uses: l.max_uses,
             uses: l.uses,
             revoked_at: l.revoked_at.map(|t| Timestamp(t).to_rfc3339()),
+            second_factor: l.factor_kind.clone(),
+            locked: l.failures >= MAX_FACTOR_FAILURES,
         }
     }
 }
@@ -117,7 +187,7 @@ pub async fn create(
     } else {
         crate::routes::json_body(&state, &body)?
     };
-    let ttl = b.ttl_seconds.unwrap_or(7 * 24 * 3600);
+    let ttl = b.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
     let max_uses = b.max_uses.unwrap_or(10);
     if !(60..=MAX_TTL_SECS).contains(&ttl) || !(1..=MAX_USES).contains(&max_uses) {
         return Err(ApiError::BadRequest(format!(
@@ -127,9 +197,24 @@ pub async fn create(
     if b.label.as_ref().is_some_and(|l| l.chars().count() > 100) {
         return Err(ApiError::BadRequest("label longer than 100 characters".into()));
     }
+    let link_id = uuid::Uuid::new_v4().simple().to_string();
+    let (factor_kind, factor_tag, code) = match &b.second_factor {
+        None => (None, None, None),
+        Some(f) => {
+            let code = matches!(f, SecondFactor::OneTimeCode).then(one_time_code);
+            let answer = match f {
+                SecondFactor::DateOfBirth(dob) => dob.as_str(),
+                SecondFactor::OneTimeCode => code.as_deref().unwrap_or_default(),
+            };
+            let answer = normalize_answer(f.kind(), answer)
+                .ok_or_else(|| ApiError::BadRequest("date_of_birth must be a date, YYYY-MM-DD".into()))?;
+            let tag = state.links.factor_tag(&link_id, &answer);
+            (Some(f.kind().to_owned()), Some(tag), code)
+        }
+    };
     let now = Timestamp::now();
     let link = LinkRecord {
-        link_id: uuid::Uuid::new_v4().simple().to_string(),
+        link_id,
         document_id: id.clone(),
         version: n,
         created_by: caller.principal.identity().subject,
@@ -139,6 +224,9 @@ pub async fn create(
         max_uses,
         uses: 0,
         revoked_at: None,
+        factor_kind,
+        factor_tag,
+        failures: 0,
     };
     state.access.create_link(&link).await.map_err(access_error)?;
     let token = state.links.sign(&LinkClaims {
@@ -150,6 +238,7 @@ pub async fn create(
     let created = CreatedLink {
         link: LinkView::from(&link),
         url: format!("/v1/links/{token}"),
+        one_time_code: code,
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -214,6 +303,53 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Checks the `Docstore-Link-Factor` answer of a link that asks for one. Each check takes one of
+/// the link's five tries first (one conditional write), and a right answer gives it back, so
+/// guessing in parallel gains nothing. Missing answer: 401 naming the factor, no try taken.
+async fn check_second_factor(
+    state: &AppState,
+    link: &LinkRecord,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let (Some(kind), Some(tag)) = (link.factor_kind.as_deref(), link.factor_tag.as_deref()) else {
+        return Ok(());
+    };
+    let locked = || {
+        ApiError::Status(
+            StatusCode::FORBIDDEN,
+            "this link is locked after five wrong answers",
+        )
+    };
+    if link.failures >= MAX_FACTOR_FAILURES {
+        return Err(locked());
+    }
+    let Some(answer) = headers.get(FACTOR_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(ApiError::FactorRequired(if kind == "date_of_birth" {
+            "date_of_birth"
+        } else {
+            "one_time_code"
+        }));
+    };
+    if !state
+        .access
+        .take_factor_try(&link.link_id)
+        .await
+        .map_err(access_error)?
+    {
+        return Err(locked());
+    }
+    let right =
+        normalize_answer(kind, answer).is_some_and(|a| state.links.factor_matches(&link.link_id, &a, tag));
+    if !right {
+        return Err(ApiError::WrongFactor);
+    }
+    state
+        .access
+        .return_factor_try(&link.link_id)
+        .await
+        .map_err(access_error)
+}
+
 /// Whether a request reads from the start (a use), rather than a viewer's later range.
 fn is_a_use(headers: &HeaderMap) -> bool {
     headers
@@ -253,6 +389,10 @@ pub async fn open(
     if link.document_id != claims.doc || link.version != claims.v {
         return Err(refused());
     }
+    if link.revoked_at.is_some() {
+        return Err(refused());
+    }
+    check_second_factor(&state, &link, &headers).await?;
     let counted = if is_a_use(&headers) {
         state
             .access

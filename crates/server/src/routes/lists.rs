@@ -111,6 +111,40 @@ pub async fn of_exam(
     Ok(Json(page(docs, &q, allowed.as_deref(), caller.role())?))
 }
 
+/// An exam's state, as the access policy knows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExamView {
+    /// Exam id.
+    exam_id: String,
+    /// Its patient.
+    patient_id: String,
+    /// When its results were released to the patient, RFC 3339.
+    released_at: Option<String>,
+    /// When the exam service reported it complete (`exam.completed`), RFC 3339.
+    completed_at: Option<String>,
+}
+
+/// `GET /v1/exams/{e}`: whether the exam is released and complete.
+#[utoipa::path(get, path = "/v1/exams/{e}", operation_id = "get_exam", tag = "lists",
+    params(("e" = String, Path, description = "Exam id")),
+    responses((status = 200, description = "The exam", body = ExamView), crate::openapi::Problems))]
+pub async fn exam(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(exam): Path<String>,
+) -> Result<Json<ExamView>, ApiError> {
+    caller.audit.about_exam(Action::ListExam, &exam);
+    let e = state
+        .authorize_exam(&caller.principal, Action::ListExam, &exam)
+        .await?;
+    Ok(Json(ExamView {
+        exam_id: e.exam_id,
+        patient_id: e.patient_id,
+        released_at: e.released_at.map(|t| t.to_rfc3339()),
+        completed_at: e.completed_at.map(|t| t.to_rfc3339()),
+    }))
+}
+
 /// Answer of `POST /v1/exams/{e}/release`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Released {
@@ -142,7 +176,7 @@ pub async fn release(
     Path(exam): Path<String>,
     body: Bytes,
 ) -> Result<Json<Released>, ApiError> {
-    caller.about(Action::Release, None, None);
+    caller.audit.about_exam(Action::Release, &exam);
     if grant(caller.role(), Action::Release).is_none() {
         return Err(ApiError::Status(
             axum::http::StatusCode::FORBIDDEN,
@@ -160,24 +194,7 @@ pub async fn release(
             docstore::validate_id("patient", &p)?;
             p
         }
-        None => {
-            let docs = state
-                .store
-                .documents_of_exam(&caller.principal.identity(), &exam)
-                .await?;
-            let mut patients: Vec<&str> = docs.iter().map(|d| d.patient_id.as_str()).collect();
-            patients.sort_unstable();
-            patients.dedup();
-            match patients.as_slice() {
-                [one] => (*one).to_owned(),
-                [] => return Err(ApiError::NotFound { denied: false }),
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "the exam's documents name several patients: give patient_id".into(),
-                    ));
-                }
-            }
-        }
+        None => state.exam_patient(&caller.principal, &exam).await?,
     };
     let by = caller.principal.identity().subject;
     let e = state

@@ -5,6 +5,7 @@ pub mod documents;
 pub mod links;
 pub mod lists;
 pub mod search;
+pub mod shares;
 pub mod views;
 
 use std::sync::Arc;
@@ -138,8 +139,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/documents/{id}/hold", put(d::hold))
         .route("/v1/documents/{id}/purge", post(d::purge))
         .route("/v1/patients/{p}/documents", get(lists::of_patient))
+        .route("/v1/exams/{e}", get(lists::exam))
         .route("/v1/exams/{e}/documents", get(lists::of_exam))
         .route("/v1/exams/{e}/release", post(lists::release))
+        .route("/v1/exams/{e}/shares", get(shares::list))
+        .route(
+            "/v1/exams/{e}/shares/{doctor}",
+            put(shares::share).delete(shares::unshare),
+        )
         .route("/v1/search", get(search::search))
         .route("/v1/audit", get(audit))
         .route("/v1/openapi.json", get(openapi))
