@@ -62,9 +62,12 @@ http {
 }
 NGINX
 mkdir -p "$work/tmp"
+# nginx's workers run as an unprivileged user: let them read the files (and nothing else here).
+chmod 711 "$work"; chmod 755 "$work/www"; chmod 644 "$work/www/"*
 taskset -c 1 "$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$nport/thumb.png" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$nport/exam.bin" -o /dev/null || { echo "nginx does not serve the files" >&2; exit 1; }
 
 run() { # name url [header]
   local out
