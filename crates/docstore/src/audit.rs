@@ -78,13 +78,7 @@ const BATCH: usize = 512;
 #[derive(Debug)]
 pub struct JsonlAudit {
     path: PathBuf,
-    queue: std::sync::mpsc::SyncSender<Pending>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").finish_non_exhaustive()
-    }
+    queue: tokio::sync::mpsc::Sender<Pending>,
 }
 
 fn line_hash(line: &[u8]) -> String {
@@ -115,9 +109,9 @@ fn last_line_hash(file: &mut std::fs::File) -> std::io::Result<String> {
 /// The writer thread: batches, chains, writes, syncs, answers. After a failed write or sync the
 /// file's tail is unknown, so every later record fails too (the operations they audit are
 /// refused) until the process reopens the file.
-fn write_loop(mut file: std::fs::File, mut last: String, queue: std::sync::mpsc::Receiver<Pending>) {
+fn write_loop(mut file: std::fs::File, mut last: String, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
     let mut broken: Option<String> = None;
-    while let Ok(first) = queue.recv() {
+    while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match queue.try_recv() {
@@ -174,7 +168,7 @@ impl JsonlAudit {
             .open(path)
             .map_err(io)?;
         let last = last_line_hash(&mut file).map_err(io)?;
-        let (queue, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("docstore-audit".into())
             .spawn(move || write_loop(file, last, rx))
@@ -191,20 +185,11 @@ impl AuditSink for JsonlAudit {
     async fn record(&self, record: AuditRecord) -> Result<()> {
         let io = |e| Error::io(self.path.display().to_string(), e);
         let (done, durable) = tokio::sync::oneshot::channel();
-        let mut pending = Pending { record, done };
         // A full queue (the disk stalls) makes the caller wait, never grow memory.
-        loop {
-            match self.queue.try_send(pending) {
-                Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(p)) => {
-                    pending = p;
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                    return Err(io(std::io::Error::other("audit writer stopped")));
-                }
-            }
-        }
+        self.queue
+            .send(Pending { record, done })
+            .await
+            .map_err(|_| io(std::io::Error::other("audit writer stopped")))?;
         durable
             .await
             .map_err(|_| io(std::io::Error::other("audit writer stopped")))?

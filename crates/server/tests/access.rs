@@ -452,19 +452,9 @@ async fn a_patient_shares_a_released_exam_with_a_doctor_until_unshared() {
     let r = send(Method::GET, &read, &doctor).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF-1.4 shared");
-    let list: serde_json::Value = send(Method::GET, "/v1/exams/exm-s/documents", &doctor)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.get_json("/v1/exams/exm-s/documents", &doctor).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let shares: serde_json::Value = send(Method::GET, "/v1/exams/exm-s/shares", &staff)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shares = h.get_json("/v1/exams/exm-s/shares", &staff).await;
     assert_eq!(shares["items"][0]["doctor"], "dr-second");
     assert_eq!(shares["items"][0]["shared_by"], "patient:sofia");
     // Unshared: gone at once; unsharing again is a 404.

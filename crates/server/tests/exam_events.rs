@@ -120,17 +120,8 @@ async fn exam_events_assign_release_and_dead_letter() {
     assert_eq!(read(other).await, 404);
 
     // exam.completed marks the exam complete; the release time shows beside it.
-    let status = || async {
-        h.http
-            .get(h.url("/v1/exams/exm-k"))
-            .bearer_auth(h.staff())
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let staff = h.staff();
+    let status = || h.get_json("/v1/exams/exm-k", &staff);
     assert!(status().await["completed_at"].is_null());
     bus.publish(event(
         "exam.completed",

@@ -116,16 +116,7 @@ async fn links_are_bound_expiring_use_limited_and_revocable() {
     assert_eq!(open(fresh_url.clone(), None).await.status(), 200);
 
     // The patient lists their links and revokes one; it stops working at once.
-    let list: serde_json::Value = h
-        .http
-        .get(h.url(&format!("/v1/documents/{id}/links")))
-        .bearer_auth(&patient)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.get_json(&format!("/v1/documents/{id}/links"), &patient).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert!(items.iter().any(|l| l["label"] == "Dr. Souza" && l["uses"] == 2));
@@ -248,16 +239,7 @@ async fn second_factor_links_lock_after_five_wrong_answers() {
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 7, "{statuses:?}");
     assert_problem(&open(url.clone(), Some(code)).await, 403);
-    let list: serde_json::Value = h
-        .http
-        .get(h.url(&format!("/v1/documents/{id}/links")))
-        .bearer_auth(&staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.get_json(&format!("/v1/documents/{id}/links"), &staff).await;
     assert!(
         list["items"]
             .as_array()

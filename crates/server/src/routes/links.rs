@@ -60,30 +60,51 @@ pub enum SecondFactor {
     OneTimeCode,
 }
 
-impl SecondFactor {
-    fn kind(&self) -> &'static str {
+/// Which second factor a link asks for; its name is what the access database stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FactorKind {
+    DateOfBirth,
+    OneTimeCode,
+}
+
+impl FactorKind {
+    fn as_str(self) -> &'static str {
         match self {
-            SecondFactor::DateOfBirth(_) => "date_of_birth",
-            SecondFactor::OneTimeCode => "one_time_code",
+            FactorKind::DateOfBirth => "date_of_birth",
+            FactorKind::OneTimeCode => "one_time_code",
+        }
+    }
+
+    fn parse(stored: &str) -> Option<Self> {
+        [FactorKind::DateOfBirth, FactorKind::OneTimeCode]
+            .into_iter()
+            .find(|k| k.as_str() == stored)
+    }
+}
+
+impl SecondFactor {
+    fn kind(&self) -> FactorKind {
+        match self {
+            SecondFactor::DateOfBirth(_) => FactorKind::DateOfBirth,
+            SecondFactor::OneTimeCode => FactorKind::OneTimeCode,
         }
     }
 }
 
 /// The canonical form of a second-factor answer, or `None` if it cannot be one.
-fn normalize_answer(kind: &str, answer: &str) -> Option<String> {
+fn normalize_answer(kind: FactorKind, answer: &str) -> Option<String> {
     let a = answer.trim();
     match kind {
-        "date_of_birth" => {
+        FactorKind::DateOfBirth => {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
             time::Date::parse(a, &fmt)
                 .ok()
                 .map(|d| d.format(&fmt).unwrap_or_default())
         }
-        "one_time_code" => {
+        FactorKind::OneTimeCode => {
             let digits: String = a.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
             (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
         }
-        _ => None,
     }
 }
 
@@ -209,7 +230,7 @@ pub async fn create(
             let answer = normalize_answer(f.kind(), answer)
                 .ok_or_else(|| ApiError::BadRequest("date_of_birth must be a date, YYYY-MM-DD".into()))?;
             let tag = state.links.factor_tag(&link_id, &answer);
-            (Some(f.kind().to_owned()), Some(tag), code)
+            (Some(f.kind().as_str().to_owned()), Some(tag), code)
         }
     };
     let now = Timestamp::now();
@@ -314,6 +335,8 @@ async fn check_second_factor(
     let (Some(kind), Some(tag)) = (link.factor_kind.as_deref(), link.factor_tag.as_deref()) else {
         return Ok(());
     };
+    // A kind this build does not know cannot be answered: the link stays shut.
+    let kind = FactorKind::parse(kind).ok_or(ApiError::Internal("link factor"))?;
     let locked = || {
         ApiError::Status(
             StatusCode::FORBIDDEN,
@@ -324,11 +347,7 @@ async fn check_second_factor(
         return Err(locked());
     }
     let Some(answer) = headers.get(FACTOR_HEADER).and_then(|v| v.to_str().ok()) else {
-        return Err(ApiError::FactorRequired(if kind == "date_of_birth" {
-            "date_of_birth"
-        } else {
-            "one_time_code"
-        }));
+        return Err(ApiError::FactorRequired(kind.as_str()));
     };
     if !state
         .access
@@ -389,6 +408,8 @@ pub async fn open(
     if link.document_id != claims.doc || link.version != claims.v {
         return Err(refused());
     }
+    // Checked before the second factor (the use below checks it again), so answers to a
+    // revoked link cost it no tries.
     if link.revoked_at.is_some() {
         return Err(refused());
     }

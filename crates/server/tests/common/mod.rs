@@ -106,6 +106,19 @@ impl Harness {
     }
 
     /// Every audit record so far.
+    /// `GET path` with `token`, its body as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn audit(&self) -> Vec<docstore::audit::AuditRecord> {
         self.store.audit_sink().read(None, 100_000).await.unwrap()
     }
