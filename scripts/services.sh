@@ -46,6 +46,11 @@ start_moto() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
   fi
+  # An independent event consumer for the interoperability test (CloudEvents SDK, Kafka client).
+  if ! "$venv/bin/python" -c 'import cloudevents.core.bindings.kafka, confluent_kafka' 2>/dev/null; then
+    echo "installing cloudevents and confluent-kafka into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'cloudevents>=2.2,<3' 'confluent-kafka>=2.3,<3'
+  fi
   local port; port=$(free_port)
   # moto plus KMS key-state checks (see scripts/moto_server.py).
   "$venv/bin/python" "$(dirname "$0")/moto_server.py" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
@@ -142,6 +147,7 @@ export DOCSTORE_TEST_S3_BUCKET=docstore-test
 export DOCSTORE_TEST_PG_URL=postgres://docstore@127.0.0.1:$pg_port/docstore
 export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
 export DOCSTORE_TEST_KAFKA=127.0.0.1:$kafka_port
+export DOCSTORE_TEST_PYTHON=$venv/bin/python
 export DOCSTORE_TEST_KAFKA_PID=$(cat "$dir/kafka.pid")
 export DOCSTORE_TEST_PG_PID=$(head -n 1 "$dir/pg/postmaster.pid")
 ENV

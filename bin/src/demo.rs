@@ -167,10 +167,10 @@ pub(crate) async fn demo(
             "total_seconds": started.elapsed().as_secs_f64(),
             "searches": results.iter().map(|(label, r)| serde_json::json!({"query": label, "results": r})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
+        say!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
         return Ok(());
     }
-    println!(
+    say!(
         "{total} documents ({} reports, {} images, {:.1} MB) uploaded encrypted in {:.1}s; stamped, thumbnailed, text-extracted and indexed in {:.1}s",
         a.reports,
         a.images,
@@ -178,7 +178,7 @@ pub(crate) async fn demo(
         uploaded_in.as_secs_f64(),
         processed_in.as_secs_f64()
     );
-    println!("store and index: {}\n", data_dir.display());
+    say!("store and index: {}\n", data_dir.display());
     let (bold, plain) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         ("\x1b[1m", "\x1b[0m")
     } else {
@@ -186,20 +186,23 @@ pub(crate) async fn demo(
     };
     for (label, r) in &results {
         let kinds: Vec<String> = r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!("search {label}: {} hits ({})", r.total, kinds.join(", "));
+        say!("search {label}: {} hits ({})", r.total, kinds.join(", "));
         for h in &r.hits {
             let v = &h.version;
-            println!(
+            say!(
                 "  {} v{}  patient {}  exam {}",
-                v.document_id, v.version, v.patient_id, v.exam_id
+                v.document_id,
+                v.version,
+                v.patient_id,
+                v.exam_id
             );
             if let Some(s) = &h.snippet {
-                println!("    …{}…", s.marked(bold, plain).trim());
+                say!("    …{}…", s.marked(bold, plain).trim());
             }
         }
-        println!();
+        say!();
     }
-    println!(
+    say!(
         "try: docstore --data-dir {} search 'hemoglobina glicada'",
         data_dir.display()
     );

@@ -96,7 +96,7 @@ pub(crate) async fn relay(store: &DocStore, a: RelayArgs, json_out: bool) -> Res
             }
         }
         crate::emit(json_out, &json!({"published": total}), |_| {
-            println!("published {total} events")
+            say!("published {total} events")
         });
         return Ok(());
     }
@@ -166,9 +166,9 @@ pub(crate) async fn dlq(cmd: DlqCommand, json_out: bool) -> Result<(), Error> {
             let all = read_all(&args).await?;
             let rows: Vec<_> = all.iter().map(|d| letter_json(d, false)).collect();
             crate::emit(json_out, &rows, |rows| {
-                println!("{} dead letters in {}", rows.len(), args.topic);
+                say!("{} dead letters in {}", rows.len(), args.topic);
                 for r in rows {
-                    println!(
+                    say!(
                         "{:<10} {:<36} {:<9} attempts={:<2} stage={:<10} {}",
                         r["id"].as_str().unwrap_or(""),
                         r["key"].as_str().unwrap_or(""),
@@ -189,7 +189,7 @@ pub(crate) async fn dlq(cmd: DlqCommand, json_out: bool) -> Result<(), Error> {
                 .ok_or_else(|| Error::InvalidInput(format!("no dead letter {id} in {}", args.topic)))?;
             let v = letter_json(found, true);
             crate::emit(json_out, &v, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+                say!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
             });
             Ok(())
         }
@@ -199,7 +199,7 @@ pub(crate) async fn dlq(cmd: DlqCommand, json_out: bool) -> Result<(), Error> {
                 .await
                 .map_err(bus_err)?;
             crate::emit(json_out, &json!({"replayed": n}), |_| {
-                println!("replayed {n} dead letters from {}", args.topic)
+                say!("replayed {n} dead letters from {}", args.topic)
             });
             Ok(())
         }
@@ -248,7 +248,7 @@ pub(crate) async fn thumbnail(
     let v = json!({"output": out, "width": thumb.width, "height": thumb.height,
                    "source_width": thumb.source_width, "source_height": thumb.source_height});
     crate::emit(json_out, &v, |_| {
-        println!(
+        say!(
             "{} ({}×{} from {}×{})",
             out.display(),
             thumb.width,
@@ -290,7 +290,7 @@ pub(crate) async fn extract(
         let v = json!({"pages": text.page_count, "chars": text.chars(), "ocr_pages": text.ocr_pages,
                        "alternative_pages": text.alternative_pages,
                        "text": if output.is_none() { Some(&joined) } else { None }});
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     Ok(())
 }
@@ -342,7 +342,7 @@ pub(crate) async fn stamp(
     std::fs::write(&out, &stamped).map_err(|e| Error::io(out.display().to_string(), e))?;
     let v = json!({"output": out, "bytes": stamped.len()});
     crate::emit(json_out, &v, |_| {
-        println!("{} ({} bytes)", out.display(), stamped.len())
+        say!("{} ({} bytes)", out.display(), stamped.len())
     });
     Ok(())
 }

@@ -152,7 +152,7 @@ pub(crate) async fn load(
     let text = serde_json::to_string_pretty(&value).expect("serializable");
     std::fs::write(&out, format!("{text}\n")).map_err(|e| Error::io(out.display().to_string(), e))?;
     if json_out {
-        println!("{text}");
+        say!("{text}");
     } else {
         print_report(&report, &out);
     }
@@ -171,7 +171,7 @@ fn bus_kind(url: &str) -> &str {
 }
 
 fn print_report(r: &LoadReport, out: &std::path::Path) {
-    println!(
+    say!(
         "{} exams ({} reports, {} images, {:.1} MB) in {:.1} s: {:.1} exams/s; uploads took {:.1} s",
         r.exams,
         r.reports,
@@ -182,23 +182,34 @@ fn print_report(r: &LoadReport, out: &std::path::Path) {
         r.upload_seconds
     );
     let t = &r.time_to_searchable_ms;
-    println!(
+    say!(
         "upload → searchable: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        t.p50, t.p95, t.p99, t.max
+        t.p50,
+        t.p95,
+        t.p99,
+        t.max
     );
     for (name, s) in &r.stages {
         let l = &s.latency_ms;
-        println!(
+        say!(
             "  {name:<10} {:>6} done, {} dead-lettered, {} retried; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
-            s.processed, s.dead_lettered, s.retried, l.p50, l.p95, l.p99
+            s.processed,
+            s.dead_lettered,
+            s.retried,
+            l.p50,
+            l.p95,
+            l.p99
         );
     }
-    println!(
+    say!(
         "CPU {:.1} s ({:.2} cores busy), peak RSS {} MiB; generating took {:.1} s (not counted)",
-        r.cpu_seconds, r.cores_busy, r.peak_rss_mib, r.generate_seconds
+        r.cpu_seconds,
+        r.cores_busy,
+        r.peak_rss_mib,
+        r.generate_seconds
     );
     for e in r.errors.iter().take(10) {
-        println!("error: {e}");
+        say!("error: {e}");
     }
-    println!("report: {}", out.display());
+    say!("report: {}", out.display());
 }

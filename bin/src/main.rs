@@ -1,6 +1,17 @@
 //! `docstore`: the command line over the docstore library. Argument parsing and output formatting
 //! live here; every operation is a library call.
 
+/// `println!` that ends the command quietly when the reader has gone (`docstore audit | head -1`):
+/// what the command did is already committed, and nobody is left to tell.
+macro_rules! say {
+    () => {
+        $crate::say_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
 mod demo;
 mod events;
 mod load;
@@ -299,19 +310,13 @@ fn exit_code(e: &Error) -> u8 {
 }
 
 fn guess_media_type(path: &Path, head: &[u8]) -> String {
-    let by_magic: &[(&[u8], &str)] = &[
-        (b"%PDF-", "application/pdf"),
-        (b"\x89PNG\r\n\x1a\n", "image/png"),
-        (b"\xff\xd8\xff", "image/jpeg"),
-        (b"GIF8", "image/gif"),
-        (b"II*\0", "image/tiff"),
-        (b"MM\0*", "image/tiff"),
-    ];
-    if let Some((_, t)) = by_magic.iter().find(|(m, _)| head.starts_with(m)) {
-        return (*t).into();
+    if head.starts_with(b"%PDF-") {
+        return "application/pdf".into();
     }
-    if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        return "image/webp".into();
+    // Every image format the stages decode, sniffed by the decoder crate's own magic table, so
+    // that what is stored as an image is what the stages read as one.
+    if let Some(format) = docstore_pipeline::stages::thumbnail::image_format(head) {
+        return format.to_mime_type().into();
     }
     match path
         .extension()
@@ -341,7 +346,7 @@ fn progress(len: u64, label: &str) -> ProgressBar {
 }
 
 fn print_version(v: &VersionRecord) {
-    println!(
+    say!(
         "{}  v{}  {}  {} bytes  sha256:{}  {}  by {}",
         v.document_id,
         v.version,
@@ -364,7 +369,7 @@ fn print_document(d: &DocumentRecord) {
     if let Some(t) = d.retain_until {
         flags.push(format!("retained until {}", t.to_rfc3339()));
     }
-    println!(
+    say!(
         "{}  patient {}  exam {}  {}  latest v{}{}",
         d.document_id,
         d.patient_id,
@@ -381,7 +386,7 @@ fn print_document(d: &DocumentRecord) {
 
 fn emit<T: serde::Serialize>(json_out: bool, value: &T, human: impl FnOnce(&T)) {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+        say!("{}", serde_json::to_string_pretty(value).expect("serializable"));
     } else {
         human(value);
     }
@@ -404,7 +409,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             config.open(true).await?;
         }
         emit(cli.json, &json!({"initialized": dir}), |_| {
-            println!("initialised {}", dir.display());
+            say!("initialised {}", dir.display());
             eprintln!("note: the local keyring is for development only; use AWS KMS in production");
         });
         return Ok(());
@@ -425,8 +430,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         };
         let report = docstore::audit::verify_chain(&path)?;
         emit(cli.json, &report, |r| match &r.first_break {
-            None => println!("audit chain intact: {} records", r.lines),
-            Some(b) => println!("audit chain broken at line {}: {}", b.line, b.reason),
+            None => say!("audit chain intact: {} records", r.lines),
+            Some(b) => say!("audit chain broken at line {}: {}", b.line, b.reason),
         });
         return match report.first_break {
             None => Ok(()),
@@ -513,9 +518,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .rewrap(&who, target, &a.documents, a.after.as_deref())
                 .await?;
             emit(cli.json, &report, |r| {
-                println!(
+                say!(
                     "rewrapped {} versions and {} renditions, {} versions already under the target key, {} shredded left alone",
-                    r.rewrapped, r.renditions_rewrapped, r.already, r.shredded
+                    r.rewrapped,
+                    r.renditions_rewrapped,
+                    r.already,
+                    r.shredded
                 )
             });
         }
@@ -531,9 +539,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             let v = store.shred(&who, &document, version).await?;
             emit(cli.json, &v, |v| {
-                println!(
+                say!(
                     "shredded {} v{}: its content can never be read again",
-                    v.document_id, v.version
+                    v.document_id,
+                    v.version
                 )
             });
         }
@@ -558,7 +567,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Purge { document } => {
             let blobs = store.purge(&who, &document).await?;
             emit(cli.json, &json!({"purged": document, "blobs": blobs}), |_| {
-                println!("purged {document} ({blobs} blobs)")
+                say!("purged {document} ({blobs} blobs)")
             });
         }
         Command::Hold(a) => {
@@ -595,7 +604,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let records = store.audit_log(&who, document.as_deref(), limit).await?;
             emit(cli.json, &records, |rs| {
                 for r in rs {
-                    println!(
+                    say!(
                         "{}  {:<14} {:<12} {}{}  {}",
                         r.at.to_rfc3339(),
                         r.action,
@@ -610,9 +619,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Gc { grace } => {
             let report = store.gc(&who, grace).await?;
             emit(cli.json, &report, |r| {
-                println!(
+                say!(
                     "scanned {} blobs, removed {} orphans, kept {} young orphans",
-                    r.scanned, r.removed, r.young_orphans
+                    r.scanned,
+                    r.removed,
+                    r.young_orphans
                 )
             });
         }
@@ -629,12 +640,10 @@ async fn provision(config: &StoreConfig, json_out: bool) -> Result<(), Error> {
     }
     emit(json_out, &created, |c| {
         if c.is_empty() {
-            println!(
-                "nothing to provision (S3 buckets and KMS keys are created by your infrastructure code)"
-            );
+            say!("nothing to provision (S3 buckets and KMS keys are created by your infrastructure code)");
         }
         for item in c {
-            println!("created {item}");
+            say!("created {item}");
         }
     });
     Ok(())
@@ -757,6 +766,25 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     tokio::fs::rename(&tmp, path).await.map_err(io)
 }
 
+/// One line to standard output; see [`say!`]. A closed pipe exits 0, any other write failure
+/// exits 1 with a one-line error instead of a panic.
+fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A reader of standard output that went away (`docstore get d | head -c 10`).
+fn is_closed_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -779,10 +807,11 @@ async fn main() -> ExitCode {
     let json_out = cli.json;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             if json_out {
-                println!(
+                say!(
                     "{}",
                     json!({"error": {"class": e.class(), "message": e.to_string()}})
                 );

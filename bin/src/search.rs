@@ -125,7 +125,7 @@ pub(crate) async fn search(
         .await
         .map_err(search_err)?;
     if json_out {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&results).expect("serializable")
         );
@@ -138,7 +138,7 @@ pub(crate) async fn search(
 fn print_results(r: &SearchResults, page: usize, per_page: usize) {
     let first = (page - 1) * per_page + 1;
     if r.hits.is_empty() {
-        println!("no hits ({} in all)", r.total);
+        say!("no hits ({} in all)", r.total);
         return;
     }
     let (bold, plain) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -148,7 +148,7 @@ fn print_results(r: &SearchResults, page: usize, per_page: usize) {
     };
     for (i, h) in r.hits.iter().enumerate() {
         let v = &h.version;
-        println!(
+        say!(
             "{:>3}. {} v{}  {}  patient {}  exam {}  {}",
             first + i,
             v.document_id,
@@ -159,11 +159,11 @@ fn print_results(r: &SearchResults, page: usize, per_page: usize) {
             v.created_at.to_rfc3339()
         );
         if let Some(s) = &h.snippet {
-            println!("     {}", s.marked(bold, plain).trim());
+            say!("     {}", s.marked(bold, plain).trim());
         }
     }
     let kinds: Vec<String> = r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!(
+    say!(
         "hits {}–{} of {}  ({})",
         first,
         first + r.hits.len() - 1,
@@ -247,7 +247,7 @@ pub(crate) async fn reindex(
         versions,
     };
     crate::emit(json_out, &report, |r| {
-        println!("indexed {} versions of {} documents", r.versions, r.documents)
+        say!("indexed {} versions of {} documents", r.versions, r.documents)
     });
     Ok(())
 }

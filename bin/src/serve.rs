@@ -165,6 +165,6 @@ pub(crate) fn token(data_dir: &Path, a: TokenArgs) -> Result<(), Error> {
             ttl: a.ttl,
         })
         .map_err(server_error)?;
-    println!("{token}");
+    say!("{token}");
     Ok(())
 }

@@ -516,3 +516,71 @@ fn load_measures_a_small_day_and_leaks_nothing() {
         "trace logging produced no lines to check"
     );
 }
+
+#[test]
+fn a_bmp_is_stored_as_an_image_and_thumbnailed() {
+    let cli = Cli::new();
+    let bmp = cli.work.join("scan"); // no extension: the bytes say what it is
+    let img = image::RgbImage::from_fn(512, 256, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 7]));
+    img.save_with_format(&bmp, image::ImageFormat::Bmp).unwrap();
+    let v = cli.put(bmp.to_str().unwrap(), None);
+    assert_eq!(v["media_type"], "image/bmp");
+    let out = cli.work.join("t.png");
+    let t = cli.json(&["thumbnail", bmp.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(
+        (t["width"].as_u64(), t["height"].as_u64()),
+        (Some(256), Some(128))
+    );
+}
+
+/// Runs `docstore ARGS | head -c 1`: the reader goes away after one byte. Returns (status, stderr).
+fn into_closed_pipe(cli: &Cli, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_docstore"))
+        .args(args)
+        .env("DOCSTORE_DATA_DIR", &cli.data)
+        .env("DOCSTORE_ACTOR", "test:cli")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).unwrap();
+    drop(stdout);
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let (cli, doc) = setup();
+    // Far more output than a pipe buffers (64 KiB), so the writer meets the closed pipe: a
+    // thousand puts in process leave some three thousand audit lines.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = docstore::config::StoreConfig::resolve(&cli.data, None)
+            .unwrap()
+            .open(false)
+            .await
+            .unwrap();
+        let who = docstore::Identity::new("test:cli");
+        for i in 0..1000 {
+            let req = docstore::conformance::request(None, "p-1", "e-1");
+            store
+                .put(&who, req, format!("%PDF-1.7 {i}").as_bytes())
+                .await
+                .unwrap();
+        }
+    });
+    let (status, stderr) = into_closed_pipe(&cli, &["audit", "--limit", "100000"]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    // A large version to standard output, likewise.
+    let big = cli.file("big.pdf", &vec![b'x'; 4 << 20]);
+    cli.put(&big, Some(&doc));
+    let (status, stderr) = into_closed_pipe(&cli, &["get", &doc]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

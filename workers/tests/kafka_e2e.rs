@@ -291,7 +291,81 @@ async fn permanent_failure_dead_letters_then_replay_after_the_fix() {
         "no log line carries a trace id"
     );
     assert!(!log.contains("lab report"), "document content in the logs");
+    // One WARN per dead letter, with its ids and error class (issue: failures were invisible).
+    let dead: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "dead-lettered")
+        .collect();
+    assert_eq!(dead.len(), 1, "one dead-letter log line");
+    let f = &dead[0]["fields"];
+    assert_eq!(dead[0]["level"], "WARN");
+    assert_eq!(f["document"], rec.document_id.as_str());
+    assert_eq!((f["version"].as_u64(), &f["stage"]), (Some(1), &"verify".into()));
+    assert_eq!(
+        (&f["error_class"], f["attempts"].as_u64()),
+        (&"permanent".into(), Some(1))
+    );
+    assert_eq!(f["trace_id"].as_str().map(str::len), Some(32));
     w.stop();
+
+    // An independent consumer: the CloudEvents Python SDK, automatic mode detection, reads the
+    // upload (and its replay), the dead letter and file.processed off the broker.
+    cloudevents_sdk_reads(
+        &env,
+        &[
+            ("file.uploaded", 2),
+            ("file.uploaded.dlq", 1),
+            ("file.processed", 1),
+        ],
+        &rec.document_id,
+    );
+}
+
+/// Runs scripts/interop/cloudevents_read.py (the venv of scripts/services.sh) on the test's topics.
+fn cloudevents_sdk_reads(env: &Env, topics: &[(&str, usize)], document: &str) {
+    let Some(python) = common::service("DOCSTORE_TEST_PYTHON") else {
+        return;
+    };
+    let kafka = std::env::var("DOCSTORE_TEST_KAFKA").unwrap();
+    let prefix = env
+        .bus_url
+        .split("prefix=")
+        .nth(1)
+        .and_then(|p| p.split('&').next())
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/interop/cloudevents_read.py"
+    );
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script).arg(&kafka);
+    for (t, n) in topics {
+        cmd.arg(format!("{prefix}{t}")).arg(n.to_string());
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the CloudEvents SDK could not read our events: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (t, n) in topics {
+        let on_topic: Vec<_> = events
+            .iter()
+            .filter(|e| e["topic"] == format!("{prefix}{t}"))
+            .collect();
+        assert_eq!(on_topic.len(), *n, "{t}: {events:?}");
+        let ty = t.trim_end_matches(".dlq");
+        for e in on_topic {
+            assert_eq!(e["type"], ty, "{e}");
+            assert_eq!(e["subject"], document, "{e}");
+            assert_eq!(
+                e["content_type"],
+                docstore_pipeline::events::STRUCTURED_CONTENT_TYPE
+            );
+        }
+    }
 }
 
 /// A GET over plain HTTP/1.0 on loopback: (status, body).

@@ -105,7 +105,7 @@ async fn rendition(store: &DocStore, v: &VersionRecord, stage: &str) -> Vec<u8> 
     let raw = store.blobs().get_range(&r.blob_key, 0..size).await.unwrap();
     let probe = &plain[..plain.len().min(48)];
     assert!(
-        !raw.windows(probe.len()).any(|w| w == probe),
+        probe.is_empty() || !raw.windows(probe.len()).any(|w| w == probe),
         "{stage} rendition stored in the clear"
     );
     plain
@@ -275,6 +275,91 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
     let counts = count_processed(bus.as_ref(), all.len(), Duration::from_secs(120)).await;
     let ids: Vec<String> = all.iter().map(|v| v.document_id.clone()).collect();
     assert_exactly_once(&counts, &ids, 1);
+    for w in workers {
+        w.stop();
+    }
+}
+
+/// A one-page PDF whose page draws nothing, with a correct cross-reference table.
+fn blank_pdf() -> Vec<u8> {
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << >> >>",
+    ];
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// Empty text is a result, not a failure: a blank page and a scan read without OCR each reach
+/// `file.processed` through the broker with `text_length: 0`, and their text rendition is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text() {
+    let (Some(kafka), Some(endpoint), Some(dir)) = (
+        service("DOCSTORE_TEST_KAFKA"),
+        service("DOCSTORE_TEST_AWS_ENDPOINT"),
+        corpus(),
+    ) else {
+        return;
+    };
+    let settings = AwsSettings::local(&endpoint);
+    let table = format!("blank-{}", uuid::Uuid::new_v4().simple());
+    DynamoMetadata::create_table(&settings.dynamodb_client(), &table)
+        .await
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (store_env, store, _) =
+        common::aws_store(&endpoint, format!("dynamodb://{table}"), work.path()).await;
+    let prefix = format!("blank{}.", uuid::Uuid::new_v4().simple());
+    let bus_url = format!("kafka://{kafka}?prefix={prefix}&partitions=1&session_timeout_ms=3000");
+    let _relay = common::relay(&store, &bus_url);
+    let required = "stamp,thumbnail,text";
+    let mut workers = Vec::new();
+    for stage in ["stamp", "thumbnail", "text"] {
+        let args = ["--stage", stage, "--required", required, "--clinic", CLINIC];
+        workers.push(WorkerProc::start(work.path(), stage, &args, &bus_url, &store_env));
+    }
+    let blank_path = work.path().join("blank.pdf");
+    std::fs::write(&blank_path, blank_pdf()).unwrap();
+    let blank = upload(&store, blank_path, Kind::Report, "application/pdf").await;
+    let scan = upload(
+        &store,
+        dir.join("scanned-1p-jbig2-xerox-rot270.pdf"),
+        Kind::Report,
+        "application/pdf",
+    )
+    .await;
+    wait_processed(&store, &[&blank, &scan], Duration::from_secs(120)).await;
+
+    let bus = open_bus(&bus_url).unwrap();
+    let events = common::processed_events(bus.as_ref(), 2, Duration::from_secs(60)).await;
+    assert_eq!(events.len(), 2, "one file.processed each: {events:?}");
+    for v in [&blank, &scan] {
+        let ev = events
+            .iter()
+            .find(|e| e["data"]["document_id"] == v.document_id.as_str())
+            .unwrap_or_else(|| panic!("no file.processed for {}", v.document_id));
+        assert_eq!(ev["data"]["text_length"], 0, "{ev}");
+        assert_eq!(ev["data"]["page_count"], 1, "{ev}");
+        assert!(rendition(&store, v, "text").await.is_empty());
+    }
     for w in workers {
         w.stop();
     }

@@ -758,6 +758,50 @@ async fn renditions(store: &DocStore) {
         "an event carries a wrapped key"
     );
 
+    // An empty rendition (the text of a blank page) is a result: stored, recorded, read back
+    // empty. A version, by contrast, must have content.
+    let blank = store
+        .put_rendition(
+            &who,
+            &doc,
+            1,
+            &crate::RenditionSpec {
+                stage: "text".into(),
+                stage_version: 1,
+                media_type: "text/plain; charset=utf-8".into(),
+            },
+            &b""[..],
+        )
+        .await
+        .expect("an empty rendition is stored");
+    assert_eq!((blank.size, blank.sha256.as_str()), (0, sha256_hex(b"").as_str()));
+    let text = StageResult {
+        stage: "text".into(),
+        stage_version: 1,
+        renditions: vec![blank],
+        page_count: Some(1),
+        text_length: Some(0),
+        recorded_at: Timestamp::now(),
+    };
+    store
+        .record_stage(&who, &doc, 1, text, &["thumbnail".to_owned()])
+        .await
+        .unwrap();
+    let empty = store
+        .get_rendition(&who, &doc, 1, "text")
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    assert!(matches!(
+        store
+            .put(&who, request(Some(&doc), &patient, &exam), &b""[..])
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+
     // A rendition is bound to its (version, stage, stage version): another stage's name fails.
     assert!(matches!(
         store.get_rendition(&who, &doc, 1, "stamp").await,

@@ -88,6 +88,15 @@ fn under_key(block: &[u8], provider: &str, key_id: &str, doc: &str, v: u64) -> R
     Ok(matches!(keys.as_slice(), [only] if only.provider == provider && only.key_id == key_id))
 }
 
+/// Whether [`DocStore::seal_upload`] accepts an empty body. A version must have content; a
+/// rendition may legitimately be empty (the text of a blank page or of a scan without OCR), and
+/// the envelope holds an empty plaintext as one empty final frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    NonEmpty,
+    MayBeEmpty,
+}
+
 /// What [`DocStore::seal_upload`] wrote.
 struct Sealed {
     size: u64,
@@ -391,7 +400,9 @@ impl DocStore {
         let version_id = uuid::Uuid::new_v4().to_string();
         let blob_key = format!("{BLOB_PREFIX}/{doc_id}/{version_id}");
         let context = DocStore::context(doc_id, &version_id);
-        let sealed = self.seal_upload(who, doc_id, &blob_key, context, body).await?;
+        let sealed = self
+            .seal_upload(who, doc_id, &blob_key, context, body, Body::NonEmpty)
+            .await?;
         let new = NewVersion {
             document_id: doc_id.to_owned(),
             version_id,
@@ -422,7 +433,8 @@ impl DocStore {
 
     /// Seals `body` under a fresh data key bound to `context` and uploads it to `blob_key`,
     /// streaming in O(frame) memory: read a frame, hash it, seal it, upload it. An empty body is
-    /// refused before anything is written; a failed upload is aborted.
+    /// refused before anything is written unless `body` says it may be empty; a failed upload is
+    /// aborted.
     async fn seal_upload<R: AsyncRead + Unpin + Send>(
         &self,
         who: &Identity,
@@ -430,12 +442,13 @@ impl DocStore {
         blob_key: &str,
         context: EncryptionContext,
         mut body: R,
+        expect: Body,
     ) -> Result<Sealed> {
         let fs = self.frame_size as usize;
         let mut hasher = Sha256::new();
         let mut first = Zeroizing::new(Vec::with_capacity(fs + TAG_LEN));
         fill(&mut body, &mut first, fs).await?;
-        if first.is_empty() {
+        if first.is_empty() && expect == Body::NonEmpty {
             return Err(Error::InvalidInput(
                 "empty body: a version must have content".into(),
             ));
@@ -707,7 +720,7 @@ impl DocStore {
             );
             let context = DocStore::context(document_id, &context_id);
             let sealed = self
-                .seal_upload(who, document_id, &blob_key, context, body)
+                .seal_upload(who, document_id, &blob_key, context, body, Body::MayBeEmpty)
                 .await?;
             let rendition = Rendition {
                 stage: stage.to_owned(),

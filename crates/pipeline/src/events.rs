@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The `content-type` header of every event on the bus: structured content mode (CloudEvents
+/// Kafka protocol binding §3.1), the whole event as JSON in the message value.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
+
 /// Largest event accepted, in bytes: events carry ids and digests, never content.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 

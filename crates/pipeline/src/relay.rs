@@ -54,7 +54,12 @@ pub enum RelayError {
 /// The bus message of an outbox entry, with a `traceparent` that starts the event's trace: from
 /// the event if it has one, else derived from the event id (so a redelivery keeps its trace).
 fn message(entry: &docstore::OutboxEntry) -> Message {
-    let mut headers = vec![("ce_id".to_owned(), entry.event_id.clone())];
+    // Structured content mode, said in the header the Kafka binding (§3.1) reads: without it a
+    // receiver must take the message as binary mode, and any `ce_` header makes SDKs do so.
+    let mut headers = vec![(
+        "content-type".to_owned(),
+        crate::events::STRUCTURED_CONTENT_TYPE.to_owned(),
+    )];
     let given = serde_json::from_str::<serde_json::Value>(&entry.payload)
         .ok()
         .and_then(|v| v.get("traceparent").and_then(|t| t.as_str()).map(str::to_owned));

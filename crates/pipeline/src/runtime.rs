@@ -345,6 +345,22 @@ impl Worker {
                     })
                     .await?;
                 self.metrics.dead_lettered.inc();
+                // One line per dead letter, so failures show in the logs and not only in metrics
+                // and `dlq list`: ids and the error class, never content (the error text, which a
+                // parser may fill with bytes of the file, stays in the dead letter's headers).
+                let version = serde_json::from_slice::<serde_json::Value>(&d.message.payload)
+                    .ok()
+                    .and_then(|v| v["data"]["version"].as_u64());
+                tracing::warn!(
+                    document = %d.message.key,
+                    version,
+                    stage = self.stage.name(),
+                    error_class = kind,
+                    attempts,
+                    trace_id = trace_id(&d.message.headers).unwrap_or(""),
+                    topic = %d.message.topic,
+                    "dead-lettered"
+                );
                 Ok(())
             }
         }

@@ -167,18 +167,38 @@ pub(crate) async fn count_processed(
     expect: usize,
     timeout: Duration,
 ) -> HashMap<(String, u64), usize> {
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    for ev in processed_events(bus, expect, timeout).await {
+        let key = (
+            ev["data"]["document_id"].as_str().unwrap().to_owned(),
+            ev["data"]["version"].as_u64().unwrap(),
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+/// Every `file.processed` event on the topic, as read off the wire (the CloudEvents JSON), once
+/// `expect` distinct versions were seen and nothing more arrived for a while.
+#[allow(dead_code)] // not every test binary that shares this module reads payloads
+pub(crate) async fn processed_events(
+    bus: &dyn EventBus,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
     let group = format!("count-{}", uuid::Uuid::new_v4().simple());
     let mut sub = bus
         .subscribe(&group, &["file.processed".to_owned()])
         .await
         .unwrap();
-    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    let mut events = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let start = Instant::now();
     let mut quiet_since = Instant::now();
     loop {
         let batch = sub.poll(500, Duration::from_millis(200)).await.unwrap();
         if batch.is_empty() {
-            if counts.len() >= expect && quiet_since.elapsed() > Duration::from_secs(5) {
+            if seen.len() >= expect && quiet_since.elapsed() > Duration::from_secs(5) {
                 break;
             }
         } else {
@@ -187,20 +207,20 @@ pub(crate) async fn count_processed(
         for d in batch {
             let ev: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
             assert_eq!(ev["type"], "file.processed");
-            let key = (
+            seen.insert((
                 ev["data"]["document_id"].as_str().unwrap().to_owned(),
                 ev["data"]["version"].as_u64().unwrap(),
-            );
-            *counts.entry(key).or_default() += 1;
+            ));
+            events.push(ev);
             sub.ack(&d).await.unwrap();
         }
         assert!(
             start.elapsed() < timeout,
-            "timed out counting file.processed: {} of {expect}",
-            counts.len()
+            "timed out reading file.processed: {} of {expect}",
+            seen.len()
         );
     }
-    counts
+    events
 }
 
 pub(crate) fn assert_exactly_once(counts: &HashMap<(String, u64), usize>, ids: &[String], versions: u64) {

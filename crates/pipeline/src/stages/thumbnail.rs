@@ -115,7 +115,8 @@ pub fn image_format(bytes: &[u8]) -> Option<ImageFormat> {
         | ImageFormat::Png
         | ImageFormat::Tiff
         | ImageFormat::WebP
-        | ImageFormat::Gif) => Some(f),
+        | ImageFormat::Gif
+        | ImageFormat::Bmp) => Some(f),
         _ => None,
     }
 }
