@@ -360,6 +360,35 @@ async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text()
         assert_eq!(ev["data"]["page_count"], 1, "{ev}");
         assert!(rendition(&store, v, "text").await.is_empty());
     }
+
+    // A PDF on which pdf_oxide panics (caught): the panic hook's line names the document and
+    // the trace, from the event's span, and withholds the message, which quotes the file.
+    let panics = upload(
+        &store,
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../crates/pipeline/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf"),
+        Kind::Report,
+        "application/pdf",
+    )
+    .await;
+    let log_path = work.path().join("text.log");
+    let start = Instant::now();
+    let line = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains("message withheld")) {
+            break l.to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no panic line in {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["span"]["document"], panics.document_id.as_str(), "{line}");
+    let trace = entry["span"]["trace_id"].as_str().unwrap_or_default();
+    assert!(
+        trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert!(!line.contains("char boundary"), "panic message leaked: {line}");
     for w in workers {
         w.stop();
     }

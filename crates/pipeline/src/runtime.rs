@@ -281,6 +281,9 @@ impl Worker {
                     let span = tracing::info_span!(
                         "event",
                         stage = self.stage.name(),
+                        // The key is the document id: a caught parser panic, logged inside
+                        // this span, then names the document and the trace.
+                        document = %d.message.key,
                         trace_id = trace_id(&d.message.headers).unwrap_or(""),
                         partition = d.partition,
                         offset = d.offset,

@@ -40,9 +40,12 @@ pub fn bounded<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Aborted> {
     let (tx, rx) = std::sync::mpsc::channel();
+    // The caller's span (document, trace id) follows the work, so the panic hook's line names them.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
+            let _in = span.enter();
             let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
         })
         .map_err(|_| Aborted::NoThread)?;
@@ -105,7 +108,8 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|e| StageError::Permanent(format!("stage task failed: {e}")))?
         .map_err(|e| StageError::Permanent(format!("{} v{}: {e}", file.document_id, file.version)))
