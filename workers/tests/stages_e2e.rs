@@ -378,7 +378,10 @@ async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text()
         if let Some(l) = log.lines().find(|l| l.contains("message withheld")) {
             break l.to_owned();
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no panic line in {log}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no panic line in {log}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -94,6 +94,7 @@ impl EncryptionContext {
                     "context keys not strictly sorted",
                 ));
             }
+            check_strings(&k, &v)?;
             pairs.push((k, v));
         }
         if !r.0.is_empty() {
@@ -101,6 +102,18 @@ impl EncryptionContext {
         }
         Ok(EncryptionContext(pairs))
     }
+}
+
+/// One spelling per string: a context that differs only in normalisation would bind a different
+/// AAD for what a person reads as the same text, so only NFC is written or read.
+fn check_strings(k: &str, v: &str) -> Result<(), IntegrityError> {
+    if k.is_empty() {
+        return Err(IntegrityError::MalformedHeader("empty context key"));
+    }
+    if !unicode_normalization::is_nfc(k) || !unicode_normalization::is_nfc(v) {
+        return Err(IntegrityError::MalformedHeader("context string is not NFC"));
+    }
+    Ok(())
 }
 
 /// Reads big-endian fields from a slice, failing instead of panicking on short input.
@@ -160,6 +173,9 @@ impl Header {
         context: EncryptionContext,
         commitment: [u8; COMMITMENT_LEN],
     ) -> Result<Self, IntegrityError> {
+        for (k, v) in context.pairs() {
+            check_strings(k, v)?;
+        }
         let ctx = context.encode();
         if ctx.len() > MAX_CONTEXT_LEN {
             return Err(IntegrityError::MalformedHeader("encryption context too long"));
@@ -282,7 +298,9 @@ impl Layout {
         }
         let frames = body_len.div_ceil(full);
         let last = body_len - (frames - 1) * full;
-        if last < TAG_LEN as u64 || frames > MAX_FRAMES {
+        // A bare tag after full frames is a layout no writer emits (it looks ahead and flags the
+        // last full frame final), so the one body length has one frame sequence.
+        if last < TAG_LEN as u64 || (frames > 1 && last == TAG_LEN as u64) || frames > MAX_FRAMES {
             return Err(IntegrityError::Length(body_len));
         }
         Ok(Layout {
@@ -579,7 +597,70 @@ mod tests {
     fn layout_rejects_impossible_lengths() {
         assert!(Layout::from_body_len(256, 15).is_err());
         assert!(Layout::from_body_len(256, 272 + 5).is_err());
-        assert_eq!(Layout::from_body_len(256, 272 + 16).unwrap().frames, 2);
+        assert_eq!(Layout::from_body_len(256, 272 + 17).unwrap().frames, 2);
+        // A bare tag after a full frame: the one layout a writer never emits.
+        assert_eq!(
+            Layout::from_body_len(256, 272 + 16),
+            Err(IntegrityError::Length(272 + 16))
+        );
+    }
+
+    #[test]
+    fn an_authentic_tag_only_final_frame_is_refused() {
+        // Only a holder of the data key can build this: a full frame not flagged final, then an
+        // empty frame sealed with the final flag. Its tags verify, but the layout is refused.
+        let pt = [7u8; 256];
+        let mut sealer = Sealer::new(&key(1), ctx(), 256, [9; 32]).unwrap();
+        let mut env = sealer.header().as_bytes().to_vec();
+        let mut frame = pt.to_vec();
+        sealer.seal_frame(&mut frame, false).unwrap();
+        env.extend_from_slice(&frame);
+        let mut last = Vec::new();
+        sealer.seal_frame(&mut last, true).unwrap();
+        env.extend_from_slice(&last);
+        assert_eq!(
+            open_from_slice(&key(1), &ctx(), &env).unwrap_err(),
+            IntegrityError::Length(272 + 16)
+        );
+        // The writer's own encoding of the same plaintext is one full final frame.
+        let ours = seal_to_vec(&key(1), ctx(), 256, [9; 32], &pt).unwrap();
+        assert_eq!(ours.len(), env.len() - TAG_LEN);
+        assert_eq!(&open_from_slice(&key(1), &ctx(), &ours).unwrap()[..], &pt[..]);
+    }
+
+    fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut bytes = (pairs.len() as u16).to_be_bytes().to_vec();
+        for (k, v) in pairs {
+            for s in [k, v] {
+                bytes.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                bytes.extend_from_slice(s.as_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn context_refuses_empty_keys_and_non_nfc_strings() {
+        // "é" as e + combining acute (NFD) and as one code point (NFC).
+        let nfd = "e\u{301}";
+        let nfc = "\u{e9}";
+        for (pairs, why) in [
+            (vec![("", "x")], "empty context key"),
+            (vec![(nfd, "x")], "context string is not NFC"),
+            (vec![("k", nfd)], "context string is not NFC"),
+        ] {
+            assert_eq!(
+                EncryptionContext::decode(&encode_pairs(&pairs)),
+                Err(IntegrityError::MalformedHeader(why))
+            );
+            let ctx = EncryptionContext::new(pairs.iter().copied());
+            assert_eq!(
+                Sealer::new(&key(1), ctx, 256, [9; 32]).err(),
+                Some(IntegrityError::MalformedHeader(why))
+            );
+        }
+        let ok = encode_pairs(&[("k", nfc)]);
+        assert_eq!(EncryptionContext::decode(&ok).unwrap().pairs()[0].1, nfc);
     }
 
     #[test]

@@ -128,7 +128,17 @@ impl Keyring {
             )));
         }
         let mut keys = Vec::with_capacity(parsed.keys.len());
-        for k in &mut parsed.keys {
+        for (i, k) in parsed.keys.iter_mut().enumerate() {
+            // The AAD ends the id with a 00 byte, unprefixed: an id holding one (or an empty id)
+            // could share an AAD with another id and context, so the file is refused.
+            if k.id.is_empty() || k.id.contains('\0') {
+                return Err(Error::Key(format!(
+                    "keyring key #{i} has an empty id or one with a 00 byte"
+                )));
+            }
+            if keys.iter().any(|e: &Entry| e.id == k.id) {
+                return Err(Error::Key(format!("keyring key id {} appears twice", k.id)));
+            }
             let material = Zeroizing::new(B64.decode(k.material.as_bytes()).unwrap_or_default());
             k.material.zeroize();
             if material.len() != 32 {
@@ -168,7 +178,7 @@ impl Keyring {
             .keys
             .iter()
             .find(|k| k.id == id)
-            .ok_or_else(|| Error::Key(format!("keyring has no key {id}")))?;
+            .ok_or_else(|| Error::Key(format!("keyring has no key {id:?}")))?;
         if !e.enabled {
             return Err(Error::Key(format!("keyring key {id} is disabled")));
         }
@@ -257,6 +267,35 @@ mod tests {
         ));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("NOT FOR PRODUCTION"));
+    }
+
+    #[test]
+    fn refuses_key_ids_with_a_00_byte_empty_or_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        Keyring::create(&path).unwrap();
+        let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let id = good["keys"][0]["id"].as_str().unwrap().to_owned();
+        for (bad_id, twice, why) in [
+            (format!("{id}\0x"), false, "00 byte"),
+            (String::new(), false, "empty id"),
+            (id.clone(), true, "appears twice"),
+        ] {
+            let mut v = good.clone();
+            let mut key = v["keys"][0].clone();
+            key["id"] = bad_id.clone().into();
+            if twice {
+                v["keys"].as_array_mut().unwrap().push(key);
+            } else {
+                v["keys"][0] = key;
+                v["primary"] = bad_id.into();
+            }
+            std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+            match Keyring::open(&path) {
+                Err(Error::Key(msg)) => assert!(msg.contains(why), "{msg}"),
+                other => panic!("{why}: opened {:?}", other.map(|_| ())),
+            }
+        }
     }
 
     #[test]
