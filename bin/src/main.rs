@@ -15,6 +15,7 @@ macro_rules! say {
 mod demo;
 mod events;
 mod load;
+mod process;
 mod search;
 mod serve;
 
@@ -169,6 +170,9 @@ enum Command {
     /// through the whole pipeline on the configured backends and measure it: exams/s, stage
     /// latencies, time to searchable, CPU, peak memory, errors (printed and written as JSON).
     Load(load::LoadArgs),
+    /// Stamp, thumbnail, extract and index what was put on this store, in this process (the
+    /// in-process bus): exits when nothing is left, or keeps following with --follow.
+    Process(process::ProcessArgs),
     /// Search the staff full-text index (every search is audited).
     Search(search::SearchArgs),
     /// Rebuild the search index from the store, with a progress bar.
@@ -508,6 +512,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             unreachable!("handled above")
         }
         Command::Relay(a) => events::relay(&store, a, cli.json).await?,
+        Command::Process(a) => process::process(store, dir, a, cli.json).await?,
         Command::Search(a) => search::search(&store, &who, &cli.data_dir, a, cli.json).await?,
         Command::Reindex(a) => search::reindex(&store, &who, &cli.data_dir, a, cli.json).await?,
         Command::Rewrap(a) => {

@@ -439,6 +439,133 @@ fn demo_processes_indexes_and_searches() {
     assert!(audit.matches("search").count() >= 9, "{audit}");
 }
 
+/// `docstore process` on the embedded default: what the CLI put is stamped, thumbnailed,
+/// text-extracted and indexed, and the command exits once drained. Work an earlier process took
+/// off the outbox but never finished (here: `docstore relay` onto an in-process bus that dies with
+/// it) is announced again, a lost index is rebuilt, and a version no stage can read is reported
+/// (non-zero exit) and tried again on the next run.
+#[test]
+fn process_handles_what_the_cli_put_and_what_a_dead_process_left() {
+    let cli = Cli::new();
+    let report = docstore_pipeline::synthetic::Generator::new(3, "Clínica", 2).report();
+    let f = cli.file("laudo.pdf", &report.pdf);
+    let doc = cli.put(&f, None)["document_id"].as_str().unwrap().to_owned();
+    let state = |doc: &str| cli.json(&["versions", doc])[0]["state"].clone();
+    assert_eq!(state(&doc), "pending");
+    let (_, err) = cli.fails(&["search", "paciente"]);
+    assert!(err.contains("no search index"), "nothing indexed yet: {err}");
+
+    let out = cli.json(&["process"]);
+    assert_eq!(out["dead_lettered"], 0, "{out}");
+    for stage in ["stamp", "thumbnail", "text", "index"] {
+        assert_eq!(out["handled"][stage], 1, "{stage}: {out}");
+    }
+    assert_eq!(state(&doc), "processed");
+    let v = &cli.json(&["versions", &doc])[0];
+    let mut stages: Vec<&str> = v["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stage"].as_str().unwrap())
+        .collect();
+    stages.sort();
+    assert_eq!(stages, ["stamp", "text", "thumbnail"]);
+    assert_eq!(cli.json(&["search", "paciente"])["total"], 1);
+
+    // Nothing left: the next run handles nothing and exits.
+    let out = cli.json(&["process"]);
+    assert_eq!(out["handled"]["stamp"], 0, "{out}");
+    assert_eq!(
+        (&out["catch_up"]["reannounced"], &out["catch_up"]["reindexed"]),
+        (&0.into(), &0.into())
+    );
+
+    // Events lost with the process that held them: the outbox says sent, the version is pending.
+    let img = image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 9]));
+    let png = cli.work.join("raio-x.png");
+    img.save_with_format(&png, image::ImageFormat::Png).unwrap();
+    let put = [
+        "put",
+        png.to_str().unwrap(),
+        "--patient",
+        "p-1",
+        "--exam",
+        "e-2",
+        "--kind",
+        "image",
+    ];
+    let doc2 = cli.json(&put)["document_id"].as_str().unwrap().to_owned();
+    cli.ok(&["relay", "--bus", "memory://", "--once"]);
+    assert_eq!(state(&doc2), "pending");
+    let out = cli.json(&["process"]);
+    assert_eq!(out["catch_up"]["reannounced"], 1, "{out}");
+    assert_eq!(state(&doc2), "processed");
+
+    // The index lost: both documents are read back into it.
+    std::fs::remove_dir_all(cli.data.join("index")).unwrap();
+    let out = cli.json(&["process"]);
+    assert_eq!(out["catch_up"]["reindexed"], 2, "{out}");
+    let found = cli.json(&["search", "paciente"]);
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(cli.json(&["search", "--kind", "image"])["total"], 1);
+
+    // A version no stage can read: dead-lettered, named in a WARN line, a non-zero exit; it stays
+    // pending and the next run tries it again.
+    let bad = cli.file("broken.pdf", b"%PDF-1.7 not really");
+    let doc3 = cli.put(&bad, None)["document_id"].as_str().unwrap().to_owned();
+    for run in ["first", "next"] {
+        let out = cli.run(&["process"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(10), "{run}: {err}");
+        assert!(
+            err.contains("\"dead-lettered\"") && err.contains(&doc3),
+            "{run}: {err}"
+        );
+        assert!(
+            err.trim_end().lines().last().unwrap().starts_with("error: "),
+            "{err}"
+        );
+        assert_eq!(state(&doc3), "pending");
+    }
+}
+
+/// `docstore process --follow` handles versions put while it runs and ends cleanly on SIGTERM.
+#[test]
+fn process_follow_handles_new_versions_until_sigterm() {
+    let cli = Cli::new();
+    let follow = Command::new(env!("CARGO_BIN_EXE_docstore"))
+        .args(["process", "--follow"])
+        .env("DOCSTORE_DATA_DIR", &cli.data)
+        .current_dir(&cli.work)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = docstore_pipeline::synthetic::Generator::new(5, "Clínica", 2).report();
+    let f = cli.file("laudo.pdf", &report.pdf);
+    let doc = cli.put(&f, None)["document_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cli.json(&["versions", &doc])[0]["state"] != "processed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not processed while following"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = follow.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("stamp 1") && summary.contains("0 dead-lettered"),
+        "{summary}"
+    );
+}
+
 /// `docstore load` on the embedded default: a small day through every stage, figures in the JSON
 /// report; nothing from the documents or the keyring in any output, log line (at trace level)
 /// or the report.

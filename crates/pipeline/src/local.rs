@@ -45,14 +45,44 @@ pub struct LocalPipeline {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     metrics: Vec<(String, Arc<WorkerMetrics>)>,
+    /// Topics each stage reads, by stage name, in the order of `metrics`.
+    topics: Vec<&'static [&'static str]>,
+    bus: Arc<dyn EventBus>,
+    /// Set when the bus is this process's own: then [`LocalPipeline::drained`] can count it.
+    in_process: Option<Arc<InProcessBus>>,
+    store: Arc<DocStore>,
+    index: Arc<SearchIndex>,
+    clinic: String,
+}
+
+/// What [`LocalPipeline::catch_up`] found and handed back to the stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CatchUp {
+    /// Documents looked at.
+    pub documents: u64,
+    /// Latest versions still pending whose `file.uploaded` had already left the outbox: announced
+    /// again (stages are idempotent; the join records `file.processed` once).
+    pub reannounced: u64,
+    /// Documents whose index entry was missing or outlived a delete: re-read from the store.
+    pub reindexed: u64,
+}
+
+/// Reads an outbox or catch-up failure as a store error.
+fn bus_error(e: crate::bus::BusError) -> docstore::Error {
+    docstore::Error::Unavailable {
+        backend: "bus".into(),
+        detail: e.to_string(),
+    }
 }
 
 impl LocalPipeline {
     /// Starts the relay, the three stages and the indexer on `store` and `index`, on an
     /// in-process bus.
     pub fn start(store: Arc<DocStore>, index: Arc<SearchIndex>, config: LocalConfig) -> LocalPipeline {
-        let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(config.partitions));
-        LocalPipeline::start_on(bus, store, index, config)
+        let bus = Arc::new(InProcessBus::new(config.partitions));
+        let mut pipeline = LocalPipeline::start_on(bus.clone(), store, index, config);
+        pipeline.in_process = Some(bus);
+        pipeline
     }
 
     /// The same on `bus` (e.g. Kafka: `docstore load --bus kafka://…` runs every stage in this
@@ -71,7 +101,7 @@ impl LocalPipeline {
             relay.run(Duration::from_millis(20), relay_stop).await
         }));
         let required: Vec<String> = ["stamp", "thumbnail", "text"].map(String::from).to_vec();
-        let stages: Vec<(Arc<dyn Stage>, &[&str])> = vec![
+        let stages: Vec<(Arc<dyn Stage>, &'static [&'static str])> = vec![
             (
                 Arc::new(Joined::new(
                     Stamper::new(config.clinic.clone()),
@@ -93,12 +123,14 @@ impl LocalPipeline {
                 &[docstore::outbox::FILE_UPLOADED],
             ),
             (
-                Arc::new(Indexer::new(store, index, config.clinic.clone())),
+                Arc::new(Indexer::new(store.clone(), index.clone(), config.clinic.clone())),
                 &[docstore::outbox::FILE_PROCESSED, docstore::outbox::FILE_DELETED],
             ),
         ];
         let mut metrics = Vec::new();
+        let mut read = Vec::new();
         for (stage, topics) in stages {
+            read.push(topics);
             let name = stage.name().to_owned();
             let mut rc = RuntimeConfig::new(format!("docstore-{name}"), topics);
             rc.concurrency = config.partitions as usize;
@@ -110,7 +142,115 @@ impl LocalPipeline {
                 async move { worker.run_until_cancelled(&stop).await },
             ));
         }
-        LocalPipeline { stop, tasks, metrics }
+        LocalPipeline {
+            stop,
+            tasks,
+            metrics,
+            topics: read,
+            bus,
+            in_process: None,
+            store,
+            index,
+            clinic: config.clinic,
+        }
+    }
+
+    /// Hands back what an earlier process left half done. The in-process bus forgets what it held
+    /// when its process ends, so a version whose `file.uploaded` left the outbox but whose stages
+    /// did not finish would wait forever: each document's latest version still pending is
+    /// announced again, and a document the index lacks (or still holds after a delete) is re-read.
+    /// One pass over the documents; `docstore reindex` rebuilds the whole index.
+    pub async fn catch_up(&self) -> Result<CatchUp, docstore::Error> {
+        let meta = self.store.metadata();
+        let queued: std::collections::HashSet<String> = meta
+            .outbox_pending(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        let indexer = Indexer::new(self.store.clone(), self.index.clone(), self.clinic.clone());
+        let mut report = CatchUp::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = meta.list_documents(after.as_deref(), 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.document_id.clone());
+            for doc in &page {
+                report.documents += 1;
+                let in_index =
+                    self.index
+                        .contains(&doc.document_id)
+                        .map_err(|e| docstore::Error::Unavailable {
+                            backend: "index".into(),
+                            detail: e.to_string(),
+                        })?;
+                if doc.deleted_at.is_some() {
+                    if in_index {
+                        self.reindex(&indexer, &doc.document_id).await?;
+                        report.reindexed += 1;
+                    }
+                    continue;
+                }
+                let latest = meta.version(&doc.document_id, None).await?;
+                match latest.state {
+                    docstore::ProcessingState::Pending => {
+                        let (id, payload) = docstore::outbox::file_uploaded(&latest);
+                        if !queued.contains(&id) {
+                            let topic = docstore::outbox::FILE_UPLOADED;
+                            let message = crate::relay::message_of(topic, &doc.document_id, &id, &payload);
+                            self.bus.publish(message).await.map_err(bus_error)?;
+                            report.reannounced += 1;
+                        }
+                    }
+                    docstore::ProcessingState::Processed if !in_index => {
+                        self.reindex(&indexer, &doc.document_id).await?;
+                        report.reindexed += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn reindex(&self, indexer: &Indexer, document_id: &str) -> Result<(), docstore::Error> {
+        indexer
+            .refresh_document(document_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| docstore::Error::Unavailable {
+                backend: "index".into(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// True when nothing is left to do: the outbox is empty and every stage has handled (done,
+    /// ignored or dead-lettered) every message of its topics. Only an in-process bus can be
+    /// counted; on any other bus this is always false.
+    pub async fn drained(&self) -> Result<bool, docstore::Error> {
+        let Some(bus) = &self.in_process else {
+            return Ok(false);
+        };
+        let meta = self.store.metadata();
+        // Order matters: an empty outbox means every entry was published before this point, so
+        // the counts below include it; a stage's handling writes its outbox entries (the join's
+        // file.processed) before it counts as handled, so the second look catches those.
+        if !meta.outbox_pending(1).await?.is_empty() {
+            return Ok(false);
+        }
+        for ((_, m), topics) in self.metrics.iter().zip(&self.topics) {
+            let published: u64 = topics.iter().map(|t| bus.messages(t).len() as u64).sum();
+            let handled = m.processed.get() + m.ignored.get() + m.dead_lettered.get();
+            if handled < published {
+                return Ok(false);
+            }
+        }
+        Ok(meta.outbox_pending(1).await?.is_empty())
+    }
+
+    /// Dead letters written so far, over every stage.
+    pub fn dead_lettered(&self) -> u64 {
+        self.metrics.iter().map(|(_, m)| m.dead_lettered.get()).sum()
     }
 
     /// Each stage's metrics (processed, failed, dead-lettered …), by stage name.

@@ -54,22 +54,26 @@ pub enum RelayError {
 /// The bus message of an outbox entry, with a `traceparent` that starts the event's trace: from
 /// the event if it has one, else derived from the event id (so a redelivery keeps its trace).
 fn message(entry: &docstore::OutboxEntry) -> Message {
+    message_of(&entry.event_type, &entry.key, &entry.event_id, &entry.payload)
+}
+
+/// The same for an event not read from the outbox (the in-process catch-up's re-announcements).
+pub(crate) fn message_of(event_type: &str, key: &str, event_id: &str, payload: &str) -> Message {
     // Structured content mode, said in the header the Kafka binding (§3.1) reads: without it a
     // receiver must take the message as binary mode, and any `ce_` header makes SDKs do so.
     let mut headers = vec![(
         "content-type".to_owned(),
         crate::events::STRUCTURED_CONTENT_TYPE.to_owned(),
     )];
-    let given = serde_json::from_str::<serde_json::Value>(&entry.payload)
+    let given = serde_json::from_str::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("traceparent").and_then(|t| t.as_str()).map(str::to_owned));
-    let traceparent =
-        given.unwrap_or_else(|| docstore::outbox::traceparent(&entry.event_id, &entry.event_id));
+    let traceparent = given.unwrap_or_else(|| docstore::outbox::traceparent(event_id, event_id));
     headers.push(("traceparent".to_owned(), traceparent));
     Message {
-        topic: entry.event_type.clone(),
-        key: entry.key.clone(),
-        payload: entry.payload.clone().into_bytes(),
+        topic: event_type.to_owned(),
+        key: key.to_owned(),
+        payload: payload.as_bytes().to_vec(),
         headers,
     }
 }

@@ -274,6 +274,17 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         )),
         _ => None,
     };
+    if let Some(p) = &pipeline {
+        // What an earlier process left half done (the in-process bus forgets on exit).
+        match p.catch_up().await {
+            Ok(c) => tracing::info!(
+                reannounced = c.reannounced,
+                reindexed = c.reindexed,
+                "pipeline caught up"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pipeline catch-up failed; new versions still flow"),
+        }
+    }
     let link_key = config
         .link_key
         .clone()

@@ -223,11 +223,9 @@ impl Processor for Extractor {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        let image_text = Output {
-            page_count: Some(1),
-            text_length: Some(0),
-            ..Output::default()
-        };
+        // Read without OCR, an image's text is not measured: null in file.processed, not a 0
+        // that would claim the image holds no text (nor a page count the stage never took).
+        let image_text = Output::default();
         if !self.ocr_enabled() && announced_image(store, who, file).await? {
             return Ok(image_text);
         }
