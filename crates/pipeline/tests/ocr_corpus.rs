@@ -103,6 +103,26 @@ fn scanned_images_yield_the_words_on_each_page() {
     assert_eq!(text.page_count, 1);
 }
 
+/// A two-page Group 3 fax (the compression the `tiff` crate refuses): both pages are read.
+#[test]
+fn group3_fax_pages_are_read() {
+    if !require_tesseract() {
+        return;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fax/fax-g3-1d-2p.tif");
+    let fax = std::fs::read(path).unwrap();
+    let text = ocr::ocr_image(&fax, &OcrSettings::default()).unwrap();
+    assert_eq!((text.page_count, text.ocr_pages), (2, 2));
+    for (i, page) in text.pages.iter().enumerate() {
+        let missing = has_words(page, &["Hemograma", "Glicemia", "Paciente"]);
+        assert!(
+            missing.is_empty(),
+            "fax page {}: {missing:?} not in {page:?}",
+            i + 1
+        );
+    }
+}
+
 #[test]
 fn hostile_images_fail_typed_within_bounds() {
     let Some(dir) = corpus() else { return };

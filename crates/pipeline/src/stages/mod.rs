@@ -6,6 +6,7 @@
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
 pub mod extract;
+mod fax;
 pub mod index;
 #[cfg(feature = "ocr")]
 pub mod ocr;

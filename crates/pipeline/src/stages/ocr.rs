@@ -341,8 +341,21 @@ fn tiff_pages(bytes: &[u8], s: &OcrSettings) -> Result<Vec<Grey>, OcrError> {
         if w == 0 || h == 0 || w > s.image_limits.max_side || h > s.image_limits.max_side {
             return Err(OcrError::Image(ThumbnailError::TooLarge(format!("{w}×{h} px"))));
         }
-        let color = decoder.colortype().map_err(bad)?;
         let area = w as usize * h as usize;
+        if super::fax::is_group3(&mut decoder) {
+            let page = super::fax::decode_page(&mut decoder, bytes, &s.image_limits)?;
+            pages.push(Grey {
+                width: w,
+                height: h,
+                pixels: page.into_raw(),
+            });
+            if pages.len() >= s.max_pages || !decoder.more_images() {
+                break;
+            }
+            decoder.next_image().map_err(bad)?;
+            continue;
+        }
+        let color = decoder.colortype().map_err(bad)?;
         let pixels = match (color, decoder.read_image().map_err(bad)?) {
             (ColorType::Gray(1), DecodingResult::U8(v)) => {
                 let row = w.div_ceil(8) as usize;

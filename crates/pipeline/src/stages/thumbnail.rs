@@ -238,6 +238,11 @@ pub(crate) fn decode_image(
     format: ImageFormat,
     limits: &ThumbnailLimits,
 ) -> Result<DynamicImage, ThumbnailError> {
+    if format == ImageFormat::Tiff && super::fax::first_page_is_group3(bytes) {
+        let mut decoder = tiff::decoder::Decoder::new(Cursor::new(bytes))
+            .map_err(|e| ThumbnailError::Decode(e.to_string().chars().take(200).collect()))?;
+        return super::fax::decode_page(&mut decoder, bytes, limits).map(DynamicImage::ImageLuma8);
+    }
     let mut image_limits = Limits::default();
     image_limits.max_image_width = Some(limits.max_side);
     image_limits.max_image_height = Some(limits.max_side);
