@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{assert_hostile_pdf_verdicts, corpus, pdfs, variant};
+use common::{assert_hostile_pdf_verdicts, corpus, pdfs, pdftotext, variant};
 use docstore_pipeline::stages::extract::{ExtractError, ExtractLimits, extract_pdf_text};
 
 /// Lower-cased Latin-script words (letters incl. Latin-1/Extended-A accents, digits), counted.
@@ -33,17 +32,6 @@ fn words(text: &str) -> HashMap<String, usize> {
         }
     }
     out
-}
-
-fn pdftotext(path: &Path) -> Option<String> {
-    let out = std::process::Command::new("pdftotext")
-        .arg(path)
-        .arg("-")
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Recall of `reference`'s words in `ours` (multiset).
@@ -88,12 +76,7 @@ fn without_whitespace(text: &str) -> String {
 #[test]
 fn text_pdfs_match_pdftotext_and_the_rest_is_extracted_or_listed() {
     let Some(dir) = corpus() else { return };
-    if pdftotext(&dir.join("text-1p-latex-objstm.pdf")).is_none() {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "pdftotext missing"
-        );
-        eprintln!("skipping: pdftotext not installed");
+    if common::pdftotext_or_skip(&dir.join("text-1p-latex-objstm.pdf")).is_none() {
         return;
     }
     let limits = ExtractLimits {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::columns::{self, Columns};
 use super::preflight::{PdfDefect, PreflightLimits, preflight};
 use super::short;
 
@@ -61,6 +62,10 @@ pub enum ExtractError {
     /// A password is needed to read the PDF.
     #[error("encrypted PDF")]
     Encrypted,
+    /// Opened with the empty user password, but its permissions forbid extracting text (see
+    /// [`text_permitted`]).
+    #[error("the PDF's permissions do not allow extracting its text")]
+    Restricted,
     /// Over a limit.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -156,7 +161,7 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
         None => match second.filter(|p| p.iter().any(|t| !t.trim().is_empty())) {
             Some(pages) => {
                 let unread = FirstReading {
-                    pages: vec![None; pages.len().min(limits.max_pages)],
+                    pages: (0..pages.len().min(limits.max_pages)).map(|_| None).collect(),
                     page_count: pages.len(),
                     encrypted: false,
                 };
@@ -167,10 +172,44 @@ pub fn extract_pdf_text(bytes: &[u8], limits: &ExtractLimits) -> Result<Extracte
     }
 }
 
-/// `pdf_oxide`'s readings: each page's text and its glyph reading, `None` where the page could
-/// not be read.
+/// Whether a document opened with the empty user password lets its text be extracted, as the
+/// Standard security handler's permissions say (ISO 32000-1, table 22): revision 2 has one bit for
+/// copying and extracting (bit 5); from revision 3 on, extraction for accessibility (bit 10) is
+/// enough, since the stored text serves reading and search, not a copy of the document. Bits
+/// above 6 are reserved as 1 in revision 2, so bit 10 says nothing there. Unencrypted: always.
+pub fn text_permitted(doc: &lopdf::Document) -> bool {
+    use lopdf::Permissions;
+    match &doc.encryption_state {
+        None => true,
+        Some(state) if state.revision() <= 2 => state.permissions().contains(Permissions::COPYABLE),
+        Some(state) => state
+            .permissions()
+            .intersects(Permissions::COPYABLE | Permissions::COPYABLE_FOR_ACCESSIBILITY),
+    }
+}
+
+/// `pdf_oxide`'s readings of a page: its text, its glyph reading, and the column reading when the
+/// page is set in columns.
+struct PageReading {
+    text: String,
+    glyphs: String,
+    columns: Option<Columns>,
+}
+
+impl PageReading {
+    #[cfg(test)]
+    fn plain(text: &str) -> Self {
+        PageReading {
+            text: text.into(),
+            glyphs: text.into(),
+            columns: None,
+        }
+    }
+}
+
+/// `pdf_oxide`'s readings of each page, `None` where the page could not be read.
 struct FirstReading {
-    pages: Vec<Option<(String, String)>>,
+    pages: Vec<Option<PageReading>>,
     page_count: usize,
     /// Encrypted with an empty user password: `pdf-extract` cannot decrypt every such file.
     encrypted: bool,
@@ -179,7 +218,11 @@ struct FirstReading {
 /// The preflight, then `pdf_oxide`'s readings; `Ok(None)` when pdf_oxide panicked (caught) on a
 /// document the preflight let through, which pdf-extract may still read.
 fn first_reading(data: &[u8], limits: &ExtractLimits) -> Result<Option<FirstReading>, ExtractError> {
-    preflight(data, &limits.preflight)?;
+    let doc = preflight(data, &limits.preflight)?;
+    if !text_permitted(&doc) {
+        return Err(ExtractError::Restricted);
+    }
+    drop(doc);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oxide_reading(data, limits)))
         .map_or(Ok(None), |r| r.map(Some))
 }
@@ -200,11 +243,12 @@ fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, Ex
     let pages = (0..page_count.min(limits.max_pages))
         .map(|i| {
             let text = doc.extract_text(i).ok()?;
-            let glyphs = doc
-                .extract_chars(i)
-                .map(|c| glyph_reading(&c))
-                .unwrap_or_default();
-            Some((text, glyphs))
+            let chars = doc.extract_chars(i).unwrap_or_default();
+            Some(PageReading {
+                text,
+                glyphs: glyph_reading(&chars),
+                columns: columns::detect(&chars),
+            })
         })
         .collect();
     Ok(FirstReading {
@@ -230,11 +274,22 @@ fn assemble(
         let two = second.as_ref().and_then(|p| p.get(i)).map(|t| nfkc(t));
         let mut text = match one {
             // In order of preference: a later reading must be clearly better to replace an earlier.
-            Some((text, glyphs)) => {
-                let candidates = [nfkc(&text), two.unwrap_or_default(), nfkc(&glyphs)];
+            Some(page) => {
+                let candidates = [nfkc(&page.text), two.unwrap_or_default(), nfkc(&page.glyphs)];
                 let best = best_reading(&candidates);
-                alternatives += usize::from(best > 0);
-                candidates.into_iter().nth(best).unwrap_or_default()
+                let chosen = candidates.into_iter().nth(best).unwrap_or_default();
+                // A reading that runs the rows of a column into the next gives way to the page
+                // read column by column (see super::columns).
+                match page.columns {
+                    Some(cols) if cols.crossed_by(&chosen) => {
+                        alternatives += 1;
+                        nfkc(&cols.reading)
+                    }
+                    _ => {
+                        alternatives += usize::from(best > 0);
+                        chosen
+                    }
+                }
             }
             // pdf_oxide could not read the page (or panicked on the document).
             None => match two {
@@ -439,7 +494,7 @@ mod tests {
     #[test]
     fn a_second_reading_of_another_page_tree_is_ignored() {
         let first = FirstReading {
-            pages: vec![Some(("one page".into(), "one page".into()))],
+            pages: vec![Some(PageReading::plain("one page"))],
             page_count: 1,
             encrypted: false,
         };
@@ -452,7 +507,7 @@ mod tests {
     #[test]
     fn unreadable_first_pages_take_the_second_reading() {
         let first = FirstReading {
-            pages: vec![None, Some(("kept".into(), "kept".into())), None, None],
+            pages: vec![None, Some(PageReading::plain("kept")), None, None],
             page_count: 4,
             encrypted: false,
         };

@@ -5,6 +5,7 @@
 //! Every PDF passes [`preflight`] (structure, loops, bombs) before a renderer or extractor sees it.
 //! CPU-bound work runs on blocking threads; third-party decoder panics are caught here.
 
+mod columns;
 pub mod extract;
 mod fax;
 pub mod index;

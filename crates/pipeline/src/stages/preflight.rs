@@ -24,7 +24,9 @@
 //!
 //! A file that needs a user password is [`PdfDefect::Encrypted`] (each stage reports it as its own
 //! `Encrypted`): its objects cannot be read or checked. Files lopdf decrypts (empty user password,
-//! owner restrictions only) are checked decrypted.
+//! owner restrictions only) are checked decrypted. A trailer with no `/ID` (older writers of RC4
+//! files left it out) is read as an empty first identifier, as poppler, pdf.js and hayro read it:
+//! lopdf alone would refuse to derive the key.
 //!
 //! Every walk is bounded (visited sets, item caps), and decoding runs with lopdf's output limit,
 //! so the check itself costs at most one parse plus bounded inflation.
@@ -159,7 +161,8 @@ pub fn preflight(bytes: &[u8], limits: &PreflightLimits) -> Result<Document, Pdf
     }
     // lopdf stops quietly at a `/Prev` loop, so the chain is walked here first.
     xref_chain(bytes, limits)?;
-    let doc = Document::load_mem(bytes).map_err(|e| PdfDefect::Unreadable(short(e)))?;
+    let mut doc = Document::load_mem(bytes).map_err(|e| PdfDefect::Unreadable(short(e)))?;
+    decrypt_without_file_id(&mut doc, bytes);
     // Still encrypted after loading: lopdf needed a user password it does not have. A file it
     // could decrypt (empty user password, owner restrictions only) is checked like any other.
     if doc.is_encrypted() {
@@ -182,6 +185,62 @@ pub fn preflight(bytes: &[u8], limits: &PreflightLimits) -> Result<Document, Pdf
         Err(defect) => Err(defect),
         Ok(()) => Ok(doc),
     }
+}
+
+/// Reloads with the empty user password a document lopdf left encrypted only because its trailer
+/// has no `/ID`: lopdf derives the key from the trailer it parsed, so the bytes it parses get an
+/// empty `/ID` in their last trailer (after every object and cross-reference table, so no offset
+/// moves), and the `/ID` lent for that is taken away again. A document that still needs a password
+/// stays as loaded.
+fn decrypt_without_file_id(doc: &mut Document, bytes: &[u8]) {
+    if !doc.is_encrypted() || doc.trailer.has(b"ID") {
+        return;
+    }
+    let Some(patched) = with_empty_file_id(bytes) else {
+        return;
+    };
+    if let Ok(mut reloaded) = Document::load_mem(&patched)
+        && !reloaded.is_encrypted()
+    {
+        reloaded.trailer.remove(b"ID");
+        *doc = reloaded;
+    }
+}
+
+/// `bytes` with `/ID [<> <>]` opening the dictionary of the classic `trailer` that the final
+/// `startxref` governs; `None` for a cross-reference stream or a tail that does not read.
+fn with_empty_file_id(bytes: &[u8]) -> Option<Vec<u8>> {
+    let tail_start = bytes.len().saturating_sub(1024);
+    let tail = &bytes[tail_start..];
+    let keyword = tail_start + rfind(tail, b"startxref")?;
+    let digits: Vec<u8> = bytes[keyword + 9..]
+        .iter()
+        .copied()
+        .skip_while(u8::is_ascii_whitespace)
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    let xref: usize = std::str::from_utf8(&digits).ok()?.parse().ok()?;
+    let section = bytes.get(xref..keyword)?;
+    if !section.starts_with(b"xref") {
+        return None;
+    }
+    let trailer = xref + rfind(section, b"trailer")? + 7;
+    let open = trailer
+        + bytes[trailer..keyword]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    if !bytes[open..].starts_with(b"<<") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    out.extend_from_slice(&bytes[..open + 2]);
+    out.extend_from_slice(b" /ID [<> <>] ");
+    out.extend_from_slice(&bytes[open + 2..]);
+    Some(out)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 fn check(doc: &Document, limits: &PreflightLimits) -> Result<(), PdfDefect> {

@@ -112,3 +112,30 @@ pub(crate) fn assert_hostile_pdf_verdicts(dir: &Path, stage: impl Fn(&[u8]) -> S
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// poppler's `pdftotext` reading of `path` (the reference for reading order and recall), or
+/// `None` when it fails or is not installed.
+pub(crate) fn pdftotext(path: &Path) -> Option<String> {
+    let out = std::process::Command::new("pdftotext")
+        .arg(path)
+        .arg("-")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `pdftotext` on `path`, or `None` after saying the test is skipped; under
+/// `DOCSTORE_REQUIRE_SERVICES` a missing `pdftotext` fails the test instead.
+pub(crate) fn pdftotext_or_skip(path: &Path) -> Option<String> {
+    let text = pdftotext(path);
+    if text.is_none() {
+        assert!(
+            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
+            "pdftotext missing"
+        );
+        eprintln!("skipping: pdftotext not installed");
+    }
+    text
+}
