@@ -40,10 +40,35 @@ pub struct AuditRecord {
 /// written fails.
 #[async_trait]
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    /// Appends a record.
+    /// Appends a record, returning once it is durable.
     async fn record(&self, record: AuditRecord) -> Result<()>;
+    /// Appends a record, returning once it is queued in order: a later [`AuditSink::record`] that
+    /// returns `Ok` has made it durable too, and one that fails may have lost it. Sinks without a
+    /// queue make it durable here. Used by the library inside [`deferred`] only.
+    async fn record_queued(&self, record: AuditRecord) -> Result<()> {
+        self.record(record).await
+    }
     /// Reads records back, oldest first, optionally for one document, at most `limit` (newest).
     async fn read(&self, document: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>>;
+}
+
+tokio::task_local! {
+    static DEFERRED: ();
+}
+
+/// Runs `work` with the library's own audit records queued rather than waited for, one by one
+/// ([`AuditSink::record_queued`]). Whoever runs it must then write a record with
+/// [`AuditSink::record`] on the same sink, and succeed, before acknowledging anything `work`
+/// did: that one record's durability covers the queued ones (one file, written in order), and
+/// its failure fails the whole. The HTTP service runs each request so, ending with the request's
+/// record, which turns a download's three or four fsync waits into one.
+pub async fn deferred<F: std::future::Future>(work: F) -> F::Output {
+    DEFERRED.scope((), work).await
+}
+
+/// Whether the current task runs inside [`deferred`].
+pub(crate) fn is_deferred() -> bool {
+    DEFERRED.try_with(|()| ()).is_ok()
 }
 
 /// The `prev` of the first record of a chain.
@@ -106,50 +131,55 @@ fn last_line_hash(file: &mut std::fs::File) -> std::io::Result<String> {
     Ok(line_hash(&complete[start..]))
 }
 
-/// The writer thread: batches, chains, writes, syncs, answers. After a failed write or sync the
-/// file's tail is unknown, so every later record fails too (the operations they audit are
-/// refused) until the process reopens the file.
-fn write_loop(mut file: std::fs::File, mut last: String, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
+/// Bytes of queued records ([`AuditSink::record_queued`]) held before they are written anyway.
+const HOLD: usize = 256 * 1024;
+
+/// The writer thread: batches, chains, writes, syncs, answers. Records nobody waits for (queued
+/// inside [`deferred`]) are chained and held until a record somebody waits for arrives, then
+/// written and synced with it: one write and one fsync for a whole request. After a failed write
+/// or sync the file's tail is unknown, so every later record fails too (the operations they audit
+/// are refused) until the process reopens the file.
+fn write_loop(mut file: std::fs::File, last: String, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
     let mut broken: Option<String> = None;
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+    // Lines chained after the file's last line but not written yet, and the hash of the last of
+    // them (after a write, the file's last line).
+    let (mut held, mut held_chain) = (Vec::<u8>::new(), last);
+    loop {
+        let first = queue.blocking_recv();
+        let closing = first.is_none();
+        let mut batch: Vec<Pending> = first.into_iter().collect();
+        while !closing && batch.len() < BATCH {
             match queue.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
         }
-        let result = match &broken {
-            Some(why) => Err(why.clone()),
-            None => {
-                let mut bytes = Vec::with_capacity(batch.len() * 320);
-                let mut chain = last.clone();
-                for p in &batch {
-                    let mut line = serde_json::to_vec(&ChainedLine {
-                        record: &p.record,
-                        prev: &chain,
-                    })
-                    .unwrap_or_default();
-                    chain = line_hash(&line);
-                    line.push(b'\n');
-                    bytes.extend_from_slice(&line);
-                }
-                // One write of whole lines on an O_APPEND file, then one fsync for all of them.
-                match file.write_all(&bytes).and_then(|()| file.sync_data()) {
-                    Ok(()) => {
-                        last = chain;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let why = format!("audit file write failed: {e}");
-                        broken = Some(why.clone());
-                        Err(why)
-                    }
-                }
+        if broken.is_none() {
+            for p in &batch {
+                let mut line = serde_json::to_vec(&ChainedLine {
+                    record: &p.record,
+                    prev: &held_chain,
+                })
+                .unwrap_or_default();
+                held_chain = line_hash(&line);
+                line.push(b'\n');
+                held.extend_from_slice(&line);
             }
-        };
+            let awaited = batch.iter().any(|p| !p.done.is_closed());
+            if (awaited || closing || held.len() >= HOLD) && !held.is_empty() {
+                // One write of whole lines on an O_APPEND file, then one fsync for all of them.
+                if let Err(e) = file.write_all(&held).and_then(|()| file.sync_data()) {
+                    broken = Some(format!("audit file write failed: {e}"));
+                }
+                held.clear();
+            }
+        }
+        let result = broken.as_ref().map_or(Ok(()), |why| Err(why.clone()));
         for p in batch {
             let _ = p.done.send(result.clone().map_err(std::io::Error::other));
+        }
+        if closing {
+            return;
         }
     }
 }
@@ -194,6 +224,17 @@ impl AuditSink for JsonlAudit {
             .await
             .map_err(|_| io(std::io::Error::other("audit writer stopped")))?
             .map_err(io)
+    }
+
+    async fn record_queued(&self, record: AuditRecord) -> Result<()> {
+        let io = |e| Error::io(self.path.display().to_string(), e);
+        // Nobody waits for this answer: the writer answers every record of a batch alike, so the
+        // record that is waited for learns of a failed write.
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Pending { record, done })
+            .await
+            .map_err(|_| io(std::io::Error::other("audit writer stopped")))
     }
 
     async fn read(&self, document: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {
@@ -343,5 +384,32 @@ mod tests {
         assert_eq!(report.first_break, None);
         let sink = JsonlAudit::open(&path).unwrap();
         assert_eq!(sink.read(Some("d1399"), 10).await.unwrap().len(), 1);
+    }
+
+    /// Records queued inside `deferred` are written, in order and chained, ahead of the record
+    /// that is waited for after it, so its durability covers them.
+    #[tokio::test]
+    async fn queued_records_precede_the_awaited_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonlAudit::open(&path).unwrap();
+        assert!(!is_deferred());
+        deferred(async {
+            assert!(is_deferred());
+            sink.record_queued(rec(1)).await.unwrap();
+            sink.record_queued(rec(2)).await.unwrap();
+        })
+        .await;
+        sink.record(rec(3)).await.unwrap();
+        // Read back at once: the awaited record's answer came after all three were synced.
+        let docs: Vec<_> = sink
+            .read(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.document.unwrap())
+            .collect();
+        assert_eq!(docs, ["d1", "d2", "d3"]);
+        assert_eq!(verify_chain(&path).unwrap().first_break, None);
     }
 }

@@ -313,17 +313,20 @@ impl DocStore {
         outcome: &str,
         detail: Option<String>,
     ) -> Result<()> {
-        self.audit
-            .record(AuditRecord {
-                at: Timestamp::now(),
-                actor: who.subject.clone(),
-                action: action.into(),
-                document: document.map(str::to_owned),
-                version,
-                outcome: outcome.into(),
-                detail,
-            })
-            .await
+        let record = AuditRecord {
+            at: Timestamp::now(),
+            actor: who.subject.clone(),
+            action: action.into(),
+            document: document.map(str::to_owned),
+            version,
+            outcome: outcome.into(),
+            detail,
+        };
+        if crate::audit::is_deferred() {
+            self.audit.record_queued(record).await
+        } else {
+            self.audit.record(record).await
+        }
     }
 
     /// Runs `op`, then writes its audit record; an operation whose record cannot be written fails.

@@ -344,7 +344,14 @@ pub async fn audit_requests(State(state): State<Arc<AppState>>, mut req: Request
     req.extensions_mut().insert(slot.clone());
     let started = Instant::now();
     let _in_flight = state.metrics.in_flight();
-    let mut resp = next.run(req).await;
+    // The library's records of this request are queued, not waited for one by one: the
+    // request's own record below, written and synced after them, covers them before the response
+    // leaves (and a failure there answers 503).
+    let mut resp = if unaudited(&route) {
+        next.run(req).await
+    } else {
+        docstore::audit::deferred(next.run(req)).await
+    };
     let status = resp.status();
     if status.is_client_error() || status.is_server_error() {
         resp = as_problem(resp);

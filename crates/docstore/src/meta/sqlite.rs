@@ -126,11 +126,11 @@ impl SqliteMetadata {
         Ok(())
     }
 
-    async fn document_in(&self, tx: &mut Transaction<'static, Sqlite>, id: &str) -> Result<DocumentRecord> {
+    async fn document_in<'e>(&self, on: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<DocumentRecord> {
         let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = ?");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(on)
             .await
             .map_err(self.err())?;
         found(row, document_from_row, id, None)
@@ -196,7 +196,7 @@ impl MetadataStore for SqliteMetadata {
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        let doc = self.document_in(&mut tx, &new.document_id).await?;
+        let doc = self.document_in(&mut *tx, &new.document_id).await?;
         check_owner(&doc, &new)?;
         if doc.deleted_at.is_some() {
             return Err(Error::Deleted {
@@ -261,10 +261,9 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn document(&self, document_id: &str) -> Result<DocumentRecord> {
-        let mut tx = self.begin().await?;
-        let doc = self.document_in(&mut tx, document_id).await;
-        tx.rollback().await.map_err(self.err())?;
-        doc
+        // One statement reads one consistent snapshot: no transaction (BEGIN and ROLLBACK are two
+        // more trips to the connection's thread on the hottest read).
+        self.document_in(&self.pool, document_id).await
     }
 
     async fn version(&self, document_id: &str, version: Option<u64>) -> Result<VersionRecord> {
@@ -320,7 +319,7 @@ impl MetadataStore for SqliteMetadata {
                 version: None,
             });
         }
-        let doc = self.document_in(&mut tx, document_id).await?;
+        let doc = self.document_in(&mut *tx, document_id).await?;
         let reason = if doc.deleted_at.is_some() {
             "deleted"
         } else {
@@ -358,7 +357,7 @@ impl MetadataStore for SqliteMetadata {
                 version: None,
             });
         }
-        let doc = self.document_in(&mut tx, document_id).await?;
+        let doc = self.document_in(&mut *tx, document_id).await?;
         tx.commit().await.map_err(self.err())?;
         Ok(doc)
     }
@@ -371,7 +370,7 @@ impl MetadataStore for SqliteMetadata {
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        let doc = self.document_in(&mut tx, document_id).await?;
+        let doc = self.document_in(&mut *tx, document_id).await?;
         if let Some(reason) = doc.purge_refusal(now) {
             return Err(Error::Refused {
                 document: document_id.to_owned(),
