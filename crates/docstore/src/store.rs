@@ -681,7 +681,16 @@ impl DocStore {
         Ok(Bytes::from(out))
     }
 
-    /// Every version of a document, oldest first (metadata only; readable even when deleted).
+    /// One version's record (metadata only; no content is read).
+    pub async fn version(&self, who: &Identity, document_id: &str, version: u64) -> Result<VersionRecord> {
+        self.audited(who, "version", Some(document_id), async {
+            let record = self.meta.version(document_id, Some(version)).await?;
+            Ok((record, Some(version), None))
+        })
+        .await
+    }
+
+    /// Every version's record of a document, oldest first.
     pub async fn versions(&self, who: &Identity, document_id: &str) -> Result<Vec<VersionRecord>> {
         self.audited(who, "versions", Some(document_id), async {
             let doc = self.meta.document(document_id).await?;

@@ -53,6 +53,46 @@ pub fn stage_error(e: Error) -> StageError {
     }
 }
 
+/// The version an event names, as the store records it: only `(document_id, version)` are taken
+/// from the event, and its `version_id` must be the stored one. Every other field (patient, exam,
+/// size, media type, digest) comes from the record, so a forged `file.uploaded` can neither make
+/// a stage stamp another patient's name on a document nor get a large version read under a small
+/// claimed size. A mismatch or an unknown version is permanent (dead-lettered) and logged.
+pub async fn stored_version(
+    store: &DocStore,
+    who: &Identity,
+    claimed: &FileUploaded,
+) -> Result<FileUploaded, StageError> {
+    let record = match store.version(who, &claimed.document_id, claimed.version).await {
+        Ok(r) => r,
+        Err(e @ Error::NotFound { .. }) => {
+            tracing::warn!(document = %claimed.document_id, version = claimed.version,
+                "event names a version the store does not hold");
+            return Err(StageError::Permanent(e.to_string()));
+        }
+        Err(e) => return Err(stage_error(e)),
+    };
+    if record.version_id != claimed.version_id {
+        tracing::warn!(document = %claimed.document_id, version = claimed.version,
+            "event's version_id is not the stored version's");
+        return Err(StageError::Permanent(format!(
+            "{} v{}: the event's version_id does not match the stored version",
+            claimed.document_id, claimed.version
+        )));
+    }
+    Ok(FileUploaded {
+        document_id: record.document_id,
+        version: record.version,
+        version_id: record.version_id,
+        patient_id: record.patient_id,
+        exam_id: record.exam_id,
+        kind: record.kind.as_str().to_owned(),
+        media_type: record.media_type,
+        size: record.size,
+        sha256: record.sha256,
+    })
+}
+
 /// A [`Processor`] run as a runtime [`Stage`] that records its success for the join.
 pub struct Joined<P> {
     processor: P,
@@ -81,9 +121,10 @@ impl<P: Processor> Stage for Joined<P> {
     }
 
     async fn handle(&self, event: &CloudEvent) -> Result<(), StageError> {
-        let file = event
+        let claimed = event
             .file_uploaded()
             .map_err(|e| StageError::Permanent(e.to_string()))?;
+        let file = stored_version(&self.store, &self.who, &claimed).await?;
         let out = self.processor.process(&self.store, &self.who, &file).await?;
         let result = StageResult {
             stage: self.processor.name().to_owned(),

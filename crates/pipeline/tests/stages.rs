@@ -247,3 +247,85 @@ async fn text_then_index_follows_versions_and_deletes() {
         "a shredded version left in the index"
     );
 }
+
+/// `event` with its data's `field` set to `value`.
+fn forged(event: &CloudEvent, field: &str, value: serde_json::Value) -> CloudEvent {
+    let mut json: serde_json::Value = serde_json::from_slice(&event.encode()).unwrap();
+    json["data"][field] = value;
+    CloudEvent::decode(&serde_json::to_vec(&json).unwrap()).unwrap()
+}
+
+/// Only `(document_id, version)` are taken from a `file.uploaded`: a forged `version_id` is a
+/// permanent error that leaves the rendition as it was, a claimed `size` does not get a large
+/// version read under a stage's limit, and a forged patient is not what the stamp prints.
+#[tokio::test]
+async fn forged_upload_events_change_no_rendition() {
+    use docstore_pipeline::stages::Stamper;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
+    let who = Identity::new("staff:stages");
+    let mut req = request(None, "pat-real", "exam-real");
+    req.kind = Kind::Image;
+    req.media_type = "image/png".into();
+    let image = png(1200, 800);
+    let v = store.put(&who, req, &image[..]).await.unwrap();
+    let event = uploaded_event(&store, &v.document_id).await;
+    let stage = Joined::new(Thumbnailer::default(), store.clone(), vec!["thumbnail".into()]);
+    stage.handle(&event).await.unwrap();
+    let key = |r: &docstore::VersionRecord| r.renditions[0].blob_key.clone();
+    let before = key(&store.metadata().version(&v.document_id, Some(1)).await.unwrap());
+
+    let other_version = forged(
+        &event,
+        "version_id",
+        "0192f7a0-0000-7000-8000-000000000000".into(),
+    );
+    match stage.handle(&other_version).await {
+        Err(StageError::Permanent(why)) => assert!(why.contains("version_id"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let record = store.metadata().version(&v.document_id, Some(1)).await.unwrap();
+    assert_eq!(key(&record), before);
+
+    // The stage's limit is held against the stored size, not the claimed one.
+    let mut small = Thumbnailer::default();
+    small.limits.max_input = 1_000;
+    let small = Joined::new(small, store.clone(), vec!["thumbnail".into()]);
+    match small.handle(&forged(&event, "size", 1.into())).await {
+        Err(StageError::Permanent(why)) => {
+            assert!(why.contains(&format!("{} bytes exceeds", image.len())), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let record = store.metadata().version(&v.document_id, Some(1)).await.unwrap();
+    assert_eq!(key(&record), before);
+
+    // A PDF stamped from an event naming another patient names the stored one.
+    let pdf = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/columns/table-rows.pdf"
+    ))
+    .unwrap();
+    let p = store
+        .put(&who, request(None, "pat-real", "exam-real"), &pdf[..])
+        .await
+        .unwrap();
+    let event = uploaded_event(&store, &p.document_id).await;
+    let stamper = Joined::new(Stamper::new("Clínica"), store.clone(), vec!["stamp".into()]);
+    stamper
+        .handle(&forged(&event, "patient_id", "pat-forged".into()))
+        .await
+        .unwrap();
+    let stamped = store
+        .get_rendition(&who, &p.document_id, 1, "stamp")
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    let text = docstore_pipeline::stages::extract::extract_pdf_text(&stamped, &Default::default())
+        .unwrap()
+        .joined();
+    assert!(text.contains("pat-real"), "{text}");
+    assert!(!text.contains("pat-forged"), "{text}");
+}
