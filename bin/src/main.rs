@@ -717,7 +717,7 @@ async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> 
         Some(path) => {
             let tmp = temp_name(path);
             let result = async {
-                let f = tokio::fs::File::create(&tmp).await.map_err(out_err(&tmp))?;
+                let f = create_private(&tmp).await.map_err(out_err(&tmp))?;
                 // Each write of a tokio file is a blocking-pool hop: frames (64 KiB) are batched.
                 let mut f = tokio::io::BufWriter::with_capacity(IO_BUF, f);
                 while let Some(chunk) = stream.next().await {
@@ -767,8 +767,28 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         path: path.display().to_string(),
         source: e,
     };
-    tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-    tokio::fs::rename(&tmp, path).await.map_err(io)
+    let result = async {
+        let mut f = create_private(&tmp).await?;
+        f.write_all(bytes).await?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map_err(io)
+}
+
+/// A new file only its owner may read (decrypted content must not pass through a file others can
+/// open); an existing file of that name is an error, never overwritten or followed.
+async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 /// One line to standard output; see [`say!`]. A closed pipe exits 0, any other write failure

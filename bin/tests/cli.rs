@@ -711,3 +711,24 @@ fn a_closed_pipe_ends_a_command_quietly() {
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Decrypted content written with `get -o`, whole or a range, is readable by its owner only, and
+/// an existing output is replaced, not written through.
+#[test]
+fn get_output_files_are_owner_only() {
+    let cli = Cli::new();
+    let src = cli.file("exam.pdf", b"%PDF-1.4 owner only");
+    let v = cli.put(&src, None);
+    let doc = v["document_id"].as_str().unwrap();
+    let whole = cli.work.join("whole.pdf");
+    std::fs::write(&whole, b"old").unwrap();
+    std::fs::set_permissions(&whole, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cli.ok(&["get", doc, "-o", whole.to_str().unwrap()]);
+    let part = cli.work.join("part.pdf");
+    cli.ok(&["get", doc, "--range", "0-8", "-o", part.to_str().unwrap()]);
+    for path in [&whole, &part] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: {:o}", path.display(), mode & 0o777);
+    }
+    assert_eq!(std::fs::read(&whole).unwrap(), b"%PDF-1.4 owner only");
+}

@@ -51,3 +51,19 @@ pub use store::{
     BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, Document, GcReport, LocalLayout, PutRequest,
     RENDITION_PREFIX, RenditionSpec, RewrapReport,
 };
+
+/// Creates `path` empty with mode 0600 unless it exists, so that a database opened at it next
+/// (and the `-wal`/`-shm` files SQLite gives the database's mode) is never readable by others.
+pub fn create_owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -437,8 +437,9 @@ fn jitter(d: Duration) -> Duration {
     Duration::from_millis(ms - spread + rand::random_range(0..=2 * spread))
 }
 
-/// Sends at most `max` dead letters back to their original topics (`docstore dlq replay`);
-/// returns how many. Reads the DLQ as its own consumer group, so each dead letter is replayed once.
+/// Sends at most `max` dead letters back to their original topic (`docstore dlq replay`): the
+/// topic `dlq_topic` serves, never another one a letter's header names (those are skipped,
+/// logged). Returns how many were sent. Reads the DLQ as its own consumer group, so each dead letter is replayed once.
 /// The bound matters: a message that fails again while the replay runs is dead-lettered anew and
 /// must wait for the next replay, not loop forever.
 pub async fn replay_dead_letters(
@@ -457,13 +458,25 @@ pub async fn replay_dead_letters(
             break;
         }
         for d in batch {
-            let original = d
+            // A dead-letter topic is fed by one topic only, so that is the only one its letters go
+            // back to: a letter whose header names another (`exam.result.ready`, say) was not
+            // written by a worker, and replaying it would publish what its writer chose.
+            let named = d
                 .message
                 .headers
                 .iter()
                 .find(|(k, _)| k == dlq_headers::ORIGINAL_TOPIC)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| dlq_topic.trim_end_matches(DLQ_SUFFIX).to_owned());
+                .map(|(_, v)| v.as_str());
+            let Some(original) = dlq_topic
+                .strip_suffix(DLQ_SUFFIX)
+                .filter(|t| named.is_none_or(|n| n == *t))
+                .map(str::to_owned)
+            else {
+                tracing::warn!(dlq = dlq_topic, key = %d.message.key,
+                    "dead letter names another original topic than its queue's; not replayed");
+                sub.ack(&d).await?;
+                continue;
+            };
             let headers = d
                 .message
                 .headers

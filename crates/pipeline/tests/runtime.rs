@@ -477,3 +477,43 @@ async fn run_until_cancelled_rejoins_and_stops_on_a_failing_close() {
         .expect("the loop ended after the failing close")
         .expect("no panic");
 }
+
+/// A dead letter whose header names another topic than its queue's is not replayed there: only
+/// the relay and the workers write `file.*` and exam topics, not whoever can write a DLQ.
+#[tokio::test]
+async fn replay_sends_letters_only_back_to_their_queues_topic() {
+    let bus = InProcessBus::new(2);
+    let mut exams = Tap::new(&bus, "exam.result.ready").await;
+    let mut uploads = Tap::new(&bus, "file.uploaded").await;
+    for (key, named) in [
+        ("forged", Some("exam.result.ready")),
+        ("plain", None),
+        ("own", Some("file.uploaded")),
+    ] {
+        let mut headers = vec![(dlq_headers::KIND.to_owned(), "permanent".to_owned())];
+        if let Some(t) = named {
+            headers.push((dlq_headers::ORIGINAL_TOPIC.to_owned(), t.to_owned()));
+        }
+        bus.publish(Message {
+            topic: "file.uploaded.dlq".into(),
+            key: key.into(),
+            payload: b"{}".to_vec(),
+            headers,
+        })
+        .await
+        .unwrap();
+    }
+    let replayed = replay_dead_letters(&bus, "file.uploaded.dlq", 10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(replayed, 2);
+    let back: Vec<String> = uploads
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(back, ["plain", "own"]);
+    exams.refresh().await;
+    assert!(exams.seen.is_empty(), "{:?}", exams.seen);
+}

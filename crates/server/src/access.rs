@@ -7,7 +7,6 @@
 //! PostgreSQL (the metadata database's own, tables prefixed `docstore_access_`), through sqlx's
 //! `Any` driver: the statements are portable, so there is nothing to write twice.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use docstore::Timestamp;
@@ -99,16 +98,7 @@ impl AccessStore {
             std::fs::create_dir_all(dir).map_err(AccessError::Io)?;
         }
         // Created 0600 before SQLite opens it, so the file is never readable by others.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(AccessError::Io(e)),
-        }
+        docstore::create_owner_only(path).map_err(AccessError::Io)?;
         Self::connect(&format!("sqlite://{}", path.display()), 4).await
     }
 

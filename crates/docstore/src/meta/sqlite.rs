@@ -46,6 +46,12 @@ impl SqliteMetadata {
                 path: path.parent().unwrap_or(path).to_owned(),
             });
         }
+        if create {
+            // Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files it makes
+            // next the database file's mode, so none of the three is ever readable by others
+            // (a chmod after opening left both at the umask's 0644).
+            crate::create_owner_only(path).map_err(|e| Error::io(display.clone(), e))?;
+        }
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
