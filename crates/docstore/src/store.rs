@@ -130,6 +130,9 @@ pub struct GcReport {
     pub young_orphans: usize,
 }
 
+/// Most bytes one [`DocStore::get_range`] returns (it holds them in memory).
+pub const MAX_RANGE: u64 = 64 * 1024 * 1024;
+
 /// A version being read: its record and a stream of authenticated plaintext.
 pub struct Document {
     /// The version's metadata.
@@ -614,7 +617,8 @@ impl DocStore {
         Ok(Document { record, body })
     }
 
-    /// Reads plaintext bytes `range` of a version, decrypting only the frames that cover it.
+    /// Reads plaintext bytes `range` of a version, decrypting only the frames that cover it, into
+    /// memory: at most [`MAX_RANGE`] bytes (a longer read streams with [`DocStore::get`]).
     pub async fn get_range(
         &self,
         who: &Identity,
@@ -629,6 +633,13 @@ impl DocStore {
                 return Err(Error::InvalidInput(format!(
                     "range {}..{} outside 0..{}",
                     range.start, range.end, record.size
+                )));
+            }
+            // The range is decrypted into memory: above the cap, read with `get` (a stream).
+            if range.end - range.start > MAX_RANGE {
+                return Err(Error::InvalidInput(format!(
+                    "range of {} bytes is over the {MAX_RANGE}-byte cap of a ranged read",
+                    range.end - range.start
                 )));
             }
             let v = record.version;
