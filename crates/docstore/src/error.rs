@@ -145,7 +145,8 @@ pub enum Error {
         /// Version.
         version: u64,
     },
-    /// The local keyring file is readable by group or others, or is not a regular file.
+    /// The local keyring file is readable by group or others, is not a regular file (a symlink),
+    /// or another user owns it.
     #[error("keyring {path} has unsafe permissions {mode:o}; it must be 0600 and owned by you")]
     KeyringPermissions {
         /// Keyring path.

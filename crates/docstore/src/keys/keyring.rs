@@ -2,7 +2,7 @@
 //! sit on the same disk as the data. Use AWS KMS in production.
 //!
 //! The file is JSON, created with mode 0600; opening refuses a file that group or others can read,
-//! or a symlink, because anyone who reads it can unwrap every data key.
+//! one another user owns, or a symlink, because anyone who reads it can unwrap every data key.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -104,16 +104,38 @@ impl Keyring {
     }
 
     /// Opens an existing keyring, refusing unsafe permissions.
+    ///
+    /// The checks are made on the open descriptor (`O_NOFOLLOW`, then `fstat`), so what is checked
+    /// is what is read: a symlink, a file another user owns, or one that group or others can
+    /// read is refused, and no swap between a check and the read can change that.
     pub fn open(path: &Path) -> Result<Self> {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        use rustix::fs::{Mode, OFlags};
+        let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
+        let refused = |mode| Error::KeyringPermissions {
+            path: path.to_owned(),
+            mode,
+        };
+        let fd = match rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // ELOOP: the last component is a symlink (reported as lstat would: S_IFLNK | 0777).
+            Err(rustix::io::Errno::LOOP) => return Err(refused(0o120777)),
+            Err(e) => return Err(io(e.into())),
+        };
+        let mut file = std::fs::File::from(fd);
+        let meta = file.metadata().map_err(io)?;
         let mode = meta.mode() & 0o7777;
-        if !meta.file_type().is_file() || mode & 0o077 != 0 {
-            return Err(Error::KeyringPermissions {
-                path: path.to_owned(),
-                mode,
-            });
+        if !meta.file_type().is_file()
+            || mode & 0o077 != 0
+            || meta.uid() != rustix::process::geteuid().as_raw()
+        {
+            return Err(refused(mode));
         }
-        let raw = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?);
+        let mut raw = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        std::io::Read::read_to_end(&mut file, &mut raw).map_err(io)?;
         let mut parsed: FileFormat = serde_json::from_slice(&raw).map_err(|e| {
             Error::Key(format!(
                 "keyring {} is not valid: line {}",
@@ -307,6 +329,36 @@ mod tests {
         assert!(matches!(
             Keyring::open(&path),
             Err(Error::KeyringPermissions { mode: 0o640, .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_symlink_even_to_a_safe_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        Keyring::create(&real).unwrap();
+        let link = dir.path().join("keyring.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(Keyring::open(&real).is_ok());
+        assert!(matches!(
+            Keyring::open(&link),
+            Err(Error::KeyringPermissions { mode: 0o120777, .. })
+        ));
+    }
+
+    /// Another user's 0600 file is refused too (checked where the test can give a file away).
+    #[test]
+    fn refuses_a_file_another_user_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        Keyring::create(&path).unwrap();
+        if std::os::unix::fs::chown(&path, Some(65534), None).is_err() {
+            eprintln!("skipping: cannot chown here (not root)");
+            return;
+        }
+        assert!(matches!(
+            Keyring::open(&path),
+            Err(Error::KeyringPermissions { mode: 0o600, .. })
         ));
     }
 }
