@@ -392,6 +392,79 @@ async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text()
         "{line}"
     );
     assert!(!line.contains("char boundary"), "panic message leaked: {line}");
+
+    // Forged `file.uploaded` events for the blank page, published straight to the broker (not
+    // through the relay): a wrong version_id, another patient, a size of 1. Each of the three
+    // stages dead-letters each, and no rendition of the page changes.
+    let keys =
+        |r: &VersionRecord| -> Vec<String> { r.renditions.iter().map(|r| r.blob_key.clone()).collect() };
+    let stored = store
+        .metadata()
+        .version(&blank.document_id, Some(1))
+        .await
+        .unwrap();
+    let before = keys(&stored);
+    assert_eq!(before.len(), 3);
+    let (_, genuine) = docstore::outbox::file_uploaded(&stored);
+    for (field, value) in [
+        (
+            "version_id",
+            serde_json::json!("0192f7a0-0000-7000-8000-000000000000"),
+        ),
+        ("patient_id", serde_json::json!("pac-forged")),
+        ("size", serde_json::json!(1)),
+    ] {
+        let mut ev: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+        ev["id"] = uuid::Uuid::new_v4().to_string().into();
+        ev["data"][field] = value;
+        bus.publish(docstore_pipeline::bus::Message {
+            topic: "file.uploaded".into(),
+            key: blank.document_id.clone(),
+            payload: serde_json::to_vec(&ev).unwrap(),
+            headers: vec![(
+                "content-type".into(),
+                docstore_pipeline::events::STRUCTURED_CONTENT_TYPE.into(),
+            )],
+        })
+        .await
+        .unwrap();
+    }
+    let mut dlq = bus
+        .subscribe(
+            &format!("forged-{}", uuid::Uuid::new_v4().simple()),
+            &["file.uploaded.dlq".to_owned()],
+        )
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    let start = Instant::now();
+    while letters.len() < 9 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "forged events dead-lettered: {} of 9",
+            letters.len()
+        );
+        for d in dlq.poll(100, Duration::from_millis(500)).await.unwrap() {
+            dlq.ack(&d).await.unwrap();
+            if d.message.key == blank.document_id {
+                letters.push(d.message);
+            }
+        }
+    }
+    for m in &letters {
+        let kind = m
+            .headers
+            .iter()
+            .find(|(k, _)| k == "dlq.kind")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(kind, Some("permanent"), "{:?}", m.headers);
+    }
+    let after = store
+        .metadata()
+        .version(&blank.document_id, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(keys(&after), before, "a forged event changed a rendition");
     for w in workers {
         w.stop();
     }

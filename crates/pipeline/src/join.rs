@@ -53,11 +53,12 @@ pub fn stage_error(e: Error) -> StageError {
     }
 }
 
-/// The version an event names, as the store records it: only `(document_id, version)` are taken
-/// from the event, and its `version_id` must be the stored one. Every other field (patient, exam,
-/// size, media type, digest) comes from the record, so a forged `file.uploaded` can neither make
-/// a stage stamp another patient's name on a document nor get a large version read under a small
-/// claimed size. A mismatch or an unknown version is permanent (dead-lettered) and logged.
+/// The version an event names, as the store records it: the record is loaded by the event's
+/// `(document_id, version)`, and every other field of the event must equal the record's
+/// (`version_id`, patient, exam, kind, media type, size, digest). A forged `file.uploaded` can
+/// then neither make a stage stamp another patient's name on a document nor get a large version
+/// read under a small claimed size: a mismatch, or a version the store does not hold, is
+/// permanent (dead-lettered) and logged with the names of the fields, never their values.
 pub async fn stored_version(
     store: &DocStore,
     who: &Identity,
@@ -72,15 +73,7 @@ pub async fn stored_version(
         }
         Err(e) => return Err(stage_error(e)),
     };
-    if record.version_id != claimed.version_id {
-        tracing::warn!(document = %claimed.document_id, version = claimed.version,
-            "event's version_id is not the stored version's");
-        return Err(StageError::Permanent(format!(
-            "{} v{}: the event's version_id does not match the stored version",
-            claimed.document_id, claimed.version
-        )));
-    }
-    Ok(FileUploaded {
+    let stored = FileUploaded {
         document_id: record.document_id,
         version: record.version,
         version_id: record.version_id,
@@ -90,7 +83,29 @@ pub async fn stored_version(
         media_type: record.media_type,
         size: record.size,
         sha256: record.sha256,
-    })
+    };
+    let differ: Vec<&str> = [
+        ("version_id", stored.version_id != claimed.version_id),
+        ("patient_id", stored.patient_id != claimed.patient_id),
+        ("exam_id", stored.exam_id != claimed.exam_id),
+        ("kind", stored.kind != claimed.kind),
+        ("media_type", stored.media_type != claimed.media_type),
+        ("size", stored.size != claimed.size),
+        ("sha256", stored.sha256 != claimed.sha256),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect();
+    if !differ.is_empty() {
+        let fields = differ.join(", ");
+        tracing::warn!(document = %claimed.document_id, version = claimed.version, fields,
+            "event does not match the stored version");
+        return Err(StageError::Permanent(format!(
+            "{} v{}: the event's {fields} do not match the stored version",
+            claimed.document_id, claimed.version
+        )));
+    }
+    Ok(stored)
 }
 
 /// A [`Processor`] run as a runtime [`Stage`] that records its success for the join.
