@@ -168,6 +168,23 @@ impl LocalPipeline {
             .into_iter()
             .map(|e| e.event_id)
             .collect();
+        // What this process's relay already put on its in-process bus, read after the outbox:
+        // an entry sent between the two reads is on the bus (the relay publishes before it marks
+        // an entry sent), so a version still pending because its stages are at work is not
+        // announced twice.
+        let on_bus: std::collections::HashSet<String> = self
+            .in_process
+            .as_ref()
+            .map(|bus| {
+                bus.messages(docstore::outbox::FILE_UPLOADED)
+                    .iter()
+                    .filter_map(|m| {
+                        let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
+                        v.get("id")?.as_str().map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let indexer = Indexer::new(self.store.clone(), self.index.clone(), self.clinic.clone());
         let mut report = CatchUp::default();
         let mut after: Option<String> = None;
@@ -195,7 +212,7 @@ impl LocalPipeline {
                 match latest.state {
                     docstore::ProcessingState::Pending => {
                         let (id, payload) = docstore::outbox::file_uploaded(&latest);
-                        if !queued.contains(&id) {
+                        if !queued.contains(&id) && !on_bus.contains(&id) {
                             let topic = docstore::outbox::FILE_UPLOADED;
                             let message = crate::relay::message_of(topic, &doc.document_id, &id, &payload);
                             self.bus.publish(message).await.map_err(bus_error)?;
