@@ -210,16 +210,25 @@ impl JsonlAudit {
     }
 }
 
+impl JsonlAudit {
+    /// Hands a record to the writer thread; a full queue (the disk stalls) makes the caller wait,
+    /// never grow memory.
+    async fn enqueue(&self, pending: Pending) -> Result<()> {
+        self.queue.send(pending).await.map_err(|_| {
+            Error::io(
+                self.path.display().to_string(),
+                std::io::Error::other("audit writer stopped"),
+            )
+        })
+    }
+}
+
 #[async_trait]
 impl AuditSink for JsonlAudit {
     async fn record(&self, record: AuditRecord) -> Result<()> {
         let io = |e| Error::io(self.path.display().to_string(), e);
         let (done, durable) = tokio::sync::oneshot::channel();
-        // A full queue (the disk stalls) makes the caller wait, never grow memory.
-        self.queue
-            .send(Pending { record, done })
-            .await
-            .map_err(|_| io(std::io::Error::other("audit writer stopped")))?;
+        self.enqueue(Pending { record, done }).await?;
         durable
             .await
             .map_err(|_| io(std::io::Error::other("audit writer stopped")))?
@@ -227,14 +236,10 @@ impl AuditSink for JsonlAudit {
     }
 
     async fn record_queued(&self, record: AuditRecord) -> Result<()> {
-        let io = |e| Error::io(self.path.display().to_string(), e);
         // Nobody waits for this answer: the writer answers every record of a batch alike, so the
         // record that is waited for learns of a failed write.
         let (done, _) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Pending { record, done })
-            .await
-            .map_err(|_| io(std::io::Error::other("audit writer stopped")))
+        self.enqueue(Pending { record, done }).await
     }
 
     async fn read(&self, document: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>> {

@@ -73,31 +73,23 @@ pub async fn stored_version(
         }
         Err(e) => return Err(stage_error(e)),
     };
-    let stored = FileUploaded {
-        document_id: record.document_id,
-        version: record.version,
-        version_id: record.version_id,
-        patient_id: record.patient_id,
-        exam_id: record.exam_id,
-        kind: record.kind.as_str().to_owned(),
-        media_type: record.media_type,
-        size: record.size,
-        sha256: record.sha256,
-    };
-    let differ: Vec<&str> = [
-        ("version_id", stored.version_id != claimed.version_id),
-        ("patient_id", stored.patient_id != claimed.patient_id),
-        ("exam_id", stored.exam_id != claimed.exam_id),
-        ("kind", stored.kind != claimed.kind),
-        ("media_type", stored.media_type != claimed.media_type),
-        ("size", stored.size != claimed.size),
-        ("sha256", stored.sha256 != claimed.sha256),
-    ]
-    .into_iter()
-    .filter_map(|(name, differs)| differs.then_some(name))
-    .collect();
-    if !differ.is_empty() {
-        let fields = differ.join(", ");
+    // The event the outbox records for this version: its mapping from record to event is the
+    // one there is, so every field it carries is compared, by name.
+    let (_, payload) = docstore::outbox::file_uploaded(&record);
+    let stored = CloudEvent::decode(payload.as_bytes())
+        .and_then(|e| e.file_uploaded())
+        .map_err(|e| StageError::Permanent(format!("stored version as an event: {e}")))?;
+    if stored != *claimed {
+        let (ours, theirs) = (serde_json::to_value(&stored), serde_json::to_value(claimed));
+        let fields = match (ours, theirs) {
+            (Ok(serde_json::Value::Object(ours)), Ok(theirs)) => ours
+                .iter()
+                .filter(|(k, v)| theirs.get(k.as_str()) != Some(*v))
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "fields".to_owned(),
+        };
         tracing::warn!(document = %claimed.document_id, version = claimed.version, fields,
             "event does not match the stored version");
         return Err(StageError::Permanent(format!(

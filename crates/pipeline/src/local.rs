@@ -178,10 +178,7 @@ impl LocalPipeline {
             .map(|bus| {
                 bus.messages(docstore::outbox::FILE_UPLOADED)
                     .iter()
-                    .filter_map(|m| {
-                        let v: serde_json::Value = serde_json::from_slice(&m.payload).ok()?;
-                        v.get("id")?.as_str().map(str::to_owned)
-                    })
+                    .filter_map(|m| crate::events::CloudEvent::decode(&m.payload).ok().map(|e| e.id))
                     .collect()
             })
             .unwrap_or_default();

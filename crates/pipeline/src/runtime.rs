@@ -439,7 +439,8 @@ fn jitter(d: Duration) -> Duration {
 
 /// Sends at most `max` dead letters back to their original topic (`docstore dlq replay`): the
 /// topic `dlq_topic` serves, never another one a letter's header names (those are skipped,
-/// logged). Returns how many were sent. Reads the DLQ as its own consumer group, so each dead letter is replayed once.
+/// logged). Returns how many were sent. Reads the DLQ as its own consumer group, so each dead
+/// letter is replayed once.
 /// The bound matters: a message that fails again while the replay runs is dead-lettered anew and
 /// must wait for the next replay, not loop forever.
 pub async fn replay_dead_letters(
