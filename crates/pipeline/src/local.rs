@@ -162,28 +162,9 @@ impl LocalPipeline {
     /// One pass over the documents; `docstore reindex` rebuilds the whole index.
     pub async fn catch_up(&self) -> Result<CatchUp, docstore::Error> {
         let meta = self.store.metadata();
-        let queued: std::collections::HashSet<String> = meta
-            .outbox_pending(usize::MAX)
-            .await?
-            .into_iter()
-            .map(|e| e.event_id)
-            .collect();
-        // What this process's relay already put on its in-process bus, read after the outbox:
-        // an entry sent between the two reads is on the bus (the relay publishes before it marks
-        // an entry sent), so a version still pending because its stages are at work is not
-        // announced twice.
-        let on_bus: std::collections::HashSet<String> = self
-            .in_process
-            .as_ref()
-            .map(|bus| {
-                bus.messages(docstore::outbox::FILE_UPLOADED)
-                    .iter()
-                    .filter_map(|m| crate::events::CloudEvent::decode(&m.payload).ok().map(|e| e.id))
-                    .collect()
-            })
-            .unwrap_or_default();
         let indexer = Indexer::new(self.store.clone(), self.index.clone(), self.clinic.clone());
         let mut report = CatchUp::default();
+        let mut pending = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = meta.list_documents(after.as_deref(), 500).await?;
@@ -207,21 +188,43 @@ impl LocalPipeline {
                 }
                 let latest = meta.version(&doc.document_id, None).await?;
                 match latest.state {
-                    docstore::ProcessingState::Pending => {
-                        let (id, payload) = docstore::outbox::file_uploaded(&latest);
-                        if !queued.contains(&id) && !on_bus.contains(&id) {
-                            let topic = docstore::outbox::FILE_UPLOADED;
-                            let message = crate::relay::message_of(topic, &doc.document_id, &id, &payload);
-                            self.bus.publish(message).await.map_err(bus_error)?;
-                            report.reannounced += 1;
-                        }
-                    }
+                    docstore::ProcessingState::Pending => pending.push(latest),
                     docstore::ProcessingState::Processed if !in_index => {
                         self.reindex(&indexer, &doc.document_id).await?;
                         report.reindexed += 1;
                     }
                     _ => {}
                 }
+            }
+        }
+        // Read after the versions, then the bus after the outbox. A version seen pending had its
+        // outbox entry written in the same transaction, so the entry is either still queued (the
+        // relay will send it) or was published before it was marked sent (it is on this
+        // process's bus); only an entry sent by an earlier process is in neither. Reading in any
+        // other order lets a version put meanwhile be announced twice.
+        let queued: std::collections::HashSet<String> = meta
+            .outbox_pending(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        let on_bus: std::collections::HashSet<String> = self
+            .in_process
+            .as_ref()
+            .map(|bus| {
+                bus.messages(docstore::outbox::FILE_UPLOADED)
+                    .iter()
+                    .filter_map(|m| crate::events::CloudEvent::decode(&m.payload).ok().map(|e| e.id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for latest in pending {
+            let (id, payload) = docstore::outbox::file_uploaded(&latest);
+            if !queued.contains(&id) && !on_bus.contains(&id) {
+                let topic = docstore::outbox::FILE_UPLOADED;
+                let message = crate::relay::message_of(topic, &latest.document_id, &id, &payload);
+                self.bus.publish(message).await.map_err(bus_error)?;
+                report.reannounced += 1;
             }
         }
         Ok(report)
