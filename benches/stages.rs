@@ -106,7 +106,8 @@ fn stamp(c: &mut Criterion) {
         clinic: "Clínica Exemplo".into(),
         exam_id: "exm-1".into(),
         patient_id: "pac-1".into(),
-        released_at: "2026-11-25 10:00 UTC".into(),
+        time: "2026-11-25 10:00 UTC".into(),
+        released: true,
         text: "Documento liberado eletronicamente".into(),
     };
     let mut g = c.benchmark_group("stamp");

@@ -467,7 +467,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             clinic: clinic.clone(),
             exam_id: exam.clone(),
             patient_id: patient.clone(),
-            released_at: docstore_pipeline::stages::release_time(Timestamp::now()),
+            // A file stamped by hand is released as it is stamped.
+            time: docstore_pipeline::stages::release_time(Timestamp::now()),
+            released: true,
             text: text.clone(),
         };
         return events::stamp(file, output.as_deref(), info, cli.json).await;

@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
         clinic: "Clínica São Lucas".into(),
         exam_id: "exm-1".into(),
         patient_id: "pac-1".into(),
-        released_at: "2026-12-01 10:00 UTC".into(),
+        time: "2026-12-01 10:00 UTC".into(),
+        released: true,
         text: "Documento liberado eletronicamente".into(),
     };
     let limits = StampLimits {

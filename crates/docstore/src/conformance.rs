@@ -18,8 +18,8 @@ use crate::envelope::EncryptionContext;
 use crate::keys::KeyProvider;
 use crate::meta::{HoldChange, MetadataStore};
 use crate::{
-    DocStore, DocumentRecord, Error, Identity, IntegrityError, JoinOutcome, Kind, NewVersion, OutboxEntry,
-    ProcessingState, PutRequest, Rendition, Result, StageResult, Timestamp, VersionRecord,
+    DocStore, DocumentRecord, Error, ExamRelease, Identity, IntegrityError, JoinOutcome, Kind, NewVersion,
+    OutboxEntry, ProcessingState, PutRequest, Rendition, Result, StageResult, Timestamp, VersionRecord,
 };
 
 fn fresh(prefix: &str) -> String {
@@ -337,6 +337,41 @@ pub async fn metadata_store(meta: &dyn MetadataStore) {
         meta.set_tombstone(&doc, None).await,
         Err(Error::NotFound { .. })
     ));
+    exam_releases(meta).await;
+}
+
+/// Releases: none until recorded, the first one kept (time and author), another patient refused.
+async fn exam_releases(meta: &dyn MetadataStore) {
+    let (exam, patient) = (fresh("exam"), fresh("pat"));
+    assert_eq!(meta.exam_release(&exam).await.unwrap(), None);
+    let first = ExamRelease {
+        exam_id: exam.clone(),
+        patient_id: patient.clone(),
+        released_at: Timestamp(1_700_000_000_123),
+        released_by: "staff:ana".into(),
+    };
+    assert_eq!(meta.record_release(&first).await.unwrap(), first);
+    assert_eq!(meta.exam_release(&exam).await.unwrap().as_ref(), Some(&first));
+    let again = ExamRelease {
+        released_at: Timestamp(1_800_000_000_000),
+        released_by: "event:evt-2".into(),
+        ..first.clone()
+    };
+    assert_eq!(
+        meta.record_release(&again).await.unwrap(),
+        first,
+        "the first release stays"
+    );
+    let other = ExamRelease {
+        patient_id: fresh("pat"),
+        ..first.clone()
+    };
+    assert!(matches!(
+        meta.record_release(&other).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(meta.exam_release(&exam).await.unwrap(), Some(first));
+    assert_eq!(meta.exam_release(&fresh("exam")).await.unwrap(), None);
 }
 
 fn stage_result(stage: &str, rendition: Option<&str>) -> StageResult {
@@ -1219,6 +1254,12 @@ impl MetadataStore for StallingCommit {
     }
     async fn record_stage(&self, d: &str, v: u64, r: StageResult, req: &[String]) -> Result<JoinOutcome> {
         self.0.record_stage(d, v, r, req).await
+    }
+    async fn record_release(&self, r: &ExamRelease) -> Result<ExamRelease> {
+        self.0.record_release(r).await
+    }
+    async fn exam_release(&self, e: &str) -> Result<Option<ExamRelease>> {
+        self.0.exam_release(e).await
     }
 }
 

@@ -44,8 +44,8 @@ mod store;
 
 pub use error::{Error, IntegrityError, KeyFailure, Result};
 pub use model::{
-    DocumentRecord, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition,
-    StageResult, Timestamp, VersionRecord, validate_id,
+    DocumentRecord, ExamRelease, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState,
+    Rendition, StageResult, Timestamp, VersionRecord, validate_id,
 };
 pub use store::{
     BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, Document, GcReport, LocalLayout, MAX_RANGE,

@@ -297,6 +297,20 @@ impl DocumentRecord {
     }
 }
 
+/// An exam's results released to its patient (DESIGN §9). Recorded once: a second release of
+/// the same exam keeps the first one's time and author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExamRelease {
+    /// Exam id.
+    pub exam_id: String,
+    /// The exam's patient.
+    pub patient_id: String,
+    /// When the results were released.
+    pub released_at: Timestamp,
+    /// Who released them: a user, or the exam service's event id.
+    pub released_by: String,
+}
+
 /// An event waiting in the outbox, committed with the metadata change that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {

@@ -74,7 +74,8 @@ fn the_stamp_keeps_its_rule_for_encrypted_files() {
         clinic: "Clínica São Lucas".into(),
         exam_id: "EXM-2026-0042".into(),
         patient_id: "PAC-7781".into(),
-        released_at: "2026-11-24 10:30 UTC".into(),
+        time: "2026-11-24 10:30 UTC".into(),
+        released: true,
         text: "Documento liberado eletronicamente".into(),
     };
     for name in ["rc4-40-ownerpw-noid.pdf", "rc4-40-ownerpw-noid-locked.pdf"] {

@@ -26,7 +26,8 @@ fn stamp(b: &[u8]) -> Result<(), String> {
         clinic: "Clínica".into(),
         exam_id: "exm-1".into(),
         patient_id: "pac-1".into(),
-        released_at: "2026-12-01 10:00 UTC".into(),
+        time: "2026-12-01 10:00 UTC".into(),
+        released: true,
         text: "Documento liberado".into(),
     };
     typed(stamp_pdf(b, &info, &StampLimits::default()))

@@ -327,3 +327,93 @@ async fn forged_upload_events_change_no_rendition() {
         .joined();
     assert!(text.contains("pat-real"), "{text}");
 }
+
+/// The stamp prints the exam's release time from the metadata store once the exam is released,
+/// and says "Emitido em" with no release claim before; a release recorded for another patient is
+/// not printed on this patient's document.
+#[tokio::test]
+async fn stamp_prints_the_recorded_release_time() {
+    use docstore_pipeline::stages::Stamper;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
+    let who = Identity::new("staff:stages");
+    let pdf = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/columns/table-rows.pdf"
+    ))
+    .unwrap();
+    let stamper = Joined::new(Stamper::new("Clínica"), store.clone(), vec!["stamp".into()]);
+    let stamp_text = |doc: String| {
+        let (store, who) = (store.clone(), who.clone());
+        async move {
+            let stamped = store
+                .get_rendition(&who, &doc, 1, "stamp")
+                .await
+                .unwrap()
+                .read_all()
+                .await
+                .unwrap();
+            docstore_pipeline::stages::extract::extract_pdf_text(&stamped, &Default::default())
+                .unwrap()
+                .joined()
+        }
+    };
+
+    let before = store
+        .put(&who, request(None, "pat-r", "exam-r"), &pdf[..])
+        .await
+        .unwrap();
+    stamper
+        .handle(&uploaded_event(&store, &before.document_id).await)
+        .await
+        .unwrap();
+    let text = stamp_text(before.document_id.clone()).await;
+    assert!(
+        text.contains("Emitido em") && !text.contains("LIBERADO"),
+        "{text}"
+    );
+
+    // 2023-11-14 22:13:20 UTC.
+    let release = docstore::ExamRelease {
+        exam_id: "exam-r".into(),
+        patient_id: "pat-r".into(),
+        released_at: docstore::Timestamp(1_700_000_000_000),
+        released_by: "staff:ana".into(),
+    };
+    store.metadata().record_release(&release).await.unwrap();
+    let after = store
+        .put(&who, request(None, "pat-r", "exam-r"), &pdf[..])
+        .await
+        .unwrap();
+    stamper
+        .handle(&uploaded_event(&store, &after.document_id).await)
+        .await
+        .unwrap();
+    let text = stamp_text(after.document_id.clone()).await;
+    assert!(
+        text.contains("LIBERADO") && text.contains("Liberado em 2023-11-14 22:13 UTC"),
+        "{text}"
+    );
+    // Stamping again (a redelivery of the first version's event) now prints the release.
+    stamper
+        .handle(&uploaded_event(&store, &before.document_id).await)
+        .await
+        .unwrap();
+    let text = stamp_text(before.document_id).await;
+    assert!(text.contains("Liberado em 2023-11-14 22:13 UTC"), "{text}");
+
+    // The same exam id under another patient (a forged or mistaken upload) prints no release.
+    let other = store
+        .put(&who, request(None, "pat-other", "exam-r"), &pdf[..])
+        .await
+        .unwrap();
+    stamper
+        .handle(&uploaded_event(&store, &other.document_id).await)
+        .await
+        .unwrap();
+    let text = stamp_text(other.document_id).await;
+    assert!(
+        text.contains("Emitido em") && !text.contains("Liberado em"),
+        "{text}"
+    );
+}

@@ -17,7 +17,8 @@ fn info() -> StampInfo {
         clinic: "Clínica São Lucas".into(),
         exam_id: "EXM-2026-0042".into(),
         patient_id: "PAC-7781".into(),
-        released_at: "2026-11-24 10:30 UTC".into(),
+        time: "2026-11-24 10:30 UTC".into(),
+        released: true,
         text: "Documento liberado eletronicamente".into(),
     }
 }

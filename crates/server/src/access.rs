@@ -27,12 +27,15 @@ pub enum AccessError {
     /// An event or request names an exam of another patient than the one recorded.
     #[error("exam belongs to another patient")]
     PatientMismatch,
+    /// The metadata store, which keeps the release time, failed.
+    #[error("metadata store")]
+    Metadata(#[source] docstore::Error),
 }
 
 impl AccessError {
     /// Whether retrying may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AccessError::Database(_))
+        matches!(self, AccessError::Database(_) | AccessError::Metadata(_))
     }
 }
 
@@ -181,21 +184,35 @@ impl AccessStore {
         .map_err(AccessError::Database)?;
         Ok(())
     }
-
-    /// Releases an exam's results to its patient. Idempotent: the first release time stays.
+    /// Releases an exam to its patient. The release is recorded first in the metadata store
+    /// (`meta`), which keeps the first release's time on every backend and is what the stamp
+    /// prints; this store then takes that time. Idempotent, and a retry after a failure between
+    /// the two writes gives both the same time.
     pub async fn release(
         &self,
+        meta: &dyn docstore::meta::MetadataStore,
         exam_id: &str,
         patient_id: &str,
         by: &str,
     ) -> Result<ExamAccess, AccessError> {
+        // The patient check first, so a mismatched release is recorded nowhere.
         self.record_exam(exam_id, patient_id).await?;
+        let asked = docstore::ExamRelease {
+            exam_id: exam_id.to_owned(),
+            patient_id: patient_id.to_owned(),
+            released_at: Timestamp::now(),
+            released_by: by.to_owned(),
+        };
+        let recorded = meta.record_release(&asked).await.map_err(|e| match e {
+            docstore::Error::InvalidInput(_) => AccessError::PatientMismatch,
+            other => AccessError::Metadata(other),
+        })?;
         sqlx::query(
             "UPDATE docstore_access_exams SET released_at = $1, released_by = $2, updated_at = $1
              WHERE exam_id = $3 AND released_at IS NULL",
         )
-        .bind(Timestamp::now().0)
-        .bind(by)
+        .bind(recorded.released_at.0)
+        .bind(&recorded.released_by)
         .bind(exam_id)
         .execute(&self.pool)
         .await

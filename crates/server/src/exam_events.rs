@@ -4,7 +4,10 @@
 //! exam complete (`GET /v1/exams/{e}` shows it). A worker of the pipeline's
 //! runtime runs it, so delivery, retries and dead letters are the pipeline's.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use docstore::meta::MetadataStore;
 use docstore_pipeline::events::{CloudEvent, EventType};
 use docstore_pipeline::runtime::{Stage, StageError};
 
@@ -22,12 +25,13 @@ pub const TOPICS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct ExamEvents {
     access: AccessStore,
+    meta: Arc<dyn MetadataStore>,
 }
 
 impl ExamEvents {
-    /// A stage writing to `access`.
-    pub fn new(access: AccessStore) -> Self {
-        ExamEvents { access }
+    /// A stage writing to `access`, and releases to `meta` too (see [`AccessStore::release`]).
+    pub fn new(access: AccessStore, meta: Arc<dyn MetadataStore>) -> Self {
+        ExamEvents { access, meta }
     }
 }
 
@@ -69,7 +73,12 @@ impl Stage for ExamEvents {
             }
             EventType::ExamResultReady => {
                 self.access
-                    .release(&exam.exam_id, &exam.patient_id, &format!("event:{}", event.id))
+                    .release(
+                        self.meta.as_ref(),
+                        &exam.exam_id,
+                        &exam.patient_id,
+                        &format!("event:{}", event.id),
+                    )
                     .await
                     .map_err(stage_error)?;
             }

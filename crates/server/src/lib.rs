@@ -317,7 +317,10 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         rc.poll_wait = Duration::from_millis(100);
         let worker = Worker::new(
             bus,
-            Arc::new(exam_events::ExamEvents::new(state.access.clone())),
+            Arc::new(exam_events::ExamEvents::new(
+                state.access.clone(),
+                state.store.metadata().clone(),
+            )),
             rc,
         );
         let stop = tokio_util::sync::CancellationToken::new();

@@ -30,11 +30,16 @@ fn event(kind: &str, id: &str, data: serde_json::Value) -> Message {
 async fn exam_events_assign_release_and_dead_letter() {
     let h = Harness::start(false, |_| {}).await;
     let access = h.service.as_ref().unwrap().state().access.clone();
+    let meta = h.service.as_ref().unwrap().state().store.metadata().clone();
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(2));
     let mut rc = RuntimeConfig::new("exam-access", TOPICS);
     rc.poll_wait = Duration::from_millis(20);
     rc.backoff = Duration::from_millis(10);
-    let worker = Arc::new(Worker::new(bus.clone(), Arc::new(ExamEvents::new(access)), rc));
+    let worker = Arc::new(Worker::new(
+        bus.clone(),
+        Arc::new(ExamEvents::new(access, meta.clone())),
+        rc,
+    ));
     let metrics = worker.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let w = worker.clone();
@@ -139,7 +144,15 @@ async fn exam_events_assign_release_and_dead_letter() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(exam["patient_id"], "pac-k");
-    assert!(exam["released_at"].is_string());
+    // The release is the metadata store's (what the stamp prints), with the same time, and the
+    // second patient's claim left it alone.
+    let release = meta.exam_release("exm-k").await.unwrap().unwrap();
+    assert_eq!(
+        (release.patient_id.as_str(), release.released_by.as_str()),
+        ("pac-k", "event:ex-2")
+    );
+    assert_eq!(exam["released_at"], release.released_at.to_rfc3339());
+    assert_eq!(meta.exam_release("exm-z").await.unwrap(), None);
     // A patient has no exam view; it reads as missing.
     let r = h
         .http

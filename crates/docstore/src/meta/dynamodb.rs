@@ -18,12 +18,12 @@ use aws_sdk_dynamodb::types::{
     Update,
 };
 
-use super::rows::{check_owner, next_version};
+use super::rows::{check_owner, kept_release, next_version};
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition, StageResult,
-    Timestamp, VersionRecord,
+    DocumentRecord, ExamRelease, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition,
+    StageResult, Timestamp, VersionRecord,
 };
 
 type Item = HashMap<String, Av>;
@@ -36,6 +36,7 @@ const DOC_SK: &str = "#DOC";
 const BLOB_SK: &str = "#BLOB";
 const OUTBOX_SK: &str = "#OUTBOX";
 const PENDING: &str = "OUTBOX";
+const RELEASE_SK: &str = "#RELEASE";
 
 /// Commit lock stripes per process (see [`DynamoMetadata::commit_version`]).
 const STRIPES: usize = 64;
@@ -56,6 +57,9 @@ fn n(v: i64) -> Av {
 }
 fn doc_pk(id: &str) -> String {
     format!("D#{id}")
+}
+fn exam_pk(id: &str) -> String {
+    format!("E#{id}")
 }
 fn version_sk(v: u64) -> String {
     format!("V#{v:020}")
@@ -1072,5 +1076,45 @@ impl MetadataStore for DynamoMetadata {
             backend: "dynamodb".into(),
             detail: format!("stage result for {document_id} v{version} lost {COMMIT_ATTEMPTS} races"),
         })
+    }
+
+    async fn record_release(&self, release: &ExamRelease) -> Result<ExamRelease> {
+        let mut item = Self::key(exam_pk(&release.exam_id), RELEASE_SK);
+        item.insert("patient_id".into(), s(&release.patient_id));
+        item.insert("released_at".into(), n(release.released_at.0));
+        item.insert("released_by".into(), s(&release.released_by));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // The first release stays: a later one writes nothing.
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
+            Err(e) => return Err(ddb_err("PutItem", e)),
+        }
+        let recorded = self.exam_release(&release.exam_id).await?.ok_or_else(|| {
+            Error::Metadata(format!(
+                "exam {}: release not found after recording it",
+                release.exam_id
+            ))
+        })?;
+        kept_release(recorded, release)
+    }
+
+    async fn exam_release(&self, exam_id: &str) -> Result<Option<ExamRelease>> {
+        let Some(item) = self.get_item(exam_pk(exam_id), RELEASE_SK).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ExamRelease {
+            exam_id: exam_id.to_owned(),
+            patient_id: get_s(&item, "patient_id")?,
+            released_at: Timestamp(get_n(&item, "released_at")?),
+            released_by: get_s(&item, "released_by")?,
+        }))
     }
 }

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp, VersionRecord,
+    DocumentRecord, ExamRelease, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp,
+    VersionRecord,
 };
 
 #[cfg(feature = "aws")]
@@ -113,4 +114,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
         result: StageResult,
         required: &[String],
     ) -> Result<JoinOutcome>;
+
+    /// Records an exam's release unless one is recorded already, and returns the recorded one
+    /// (so the first release's time stays). Fails with `Error::InvalidInput` when the exam is
+    /// recorded for another patient.
+    async fn record_release(&self, release: &ExamRelease) -> Result<ExamRelease>;
+
+    /// The exam's release, if it was released.
+    async fn exam_release(&self, exam_id: &str) -> Result<Option<ExamRelease>>;
 }

@@ -12,13 +12,14 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
 use super::rows::{
-    RowAccess, check_owner, document_from_row, found, impl_row_access, next_version, outbox_from_row,
-    renditions, row_err, version_from_row,
+    RowAccess, check_owner, document_from_row, found, impl_row_access, kept_release, next_version,
+    outbox_from_row, release_from_row, renditions, row_err, version_from_row,
 };
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, Result};
 use crate::model::{
-    DocumentRecord, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp, VersionRecord,
+    DocumentRecord, ExamRelease, JoinOutcome, NewVersion, OutboxEntry, Rendition, StageResult, Timestamp,
+    VersionRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -478,5 +479,37 @@ impl MetadataStore for PostgresMetadata {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(merged.outcome)
+    }
+
+    async fn record_release(&self, release: &ExamRelease) -> Result<ExamRelease> {
+        sqlx::query(
+            "INSERT INTO exam_releases (exam_id, patient_id, released_at, released_by) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (exam_id) DO NOTHING",
+        )
+        .bind(&release.exam_id)
+        .bind(&release.patient_id)
+        .bind(release.released_at.0)
+        .bind(&release.released_by)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let recorded = self.exam_release(&release.exam_id).await?.ok_or_else(|| {
+            Error::Metadata(format!(
+                "exam {}: release not found after recording it",
+                release.exam_id
+            ))
+        })?;
+        kept_release(recorded, release)
+    }
+
+    async fn exam_release(&self, exam_id: &str) -> Result<Option<ExamRelease>> {
+        let row = sqlx::query(
+            "SELECT exam_id, patient_id, released_at, released_by FROM exam_releases WHERE exam_id = $1",
+        )
+        .bind(exam_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(release_from_row).transpose()
     }
 }

@@ -130,6 +130,31 @@ pub(crate) fn check_owner(doc: &DocumentRecord, new: &crate::model::NewVersion) 
     Ok(())
 }
 
+/// An `exam_releases` row.
+pub(crate) fn release_from_row(row: &impl RowAccess) -> Result<crate::model::ExamRelease> {
+    Ok(crate::model::ExamRelease {
+        exam_id: row.text("exam_id")?,
+        patient_id: row.text("patient_id")?,
+        released_at: crate::model::Timestamp(row.int("released_at")?),
+        released_by: row.text("released_by")?,
+    })
+}
+
+/// The release a store keeps when `asked` meets the `recorded` one: the recorded one, unless
+/// it names another patient.
+pub(crate) fn kept_release(
+    recorded: crate::model::ExamRelease,
+    asked: &crate::model::ExamRelease,
+) -> Result<crate::model::ExamRelease> {
+    if recorded.patient_id != asked.patient_id {
+        return Err(Error::InvalidInput(format!(
+            "exam {} belongs to another patient",
+            asked.exam_id
+        )));
+    }
+    Ok(recorded)
+}
+
 /// The record a commit inserts as version `latest + 1`.
 pub(crate) fn next_version(new: crate::model::NewVersion, latest: u64) -> VersionRecord {
     VersionRecord {

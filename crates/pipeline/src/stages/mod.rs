@@ -331,11 +331,24 @@ impl Processor for Stamper {
                 file.document_id, file.version, file.media_type
             )));
         }
+        // The exam's release time when it is known (recorded on every metadata backend), so
+        // the stamp a patient prints says when the results were released to them.
+        let release = store
+            .metadata()
+            .exam_release(&file.exam_id)
+            .await
+            .map_err(stage_error)?
+            .filter(|r| r.patient_id == file.patient_id);
         let info = stamp::StampInfo {
             clinic: self.clinic.clone(),
             exam_id: file.exam_id.clone(),
             patient_id: file.patient_id.clone(),
-            released_at: release_time(docstore::Timestamp::now()),
+            time: release_time(
+                release
+                    .as_ref()
+                    .map_or_else(docstore::Timestamp::now, |r| r.released_at),
+            ),
+            released: release.is_some(),
             text: self.text.clone(),
         };
         let limits = self.limits;

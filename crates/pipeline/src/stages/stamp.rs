@@ -28,8 +28,10 @@ pub struct StampInfo {
     pub exam_id: String,
     /// Patient id.
     pub patient_id: String,
-    /// Release time, as it should be printed.
-    pub released_at: String,
+    /// The time printed: the exam's release when `released`, else the stamping time.
+    pub time: String,
+    /// Whether the exam's results were released when the stamp was made.
+    pub released: bool,
     /// A configurable last line (e.g. "Documento liberado eletronicamente").
     pub text: String,
 }
@@ -240,11 +242,19 @@ fn stamp_ops(visible: [f32; 4], rotate: i64, info: &StampInfo) -> Vec<u8> {
         270 => ([0.0, -1.0, 1.0, 0.0, x0, y1], h),
         _ => ([1.0, 0.0, 0.0, 1.0, x0, y0], w),
     };
-    let lines = [
-        format!("LIBERADO · {}", info.clinic),
-        format!("Exame {} · Paciente {}", info.exam_id, info.patient_id),
-        format!("{} · {}", info.released_at, info.text),
-    ];
+    let lines = if info.released {
+        [
+            format!("LIBERADO · {}", info.clinic),
+            format!("Exame {} · Paciente {}", info.exam_id, info.patient_id),
+            format!("Liberado em {} · {}", info.time, info.text),
+        ]
+    } else {
+        [
+            info.clinic.clone(),
+            format!("Exame {} · Paciente {}", info.exam_id, info.patient_id),
+            format!("Emitido em {} · {}", info.time, info.text),
+        ]
+    };
     let size = (dw / 70.0).clamp(5.0, 8.0);
     let longest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f32;
     let (margin, pad) = (10.0f32, 3.0f32);

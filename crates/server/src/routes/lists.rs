@@ -199,7 +199,7 @@ pub async fn release(
     let by = caller.principal.identity().subject;
     let e = state
         .access
-        .release(&exam, &patient, &by)
+        .release(state.store.metadata().as_ref(), &exam, &patient, &by)
         .await
         .map_err(|e| match e {
             crate::access::AccessError::PatientMismatch => ApiError::Status(
