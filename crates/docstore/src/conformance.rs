@@ -396,6 +396,94 @@ fn stage_result(stage: &str, rendition: Option<&str>) -> StageResult {
     }
 }
 
+/// Crypto-shredding in the store's write: the version's key block and every rendition's are
+/// emptied together; a stage finishing after the shred, or after a delete, records nothing; a
+/// legal hold or retention date refuses the shred inside the write.
+pub async fn shred_write(meta: &dyn MetadataStore) {
+    let (doc, patient, exam) = (fresh("shred"), fresh("pat"), fresh("exam"));
+    let v1 = meta
+        .commit_version(new_version(&doc, &patient, &exam), None)
+        .await
+        .unwrap();
+    let required: Vec<String> = vec!["thumbnail".into(), "text".into()];
+    for stage in ["thumbnail", "text"] {
+        let key = fresh("rendition");
+        meta.record_stage(&doc, 1, stage_result(stage, Some(&key)), &required)
+            .await
+            .unwrap();
+    }
+    let before = meta.version(&doc, Some(1)).await.unwrap();
+    assert_eq!(before.renditions.len(), 2);
+    assert!(before.renditions.iter().all(|r| !r.key_block.is_empty()));
+
+    // A hold refuses the shred, and nothing changes.
+    let hold = |on: bool| HoldChange {
+        legal_hold: Some(on),
+        retain_until: None,
+    };
+    meta.set_hold(&doc, hold(true)).await.unwrap();
+    assert!(matches!(
+        meta.replace_key_block(&doc, 1, &v1.key_block, &[]).await,
+        Err(Error::Refused { .. })
+    ));
+    meta.set_hold(&doc, hold(false)).await.unwrap();
+    let retained = HoldChange {
+        legal_hold: None,
+        retain_until: Some(Some(Timestamp::now().plus(Duration::from_secs(3600)))),
+    };
+    meta.set_hold(&doc, retained).await.unwrap();
+    assert!(matches!(
+        meta.replace_key_block(&doc, 1, &v1.key_block, &[]).await,
+        Err(Error::Refused { .. })
+    ));
+    let unretained = HoldChange {
+        legal_hold: None,
+        retain_until: Some(None),
+    };
+    meta.set_hold(&doc, unretained).await.unwrap();
+    assert_eq!(meta.version(&doc, Some(1)).await.unwrap(), before);
+
+    meta.replace_key_block(&doc, 1, &v1.key_block, &[]).await.unwrap();
+    let after = meta.version(&doc, Some(1)).await.unwrap();
+    assert!(after.key_block.is_empty());
+    assert_eq!(
+        after.renditions.len(),
+        2,
+        "descriptors stay, for deleting the ciphertext"
+    );
+    assert!(
+        after.renditions.iter().all(|r| r.key_block.is_empty()),
+        "a rendition key block survived the shred"
+    );
+    // A stage that finishes after the shred records no rendition.
+    assert!(matches!(
+        meta.record_stage(&doc, 1, stage_result("stamp", Some(&fresh("late"))), &required)
+            .await,
+        Err(Error::Refused { .. })
+    ));
+    assert_eq!(meta.version(&doc, Some(1)).await.unwrap(), after);
+
+    // A stage that finishes after a soft delete records nothing either.
+    let gone = fresh("shred");
+    meta.commit_version(new_version(&gone, &patient, &exam), None)
+        .await
+        .unwrap();
+    meta.set_tombstone(&gone, Some((Timestamp::now(), "staff:x".into())))
+        .await
+        .unwrap();
+    assert!(matches!(
+        meta.record_stage(
+            &gone,
+            1,
+            stage_result("thumbnail", Some(&fresh("late"))),
+            &required
+        )
+        .await,
+        Err(Error::Refused { .. })
+    ));
+    assert!(meta.version(&gone, Some(1)).await.unwrap().renditions.is_empty());
+}
+
 /// The `file.processed` join: stage results accumulate idempotently, the version completes once
 /// every required stage recorded success, and of concurrent completions exactly one records the
 /// `file.processed` outbox entry (in the same write). Renditions are referenced for gc and purge.

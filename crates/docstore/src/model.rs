@@ -283,6 +283,18 @@ pub struct DocumentRecord {
 }
 
 impl DocumentRecord {
+    /// Why a crypto-shred at `now` is refused, if it is: a legal hold, or a retention date not
+    /// reached. Every backend checks it inside the shred's own write.
+    pub fn shred_refusal(&self, now: Timestamp) -> Option<String> {
+        if self.legal_hold {
+            Some("legal hold is set".into())
+        } else {
+            self.retain_until
+                .filter(|t| *t > now)
+                .map(|t| format!("retained until {}", t.to_rfc3339()))
+        }
+    }
+
     /// Why a purge at `now` is refused, if it is.
     pub fn purge_refusal(&self, now: Timestamp) -> Option<String> {
         if self.deleted_at.is_none() {

@@ -1095,31 +1095,32 @@ impl DocStore {
     /// as evidence; reads fail with [`Error::Shredded`].
     pub async fn shred(&self, who: &Identity, document_id: &str, version: u64) -> Result<VersionRecord> {
         self.audited(who, "shred", Some(document_id), async {
-            let doc = self.meta.document(document_id).await?;
-            if doc.legal_hold {
+            // Checked again inside the backend's write, against a hold set meanwhile.
+            if let Some(reason) = self
+                .meta
+                .document(document_id)
+                .await?
+                .shred_refusal(Timestamp::now())
+            {
                 return Err(Error::Refused {
                     document: document_id.to_owned(),
-                    reason: "legal hold is set".into(),
-                });
-            }
-            if let Some(t) = doc.retain_until.filter(|t| *t > Timestamp::now()) {
-                return Err(Error::Refused {
-                    document: document_id.to_owned(),
-                    reason: format!("retained until {}", t.to_rfc3339()),
+                    reason,
                 });
             }
             let record = self.meta.version(document_id, Some(version)).await?;
             if !record.key_block.is_empty() {
+                // Empties the renditions' key blocks in the same write: no key unwraps their data
+                // keys from a backup or a surviving blob.
                 self.meta
                     .replace_key_block(document_id, version, &record.key_block, &[])
                     .await?;
             }
-            // Renditions are derived patient data: unreadable from now on (get_rendition refuses a
-            // shredded version), and their ciphertext goes too.
-            for r in &record.renditions {
+            // Their ciphertext goes too; get_rendition refuses a shredded version. Read after the
+            // shred, so a rendition a stage recorded just before it is deleted as well.
+            let shredded = self.meta.version(document_id, Some(version)).await?;
+            for r in &shredded.renditions {
                 self.blobs.delete(&r.blob_key).await?;
             }
-            let shredded = self.meta.version(document_id, Some(version)).await?;
             Ok((shredded, Some(version), None))
         })
         .await

@@ -195,6 +195,7 @@ async fn metadata_dynamodb() {
     let Some(settings) = aws() else { return };
     conformance::metadata_store(&dynamodb(&settings).await).await;
     conformance::processing_join(&dynamodb(&settings).await).await;
+    conformance::shred_write(&dynamodb(&settings).await).await;
 }
 
 #[tokio::test]

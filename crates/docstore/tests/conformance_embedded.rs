@@ -37,12 +37,14 @@ async fn metadata_sqlite_file() {
         .unwrap();
     conformance::metadata_store(&meta).await;
     conformance::processing_join(&meta).await;
+    conformance::shred_write(&meta).await;
 }
 
 #[tokio::test]
 async fn metadata_sqlite_in_memory() {
     conformance::metadata_store(&SqliteMetadata::in_memory().await.unwrap()).await;
     conformance::processing_join(&SqliteMetadata::in_memory().await.unwrap()).await;
+    conformance::shred_write(&SqliteMetadata::in_memory().await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ async fn metadata_postgres() {
     let Some(meta) = pg().await else { return };
     conformance::metadata_store(&meta).await;
     conformance::processing_join(&meta).await;
+    conformance::shred_write(&meta).await;
 }
 
 #[tokio::test]

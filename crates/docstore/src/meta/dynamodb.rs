@@ -13,9 +13,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TransactWriteItem,
-    Update,
+    AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem, Update,
 };
 
 use super::rows::{check_owner, kept_release, next_version};
@@ -782,18 +782,47 @@ impl MetadataStore for DynamoMetadata {
             reason: format!("v{version}: key block changed concurrently or version missing"),
         };
         if new.is_empty() {
-            // A shred: announced (file.deleted) in the same transaction.
+            // A shred: the version's and its renditions' key blocks are emptied, the document's
+            // hold and retention checked, and file.deleted announced, in one transaction.
+            let now = Timestamp::now();
+            let refused = |reason| Error::Refused {
+                document: document_id.to_owned(),
+                reason,
+            };
+            if let Some(reason) = self.document(document_id).await?.shred_refusal(now) {
+                return Err(refused(reason));
+            }
+            let item = self
+                .get_item(doc_pk(document_id), &version_sk(version))
+                .await?
+                .ok_or_else(changed)?;
+            let listed = opt_s(&item, "renditions").unwrap_or_default();
+            let record = version_from_item(&item)?;
+            let cleared = super::join::renditions_json(&super::join::shredded(&record.renditions))?;
+            let hold = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(doc_pk(document_id), DOC_SK)))
+                .condition_expression(
+                    "legal_hold = :f AND (attribute_not_exists(retain_until) OR retain_until <= :now)",
+                )
+                .expression_attribute_values(":f", Av::Bool(false))
+                .expression_attribute_values(":now", n(now.0))
+                .build()
+                .map_err(build_err)?;
             let change = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(Self::key(doc_pk(document_id), &version_sk(version))))
-                .update_expression("SET key_block = :new")
-                .condition_expression("key_block = :old")
+                .update_expression("SET key_block = :new, renditions = :r")
+                .condition_expression("key_block = :old AND renditions = :listed")
                 .expression_attribute_values(":new", Av::B(Blob::new(Vec::new())))
                 .expression_attribute_values(":old", Av::B(Blob::new(expected.to_vec())))
+                .expression_attribute_values(":r", s(cleared))
+                .expression_attribute_values(":listed", s(listed))
                 .build()
                 .map_err(build_err)?;
             let (event_id, payload) = crate::outbox::file_deleted(document_id, Some(version), "shredded");
             let items = vec![
+                TransactWriteItem::builder().condition_check(hold).build(),
                 TransactWriteItem::builder().update(change).build(),
                 self.outbox_put(
                     &event_id,
@@ -811,7 +840,10 @@ impl MetadataStore for DynamoMetadata {
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(e) if lost_race(&e) => Err(changed()),
+                Err(e) if lost_race(&e) => match self.document(document_id).await?.shred_refusal(now) {
+                    Some(reason) => Err(refused(reason)),
+                    None => Err(changed()),
+                },
                 Err(e) => Err(ddb_err("TransactWriteItems", e)),
             };
         }
@@ -1011,6 +1043,7 @@ impl MetadataStore for DynamoMetadata {
                 });
             };
             let record = version_from_item(&item)?;
+            super::join::refuse_if_deleted(&self.document(document_id).await?)?;
             let old = opt_s(&item, "stages");
             let merged = super::join::merge(&record, old.as_deref().unwrap_or(""), result.clone(), required)?;
             let renditions = super::join::renditions_json(&merged.renditions)?;
@@ -1022,16 +1055,27 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_values(":s", s(&merged.stages_json))
                 .expression_attribute_values(":r", s(renditions))
                 .expression_attribute_values(":state", s(merged.state.as_str()));
+            // The key block read (not shredded, see merge) must still be there.
+            update = update.expression_attribute_values(":kb", Av::B(Blob::new(record.key_block.clone())));
             update = match &old {
                 Some(o) => update
-                    .condition_expression("stages = :old")
+                    .condition_expression("stages = :old AND key_block = :kb")
                     .expression_attribute_values(":old", s(o)),
-                None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(stages)"),
+                None => update.condition_expression(
+                    "attribute_exists(pk) AND attribute_not_exists(stages) AND key_block = :kb",
+                ),
             };
+            let alive = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(doc_pk(document_id), DOC_SK)))
+                .condition_expression("attribute_not_exists(deleted_at)")
+                .build()
+                .map_err(build_err)?;
             let mut items = vec![
                 TransactWriteItem::builder()
                     .update(update.build().map_err(build_err)?)
                     .build(),
+                TransactWriteItem::builder().condition_check(alive).build(),
             ];
             // Blob references: the new renditions are kept by gc, the replaced ones are not.
             let kept: HashSet<&str> = merged.renditions.iter().map(|r| r.blob_key.as_str()).collect();

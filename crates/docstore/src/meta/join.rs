@@ -46,6 +46,13 @@ pub(crate) fn merge(
     if result.stage.is_empty() {
         return Err(Error::InvalidInput("stage name is empty".into()));
     }
+    if version.key_block.is_empty() {
+        // Shredded meanwhile: a rendition recorded now would be readable patient data again.
+        return Err(Error::Refused {
+            document: version.document_id.clone(),
+            reason: format!("v{}: shredded", version.version),
+        });
+    }
     let mut stages = parse(stages_json)?;
     let mut renditions: Vec<Rendition> = version
         .renditions
@@ -95,6 +102,29 @@ pub(crate) fn merge(
 /// The stored form of a version's rendition list.
 pub(crate) fn renditions_json(renditions: &[Rendition]) -> Result<String> {
     serde_json::to_string(renditions).map_err(|e| Error::Metadata(e.to_string()))
+}
+
+/// A shredded version's rendition list: the descriptors stay, every key block is emptied, so no
+/// key unwraps a rendition's data key any more (its ciphertext is deleted next).
+pub(crate) fn shredded(renditions: &[Rendition]) -> Vec<Rendition> {
+    renditions
+        .iter()
+        .map(|r| Rendition {
+            key_block: Vec::new(),
+            ..r.clone()
+        })
+        .collect()
+}
+
+/// Refuses a stage result for a document soft-deleted meanwhile.
+pub(crate) fn refuse_if_deleted(doc: &crate::model::DocumentRecord) -> Result<()> {
+    match doc.deleted_at {
+        Some(_) => Err(Error::Refused {
+            document: doc.document_id.clone(),
+            reason: "the document is deleted".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The refusal when a compare-and-swap on a version's renditions finds them changed.

@@ -323,34 +323,64 @@ impl MetadataStore for PostgresMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
+        let changed = || Error::Refused {
+            document: document_id.to_owned(),
+            reason: format!("v{version}: key block changed concurrently or version missing"),
+        };
         let mut tx = self.begin().await?;
-        let res = sqlx::query(
-            "UPDATE versions SET key_block = $1 WHERE document_id = $2 AND version = $3 AND key_block = $4",
+        if !new.is_empty() {
+            let res = sqlx::query(
+                "UPDATE versions SET key_block = $1 WHERE document_id = $2 AND version = $3 AND key_block = $4",
+            )
+            .bind(new)
+            .bind(document_id)
+            .bind(version as i64)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if res.rows_affected() != 1 {
+                return Err(changed());
+            }
+            tx.commit().await.map_err(map_err)?;
+            return Ok(());
+        }
+        // A shred: the document row's lock holds off a concurrent hold, so the check, the read
+        // of the renditions and the update are one step.
+        let now = Timestamp::now();
+        if let Some(reason) = Self::document_in(&mut *tx, document_id, true)
+            .await?
+            .shred_refusal(now)
+        {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason,
+            });
+        }
+        let row = sqlx::query(
+            "SELECT renditions::text AS renditions FROM versions \
+             WHERE document_id = $1 AND version = $2 AND key_block = $3 FOR UPDATE",
         )
-        .bind(new)
         .bind(document_id)
         .bind(version as i64)
         .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(changed)?;
+        let cleared = super::join::shredded(&renditions(&row)?);
+        sqlx::query(
+            "UPDATE versions SET key_block = $1, renditions = $2::jsonb WHERE document_id = $3 AND version = $4",
+        )
+        .bind(new)
+        .bind(super::join::renditions_json(&cleared)?)
+        .bind(document_id)
+        .bind(version as i64)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        if res.rows_affected() != 1 {
-            return Err(Error::Refused {
-                document: document_id.to_owned(),
-                reason: format!("v{version}: key block changed concurrently or version missing"),
-            });
-        }
-        if new.is_empty() {
-            let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
-            Self::outbox_insert(
-                &mut tx,
-                crate::outbox::FILE_DELETED,
-                document_id,
-                event,
-                Timestamp::now(),
-            )
-            .await?;
-        }
+        let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
+        Self::outbox_insert(&mut tx, crate::outbox::FILE_DELETED, document_id, event, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
     }
@@ -452,6 +482,9 @@ impl MetadataStore for PostgresMetadata {
             });
         };
         let record = version_from_row(&row)?;
+        // Read without a lock: a shred locks the document, then this version row, so locking
+        // the document here, after the version row, could deadlock with it.
+        super::join::refuse_if_deleted(&Self::document_in(&mut *tx, document_id, false).await?)?;
         let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
         let renditions =
             serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;

@@ -439,34 +439,66 @@ impl MetadataStore for SqliteMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
+        let changed = || Error::Refused {
+            document: document_id.to_owned(),
+            reason: format!("v{version}: key block changed concurrently or version missing"),
+        };
         let mut tx = self.begin().await?;
-        let res = sqlx::query(
-            "UPDATE versions SET key_block = ? WHERE document_id = ? AND version = ? AND key_block = ?",
+        if !new.is_empty() {
+            let res = sqlx::query(
+                "UPDATE versions SET key_block = ? WHERE document_id = ? AND version = ? AND key_block = ?",
+            )
+            .bind(new)
+            .bind(document_id)
+            .bind(version as i64)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+            if res.rows_affected() != 1 {
+                return Err(changed());
+            }
+            tx.commit().await.map_err(self.err())?;
+            return Ok(());
+        }
+        // A shred. A write first takes the write lock, so the hold check, the read of the
+        // renditions and the update are one step.
+        sqlx::query("UPDATE documents SET document_id = document_id WHERE document_id = ?")
+            .bind(document_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        let now = Timestamp::now();
+        if let Some(reason) = self.document_in(&mut *tx, document_id).await?.shred_refusal(now) {
+            return Err(Error::Refused {
+                document: document_id.to_owned(),
+                reason,
+            });
+        }
+        let row = sqlx::query(
+            "SELECT renditions FROM versions WHERE document_id = ? AND version = ? AND key_block = ?",
         )
-        .bind(new)
         .bind(document_id)
         .bind(version as i64)
         .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(self.err())?
+        .ok_or_else(changed)?;
+        let cleared = super::join::shredded(&super::rows::renditions(&row)?);
+        sqlx::query(
+            "UPDATE versions SET key_block = ?, renditions = ? WHERE document_id = ? AND version = ?",
+        )
+        .bind(new)
+        .bind(super::join::renditions_json(&cleared)?)
+        .bind(document_id)
+        .bind(version as i64)
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
-        if res.rows_affected() != 1 {
-            return Err(Error::Refused {
-                document: document_id.to_owned(),
-                reason: format!("v{version}: key block changed concurrently or version missing"),
-            });
-        }
-        if new.is_empty() {
-            let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
-            self.outbox_insert(
-                &mut tx,
-                crate::outbox::FILE_DELETED,
-                document_id,
-                event,
-                Timestamp::now(),
-            )
+        let event = crate::outbox::file_deleted(document_id, Some(version), "shredded");
+        self.outbox_insert(&mut tx, crate::outbox::FILE_DELETED, document_id, event, now)
             .await?;
-        }
         tx.commit().await.map_err(self.err())?;
         Ok(())
     }
@@ -580,6 +612,7 @@ impl MetadataStore for SqliteMetadata {
             });
         };
         let record = version_from_row(&row)?;
+        super::join::refuse_if_deleted(&self.document_in(&mut *tx, document_id).await?)?;
         let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
         let renditions = super::join::renditions_json(&merged.renditions)?;
         sqlx::query(
