@@ -1127,11 +1127,13 @@ impl DocStore {
     }
 
     /// Deletes blobs no metadata record references and older than `grace` (younger ones may belong
-    /// to a put that has not committed yet).
+    /// to a put that has not committed yet): versions' blobs and renditions' (a stage that stored
+    /// its output but never recorded it, or was refused because the version was shredded).
     pub async fn gc(&self, who: &Identity, grace: Duration) -> Result<GcReport> {
         self.audited(who, "gc", None, async {
             let cutoff = Timestamp(Timestamp::now().0 - grace.as_millis() as i64);
-            let listed = self.blobs.list(BLOB_PREFIX).await?;
+            let mut listed = self.blobs.list(BLOB_PREFIX).await?;
+            listed.extend(self.blobs.list(RENDITION_PREFIX).await?);
             let keys: Vec<String> = listed.iter().map(|b| b.key.clone()).collect();
             let referenced = self.meta.referenced_blobs(&keys).await?;
             let mut report = GcReport {
