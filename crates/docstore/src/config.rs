@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `blobs` | `DOCSTORE_BLOBS` | `file:///abs/dir`, `s3://bucket[/prefix]`, `memory://` |
 //! | `metadata` | `DOCSTORE_METADATA` | `sqlite:///abs/file.sqlite`, `postgres://user@host:port/db`, `dynamodb://table` |
-//! | `keys` | `DOCSTORE_KEYS` | `keyring:///abs/keyring.json`, `kms://alias/name` (or a key id / ARN) |
+//! | `keys` | `DOCSTORE_KEYS` | `keyring:///abs/keyring.json`, `kms://alias/name` (or a key id / ARN; `kms://NEW,OLD` also unwraps keys wrapped under OLD) |
 //! | `audit` | `DOCSTORE_AUDIT` | `file:///abs/audit.jsonl` |
 //!
 //! AWS endpoints, region and credentials come from the standard `AWS_*` variables. Every
@@ -236,7 +236,19 @@ impl StoreConfig {
                 }
             }
             #[cfg(feature = "aws")]
-            "kms" => Ok(Arc::new(crate::keys::kms::KmsKeys::new(aws.kms_client(), rest))),
+            // `kms://NEW[,OLDER…]`: data keys are made under the first; the others may still be
+            // unwrapped (a rotation in progress). No other key is ever trusted.
+            "kms" => {
+                let mut keys = rest.split(',').map(str::trim);
+                let first = keys
+                    .next()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| Error::InvalidInput("keys: kms:// needs a key id, alias or ARN".into()))?;
+                Ok(Arc::new(
+                    crate::keys::kms::KmsKeys::new(aws.kms_client(), first)
+                        .allow(keys.filter(|k| !k.is_empty())),
+                ))
+            }
             other => Err(unsupported("keys", other)),
         }
     }
@@ -321,6 +333,14 @@ mod tests {
         assert!(matches!(cfg.blob_store(), Err(Error::InvalidInput(m)) if m.contains("absolute")));
         cfg.blobs = "no-scheme".into();
         assert!(cfg.blob_store().is_err());
+        #[cfg(feature = "aws")]
+        for keys in ["kms://", "kms://,alias/old"] {
+            cfg.keys = keys.into();
+            assert!(
+                matches!(cfg.key_provider(false), Err(Error::InvalidInput(m)) if m.contains("kms://")),
+                "{keys}"
+            );
+        }
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub enum KeyFailure {
     /// The provider could not be reached or failed.
     #[error("provider unavailable")]
     Unavailable,
+    /// A wrapped key names a key this store is not configured to trust; it was not sent to the
+    /// provider (content sealed under another key is not served as authentic).
+    #[error("key not on the allowlist")]
+    NotAllowed,
 }
 
 /// Errors returned by the docstore library.

@@ -181,6 +181,60 @@ async fn kms_faults_are_typed() {
     ));
 }
 
+/// Strict unwrapping: content sealed under a KMS key the store is not configured with (as someone
+/// with write access to blobs and metadata could do with a key of their own) is refused with a
+/// typed error before any Decrypt call, and read once that key is allowed (a rotation).
+#[tokio::test]
+async fn kms_unwraps_only_allowed_keys() {
+    let Some(settings) = aws() else { return };
+    let (ours, _) = kms(&settings).await;
+    let (theirs, their_key) = kms(&settings).await;
+    let their_alias = theirs.key_id().to_owned();
+    let blobs = Arc::new(s3(&settings));
+    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteMetadata::in_memory().await.unwrap());
+    let store_with = |keys: KmsKeys| {
+        DocStore::new(
+            blobs.clone(),
+            meta.clone(),
+            Arc::new(keys),
+            Arc::new(MemoryAudit::default()),
+        )
+    };
+    let who = Identity::new("staff:kms");
+    let body = conformance::pattern(10_000, 3);
+    let sealed = store_with(theirs)
+        .put(&who, conformance::request(None, "pat-k", "exam-k"), &body[..])
+        .await
+        .unwrap();
+    let refused = store_with(ours.clone())
+        .get(&who, &sealed.document_id, None)
+        .await
+        .err()
+        .expect("content under a foreign key was served");
+    match &refused {
+        Error::KeyUnavailable {
+            key_id,
+            failure: KeyFailure::NotAllowed,
+        } => assert!(key_id.ends_with(&their_key), "{key_id}"),
+        other => panic!("{other:?}"),
+    }
+    // The same through a key id or an ARN in the allowlist.
+    let rotated = ours.clone().allow([their_alias.as_str()]);
+    let got = store_with(rotated)
+        .get(&who, &sealed.document_id, None)
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    assert!(got[..] == body[..]);
+    let by_id = ours.allow([their_key.as_str()]);
+    store_with(by_id)
+        .get(&who, &sealed.document_id, None)
+        .await
+        .unwrap();
+}
+
 /// A fresh DynamoDB table.
 async fn dynamodb(settings: &AwsSettings) -> docstore::meta::dynamodb::DynamoMetadata {
     use docstore::meta::dynamodb::DynamoMetadata;

@@ -19,21 +19,61 @@ use crate::error::{Error, IntegrityError, KeyFailure, Result};
 pub const PROVIDER: &str = "kms";
 
 /// AWS KMS key provider. New data keys are generated under `key_id` (an alias such as
-/// `alias/docstore`, a key id or an ARN); decryption uses whatever key the wrapped key names, so
-/// versions wrapped under an older key keep reading after a rotation.
+/// `alias/docstore`, a key id or an ARN). Decryption is strict, as in the AWS Encryption SDK's
+/// strict mode: a wrapped key is sent to KMS only when it names that key or one added with
+/// [`KmsKeys::allow`] (e.g. the previous key until `rewrap` has moved everything), each resolved
+/// to its key ARN once with `DescribeKey`. Anything else is [`KeyFailure::NotAllowed`], so content
+/// that someone with write access to blobs and metadata sealed under their own KMS key is
+/// refused rather than served as authentic.
 #[derive(Debug, Clone)]
 pub struct KmsKeys {
     client: Client,
     key_id: String,
+    also_allowed: Vec<String>,
+    allowed: std::sync::Arc<tokio::sync::OnceCell<std::collections::HashSet<String>>>,
 }
 
 impl KmsKeys {
-    /// A provider generating data keys under `key_id`.
+    /// A provider generating data keys under `key_id`, and unwrapping only keys wrapped under it.
     pub fn new(client: Client, key_id: impl Into<String>) -> Self {
         KmsKeys {
             client,
             key_id: key_id.into(),
+            also_allowed: Vec::new(),
+            allowed: Default::default(),
         }
+    }
+
+    /// Also unwraps keys wrapped under `keys` (aliases, key ids or ARNs).
+    pub fn allow(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.also_allowed.extend(keys.into_iter().map(Into::into));
+        self.allowed = Default::default();
+        self
+    }
+
+    /// The key ARNs a wrapped key may name, resolved on first use (a failed lookup is retried
+    /// on the next call).
+    async fn allowed(&self) -> Result<&std::collections::HashSet<String>> {
+        self.allowed
+            .get_or_try_init(|| async {
+                let mut arns = std::collections::HashSet::new();
+                for key in std::iter::once(&self.key_id).chain(&self.also_allowed) {
+                    let out = self
+                        .client
+                        .describe_key()
+                        .key_id(key)
+                        .send()
+                        .await
+                        .map_err(|e| kms_error(key, e))?;
+                    let arn = out
+                        .key_metadata()
+                        .and_then(|m| m.arn())
+                        .ok_or_else(|| Error::Key("KMS described a key without its ARN".into()))?;
+                    arns.insert(arn.to_owned());
+                }
+                Ok(arns)
+            })
+            .await
     }
 
     /// The key new data keys are generated under.
@@ -136,6 +176,13 @@ impl KeyProvider for KmsKeys {
     }
 
     async fn decrypt_data_key(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
+        if !self.allowed().await?.contains(&wrapped.key_id) {
+            tracing::warn!(key_id = %wrapped.key_id, "wrapped key names a key not on the allowlist");
+            return Err(Error::KeyUnavailable {
+                key_id: wrapped.key_id.clone(),
+                failure: KeyFailure::NotAllowed,
+            });
+        }
         let out = self
             .client
             .decrypt()
