@@ -16,7 +16,7 @@ shift || true
 corpus_src=${DOCSTORE_CORPUS:-$here/../shared/corpus}
 work=${DOCSTORE_FUZZ_DIR:-$HOME/.cache/docstore-fuzz}
 jobs=${FUZZ_JOBS:-1}
-all=(envelope_open key_block event_decode config_parse pdf_preflight stamp thumbnail extract)
+all=(envelope_open key_block event_decode config_parse pdf_preflight stamp thumbnail extract search_query)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -40,6 +40,11 @@ for i, block in enumerate(re.findall(r"```json\n(.*?)```", text, re.S)):
     pathlib.Path(sys.argv[2], f"example-{i}.json").write_text(block)
 EOF
       done ;;
+    search_query) # a flags byte, then the text: the query language's forms
+      printf '\000hemoglobina "hemograma completo"' >"$d/phrase"
+      printf '\001glicemia OR colesterol -ultrassonografia' >"$d/boolean"
+      printf '\002(hemograma AND (glicemia OR patient:pac-1)) kind:report' >"$d/nested"
+      printf '\000created:[2025-01-01T00:00:00Z TO *] exam:IN [exm-1 exm-2]' >"$d/range" ;;
     config_parse)
       printf 'blobs = "s3://clinic/prod"\nmetadata = "dynamodb://t"\nkeys = "kms://alias/k"\n' >"$d/prod.toml"
       printf 'metadata = "postgres://u@127.0.0.1:5432/db"\naudit = "file:///var/log/a.jsonl"\n' >"$d/pg.toml"

@@ -111,7 +111,7 @@ pub(crate) async fn search(
         from: a.from.as_deref().map(|s| parse_time(s, "--from")).transpose()?,
         until: a.until.as_deref().map(|s| parse_time(s, "--until")).transpose()?,
         all_versions: a.all_versions,
-        offset: (a.page - 1) * a.per_page,
+        offset: (a.page - 1).saturating_mul(a.per_page),
         limit: a.per_page,
         sort: if a.sort == "newest" {
             Sort::Newest
@@ -119,6 +119,7 @@ pub(crate) async fn search(
             Sort::Relevance
         },
         snippet_chars: 160,
+        deadline: None,
     };
     let index = Arc::new(SearchIndex::open_read_only(&a.index.dir(data_dir)).map_err(search_err)?);
     let results = docstore_pipeline::search::search(store, &index, who, q)

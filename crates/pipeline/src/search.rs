@@ -60,14 +60,33 @@ const WRITER_HEAP: usize = 64 << 20;
 
 /// Most hits one page may ask for.
 pub const MAX_PAGE: usize = 1_000;
+/// Longest query text, bytes.
+pub const MAX_QUERY_BYTES: usize = 1024;
+/// Deepest nesting of parentheses in a query.
+pub const MAX_QUERY_DEPTH: usize = 32;
+/// Most terms in a query (each word of a phrase counts).
+pub const MAX_QUERY_TERMS: usize = 64;
+/// Most terms of a fuzzy query (each one is a Levenshtein automaton over the term dictionary).
+pub const MAX_FUZZY_TERMS: usize = 16;
+/// Most hits a search may skip: deeper pages size the top-k buffer.
+pub const MAX_OFFSET: usize = 10_000;
+/// Longest snippet, characters (longer requests are cut to it).
+pub const MAX_SNIPPET_CHARS: usize = 1_000;
+/// How long one search may take unless [`SearchQuery::deadline`] says otherwise.
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a search or an index write failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SearchError {
-    /// The query text does not parse.
+    /// The query text does not parse. The text itself is never quoted (it can name a patient).
     #[error("bad query: {0}")]
     Query(String),
+    /// The query is over one of the limits (`MAX_QUERY_BYTES`, `MAX_QUERY_DEPTH`,
+    /// `MAX_QUERY_TERMS`, `MAX_FUZZY_TERMS`, `MAX_OFFSET`) or ran past its deadline; the text
+    /// says which, never the query.
+    #[error("query over a limit: {0}")]
+    Limit(&'static str),
     /// The index directory is accessible to others than its owner.
     #[error("index directory {0} is group- or world-accessible (chmod 700 it)")]
     Permissions(String),
@@ -433,6 +452,144 @@ impl SegmentCollector for SegmentTally {
     }
 }
 
+/// Checks a query's text against the limits before tantivy parses it (its grammar recurses once
+/// per parenthesis).
+fn check_query_text(text: &str, fuzzy: bool) -> Result<(), SearchError> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(SearchError::Limit("query longer than 1 KiB"));
+    }
+    let (mut depth, mut deepest, mut quoted) = (0usize, 0usize, false);
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_QUERY_DEPTH {
+        return Err(SearchError::Limit("parentheses nested deeper than 32"));
+    }
+    let ast =
+        tantivy::query_grammar::parse_query(text).map_err(|_| SearchError::Query("syntax error".into()))?;
+    let terms = count_terms(&ast);
+    if terms > MAX_QUERY_TERMS {
+        return Err(SearchError::Limit("more than 64 terms"));
+    }
+    if fuzzy && terms > MAX_FUZZY_TERMS {
+        return Err(SearchError::Limit("more than 16 fuzzy terms"));
+    }
+    Ok(())
+}
+
+/// Terms of a parsed query: each word of a literal or phrase, each bound of a range, each
+/// element of a set.
+fn count_terms(ast: &UserInputAst) -> usize {
+    match ast {
+        UserInputAst::Clause(clauses) => clauses.iter().map(|(_, sub)| count_terms(sub)).sum(),
+        UserInputAst::Boost(sub, _) => count_terms(sub),
+        UserInputAst::Leaf(leaf) => match leaf.as_ref() {
+            UserInputLeaf::Literal(l) => l.phrase.split_whitespace().count().max(1),
+            UserInputLeaf::Set { elements, .. } => elements.len().max(1),
+            UserInputLeaf::Range { .. } => 2,
+            _ => 1,
+        },
+    }
+}
+
+/// A search's deadline, checked by the collectors between segments and by the hit loop.
+struct Deadline {
+    until: std::time::Instant,
+    passed: std::sync::atomic::AtomicBool,
+}
+
+impl Deadline {
+    fn after(d: std::time::Duration) -> Self {
+        Deadline {
+            until: std::time::Instant::now() + d,
+            passed: Default::default(),
+        }
+    }
+
+    fn check(&self) -> Result<(), SearchError> {
+        if std::time::Instant::now() > self.until {
+            self.passed.store(true, Ordering::Relaxed);
+            return Err(SearchError::Limit("the search ran past its deadline"));
+        }
+        Ok(())
+    }
+
+    fn on<C>(&self, inner: C) -> Timed<'_, C> {
+        Timed {
+            inner,
+            deadline: self,
+        }
+    }
+
+    /// A collector's error: the deadline's when it was the cause.
+    fn error(&self, e: tantivy::TantivyError) -> SearchError {
+        if self.passed.load(Ordering::Relaxed) {
+            SearchError::Limit("the search ran past its deadline")
+        } else {
+            e.into()
+        }
+    }
+}
+
+/// A collector that refuses to start another segment once its deadline has passed.
+struct Timed<'a, C> {
+    inner: C,
+    deadline: &'a Deadline,
+}
+
+impl<C> Timed<'_, C> {
+    fn started(&self) -> tantivy::Result<()> {
+        self.deadline
+            .check()
+            .map_err(|_| tantivy::TantivyError::InvalidArgument("search deadline".into()))
+    }
+}
+
+impl<C: Collector> Collector for Timed<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn check_schema(&self, schema: &Schema) -> tantivy::Result<()> {
+        self.inner.check_schema(schema)
+    }
+
+    fn for_segment(&self, id: u32, segment: &SegmentReader) -> tantivy::Result<Self::Child> {
+        self.started()?;
+        self.inner.for_segment(id, segment)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.inner.requires_scoring()
+    }
+
+    // Delegated as a whole: top-k collectors prune blocks (block-max WAND) in their own
+    // `collect_segment`, which the default one would lose.
+    fn collect_segment(
+        &self,
+        weight: &dyn tantivy::query::Weight,
+        id: u32,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
+        self.started()?;
+        self.inner.collect_segment(weight, id, segment)
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<Self::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<Self::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+}
+
 /// A search index on disk (or in memory, for tests).
 pub struct SearchIndex {
     index: Index,
@@ -773,7 +930,9 @@ impl SearchIndex {
                 parser.set_field_fuzzy(field, false, 1, true);
             }
         }
-        let bad_query = |e: tantivy::query::QueryParserError| SearchError::Query(e.to_string());
+        // tantivy's messages can quote the query: a fixed description instead.
+        let bad_query =
+            |_: tantivy::query::QueryParserError| SearchError::Query("the query does not parse".into());
         let typed = parser.parse_query(&q.text).map_err(bad_query)?;
         let as_typed = |typed: Box<dyn Query>| TextQueries {
             typed: typed.box_clone(),
@@ -784,7 +943,7 @@ impl SearchIndex {
             return Ok(Some(as_typed(typed)));
         }
         let ast = tantivy::query_grammar::parse_query(&q.text)
-            .map_err(|_| SearchError::Query(format!("syntax error in {:?}", q.text)))?;
+            .map_err(|_| SearchError::Query("syntax error".into()))?;
         Ok(Some(match rewrite_for_pairs(ast, &mut analyzer()) {
             Some(rewritten) => TextQueries {
                 keeps_to_latest: requires_latest_text(&rewritten),
@@ -800,6 +959,9 @@ impl SearchIndex {
 
     /// Searches (no audit: see [`search`]).
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResults, SearchError> {
+        let deadline = Deadline::after(q.deadline.unwrap_or(DEFAULT_DEADLINE));
+        q.check_limits()?;
+        let snippet_chars = q.snippet_chars.clamp(20, MAX_SNIPPET_CHARS);
         let f = &self.fields;
         let searcher = self.reader.searcher();
         let parsed = self.text_queries(q)?;
@@ -876,7 +1038,8 @@ impl SearchIndex {
         let top = TopDocs::with_limit(limit).and_offset(q.offset);
         let addresses: Vec<(Option<f32>, tantivy::DocAddress)> = match q.sort {
             Sort::Relevance => searcher
-                .search(query.as_ref(), &top.order_by_score())?
+                .search(query.as_ref(), &deadline.on(top.order_by_score()))
+                .map_err(|e| deadline.error(e))?
                 .into_iter()
                 .map(|(s, a)| (Some(s), a))
                 .collect(),
@@ -884,25 +1047,28 @@ impl SearchIndex {
             Sort::Newest => searcher
                 .search_with_executor(
                     query.as_ref(),
-                    &top.order_by_fast_field::<i64>("created", Order::Desc),
+                    &deadline.on(top.order_by_fast_field::<i64>("created", Order::Desc)),
                     &self.counting,
                     tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
-                )?
+                )
+                .map_err(|e| deadline.error(e))?
                 .into_iter()
                 .map(|(_, a)| (None, a))
                 .collect(),
         };
-        let (total, by_kind) = searcher.search_with_executor(
-            query.as_ref(),
-            &KindTally,
-            &self.counting,
-            tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
-        )?;
+        let (total, by_kind) = searcher
+            .search_with_executor(
+                query.as_ref(),
+                &deadline.on(KindTally),
+                &self.counting,
+                tantivy::query::EnableScoring::disabled_from_searcher(&searcher),
+            )
+            .map_err(|e| deadline.error(e))?;
         // One generator per text field a hit's text can be in.
         let generator = |field: Field| -> Result<_, SearchError> {
             let Some(t) = &text_query else { return Ok(None) };
             let mut g = tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), field)?;
-            g.set_max_num_chars(q.snippet_chars.max(20));
+            g.set_max_num_chars(snippet_chars);
             Ok(Some(g))
         };
         let latest_snippets = generator(f.text)?;
@@ -913,6 +1079,7 @@ impl SearchIndex {
         };
         let mut hits = Vec::with_capacity(addresses.len());
         for (score, addr) in addresses {
+            deadline.check()?;
             let doc = searcher.doc::<TantivyDocument>(addr)?;
             let mut v = self.read_doc(&doc);
             let snippets = if doc.get_first(f.text).is_some() {
@@ -927,7 +1094,7 @@ impl SearchIndex {
                     let end = v
                         .text
                         .char_indices()
-                        .nth(q.snippet_chars.max(20))
+                        .nth(snippet_chars)
                         .map_or(v.text.len(), |(i, _)| i);
                     HitSnippet {
                         fragment: v.text[..end].to_owned(),
@@ -1003,11 +1170,27 @@ pub struct SearchQuery {
     pub limit: usize,
     /// Order.
     pub sort: Sort,
-    /// Longest snippet, characters.
+    /// Longest snippet, characters (20..=[`MAX_SNIPPET_CHARS`]).
     pub snippet_chars: usize,
+    /// How long the search may take; `None`: [`DEFAULT_DEADLINE`]. Checked between segments
+    /// and between hits, so a search ends soon after it, with [`SearchError::Limit`].
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl SearchQuery {
+    /// Checks the query against the limits ([`MAX_QUERY_BYTES`], [`MAX_QUERY_DEPTH`],
+    /// [`MAX_QUERY_TERMS`], [`MAX_FUZZY_TERMS`], [`MAX_OFFSET`]) without touching an index;
+    /// [`SearchIndex::search`] does it first too.
+    pub fn check_limits(&self) -> Result<(), SearchError> {
+        if self.offset > MAX_OFFSET {
+            return Err(SearchError::Limit("offset over 10,000"));
+        }
+        if self.text.trim().is_empty() {
+            return Ok(());
+        }
+        check_query_text(&self.text, self.fuzzy)
+    }
+
     /// A query for `text`, first page of 10, by relevance.
     pub fn new(text: impl Into<String>) -> Self {
         SearchQuery {

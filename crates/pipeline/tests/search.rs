@@ -530,3 +530,72 @@ fn finish_writing_leaves_a_read_only_index_with_everything_committed() {
     drop(idx);
     SearchIndex::open(&dir.path().join("index")).unwrap();
 }
+
+/// Every limit is a typed `Limit` naming the limit, never the query (which can name a patient);
+/// parse errors do not quote it either; a query just inside each limit runs; a deadline already
+/// passed ends the search; snippets are cut at the cap.
+#[test]
+fn limits_are_typed_and_never_echo_the_query() {
+    use docstore_pipeline::search::{MAX_OFFSET, MAX_SNIPPET_CHARS};
+    let idx = index_with(&lab());
+    let secret = "MARIASOUZA";
+    let refused = |q: SearchQuery| match idx.search(&q) {
+        Err(e @ SearchError::Limit(_)) => {
+            assert!(!e.to_string().contains(secret), "{e}");
+            e.to_string()
+        }
+        other => panic!("{} bytes: {:?}", q.text.len(), other.map(|r| r.total)),
+    };
+    let runs = |q: SearchQuery| idx.search(&q).map(|r| r.total).unwrap();
+
+    let long = format!("{secret} {}", "a".repeat(1100));
+    assert!(refused(q(&long)).contains("1 KiB"));
+    // Deep nesting is refused before the parser recurses once per level.
+    let deep = format!("{}{secret}{}", "(".repeat(33), ")".repeat(33));
+    assert!(refused(q(&deep)).contains("nested"));
+    runs(q(&format!("{}hemograma{}", "(".repeat(32), ")".repeat(32))));
+    // Parentheses inside a phrase are words' punctuation, not nesting.
+    runs(q(&format!("\"{}hemograma\"", "(".repeat(40))));
+
+    // Distinct words: the grammar folds repeated ones into one clause.
+    let terms = |n: usize| (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    assert!(refused(q(&format!("{secret} {}", terms(64)))).contains("64 terms"));
+    runs(q(&terms(64)));
+    assert!(refused(q(&format!("\"{secret} {}\"", terms(64)))).contains("64 terms"));
+    let mut fuzzy = q(&terms(17));
+    fuzzy.fuzzy = true;
+    assert!(refused(fuzzy).contains("fuzzy"));
+    let mut fuzzy = q(&terms(16));
+    fuzzy.fuzzy = true;
+    runs(fuzzy);
+
+    let mut deep_page = q("hemograma");
+    deep_page.offset = MAX_OFFSET + 1;
+    assert!(refused(deep_page).contains("offset"));
+    let mut last_page = q("hemograma");
+    last_page.offset = MAX_OFFSET;
+    runs(last_page);
+
+    let mut late = q("hemograma");
+    late.deadline = Some(std::time::Duration::ZERO);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert!(refused(late).contains("deadline"));
+
+    // A query that does not parse: typed, and the text is not in the message.
+    match idx.search(&q(&format!("{secret} patient:"))) {
+        Err(SearchError::Query(m)) => assert!(!m.contains(secret), "{m}"),
+        other => panic!("{:?}", other.map(|r| r.total)),
+    }
+
+    let mut long_snippets = q("hemograma");
+    long_snippets.snippet_chars = 1_000_000;
+    let long_text = format!("hemograma {}", "palavra ".repeat(2_000));
+    let big = index_with(&[v("big", 1, "pac-9", "report", 0, &long_text)]);
+    let hit = big.search(&long_snippets).unwrap().hits.remove(0);
+    let fragment = hit.snippet.unwrap().fragment;
+    assert!(
+        fragment.chars().count() <= MAX_SNIPPET_CHARS + 16,
+        "{}",
+        fragment.len()
+    );
+}

@@ -607,7 +607,10 @@ async fn the_openapi_document_is_generated_and_names_every_route() {
         .await
         .unwrap();
     assert_problem(&r, 400);
-    let many = vec!["pac-secret"; 70].join(" ");
+    let many = (0..70)
+        .map(|i| format!("pac-secret{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let r = h
         .http
         .get(h.url("/v1/search"))
