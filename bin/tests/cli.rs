@@ -732,3 +732,53 @@ fn get_output_files_are_owner_only() {
     }
     assert_eq!(std::fs::read(&whole).unwrap(), b"%PDF-1.4 owner only");
 }
+
+/// A third-party parser's own error text (which can quote the file) is in no error message, not
+/// even at `RUST_LOG=trace`; only the `docstore_parser_detail` log target, when named, has it.
+#[test]
+fn third_party_error_texts_stay_out_of_errors() {
+    let cli = Cli::new();
+    let pdf = cli.file(
+        "broken.pdf",
+        b"%PDF-1.4\nMARIASOUZA-PATIENT\nstartxref\n9\n%%EOF\n",
+    );
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0]);
+    let png = cli.file("cut.png", &png);
+    let run = |args: &[&str], rust_log: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_docstore"));
+        c.args(args)
+            .env("DOCSTORE_DATA_DIR", &cli.data)
+            .current_dir(&cli.work);
+        match rust_log {
+            Some(l) => c.env("RUST_LOG", l),
+            None => c.env_remove("RUST_LOG"),
+        };
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let out = cli.work.join("out");
+    let out = out.to_str().unwrap();
+    let (pdf, png) = (pdf.as_str(), png.as_str());
+    for (args, fixed) in [
+        (vec!["extract", pdf], "lopdf could not parse the PDF"),
+        (vec!["stamp", pdf, "-o", out], "lopdf could not parse the PDF"),
+        (
+            vec!["thumbnail", png, "-o", out],
+            "the image decoder refused the data",
+        ),
+    ] {
+        for level in [None, Some("trace")] {
+            let err = run(&args, level);
+            assert!(err.contains(fixed), "{args:?} {level:?}: {err}");
+            // lopdf's and png's own words.
+            assert!(
+                !err.contains("couldn't parse") && !err.to_lowercase().contains("end of file"),
+                "{args:?} {level:?}: {err}"
+            );
+        }
+    }
+    let detail = run(&["extract", pdf], Some("warn,docstore_parser_detail=debug"));
+    assert!(detail.contains("couldn't parse input"), "{detail}");
+}

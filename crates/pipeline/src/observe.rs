@@ -67,12 +67,20 @@ pub const CONTENT_LOG_TARGETS: &[&str] = &[
     "png",
 ];
 
+/// The log target of third-party parsers' own error texts (which can quote bytes of the file):
+/// errors, dead letters and `docstore dlq list` carry fixed descriptions instead. Off unless
+/// `RUST_LOG` names it, e.g. `RUST_LOG=info,docstore_parser_detail=debug` while investigating a
+/// refused file on a host allowed to log patient data.
+pub const PARSER_DETAIL: &str = "docstore_parser_detail";
+
 /// The log filter of every docstore binary: `RUST_LOG` (or `default`), with
-/// [`CONTENT_LOG_TARGETS`] turned off on top.
+/// [`CONTENT_LOG_TARGETS`] turned off on top, and [`PARSER_DETAIL`] too unless named.
 pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    for target in CONTENT_LOG_TARGETS {
+    let detail_off = (!asked.contains(PARSER_DETAIL)).then_some(PARSER_DETAIL);
+    for target in CONTENT_LOG_TARGETS.iter().copied().chain(detail_off) {
         if let Ok(d) = format!("{target}=off").parse() {
             filter = filter.add_directive(d);
         }

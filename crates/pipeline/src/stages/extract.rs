@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use unicode_normalization::UnicodeNormalization;
 
 use super::columns::{self, Columns};
+use super::described;
 use super::preflight::{PdfDefect, PreflightLimits, preflight};
-use super::short;
 
 /// Bounds on extraction.
 #[derive(Debug, Clone, Copy)]
@@ -228,17 +228,19 @@ fn first_reading(data: &[u8], limits: &ExtractLimits) -> Result<Option<FirstRead
 }
 
 fn oxide_reading(data: &[u8], limits: &ExtractLimits) -> Result<FirstReading, ExtractError> {
-    let doc =
-        pdf_oxide::PdfDocument::from_bytes(data.to_vec()).map_err(|e| ExtractError::Invalid(short(e)))?;
+    let doc = pdf_oxide::PdfDocument::from_bytes(data.to_vec())
+        .map_err(|e| ExtractError::Invalid(described("pdf_oxide could not read the PDF", e)))?;
     let encrypted = doc.is_encrypted();
     if encrypted
         && !doc
             .authenticate(b"")
-            .map_err(|e| ExtractError::Invalid(short(e)))?
+            .map_err(|e| ExtractError::Invalid(described("pdf_oxide could not open the encryption", e)))?
     {
         return Err(ExtractError::Encrypted);
     }
-    let page_count = doc.page_count().map_err(|e| ExtractError::Invalid(short(e)))?;
+    let page_count = doc
+        .page_count()
+        .map_err(|e| ExtractError::Invalid(described("pdf_oxide could not count the pages", e)))?;
     // One unreadable page does not cost the others their text.
     let pages = (0..page_count.min(limits.max_pages))
         .map(|i| {

@@ -22,7 +22,7 @@ const T4_UNCOMPRESSED: u32 = 2;
 const T4_FILL_BITS: u32 = 4;
 
 fn bad(e: tiff::TiffError) -> ThumbnailError {
-    ThumbnailError::Decode(e.to_string().chars().take(200).collect())
+    ThumbnailError::Decode(super::described("TIFF (fax): the decoder refused the data", e))
 }
 
 fn compression<R: std::io::Read + std::io::Seek>(decoder: &mut Decoder<R>) -> Option<u16> {

@@ -80,9 +80,13 @@ async fn read_version(
         .map_err(stage_error)
 }
 
-/// A third-party error's text, cut to a length fit for a log line or a dead letter.
-fn short(e: impl std::fmt::Display) -> String {
-    e.to_string().chars().take(200).collect()
+/// A third-party parser's error as the fixed description `what`. The parser's own text can
+/// quote bytes of the file ("Expected object header, found: …"), so it goes only to the
+/// [`crate::observe::PARSER_DETAIL`] log target, which is off unless asked for, and never into
+/// an error, a dead letter's headers or `docstore dlq list`.
+pub(crate) fn described(what: &'static str, e: impl std::fmt::Display) -> String {
+    tracing::debug!(target: "docstore_parser_detail", what, detail = %e, "third-party parser error");
+    what.to_owned()
 }
 
 /// Whether a version announced as an image (`image/*`) is one, judged from its first bytes (one

@@ -329,7 +329,10 @@ fn tiff_pages(bytes: &[u8], s: &OcrSettings) -> Result<Vec<Grey>, OcrError> {
     use tiff::ColorType;
     use tiff::decoder::{Decoder, DecodingResult, Limits};
     let bad = |e: tiff::TiffError| {
-        OcrError::Image(ThumbnailError::Decode(e.to_string().chars().take(200).collect()))
+        OcrError::Image(ThumbnailError::Decode(super::described(
+            "TIFF: the decoder refused the data",
+            e,
+        )))
     };
     let mut limits = Limits::default();
     limits.decoding_buffer_size = s.image_limits.max_decoded as usize;

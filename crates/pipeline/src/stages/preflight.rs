@@ -37,7 +37,7 @@ use lopdf::content::Content;
 use lopdf::xref::{XrefEntry, XrefRecovery};
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
-use super::short;
+use super::described;
 
 /// Bounds the check enforces (and stays within itself).
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +161,8 @@ pub fn preflight(bytes: &[u8], limits: &PreflightLimits) -> Result<Document, Pdf
     }
     // lopdf stops quietly at a `/Prev` loop, so the chain is walked here first.
     xref_chain(bytes, limits)?;
-    let mut doc = Document::load_mem(bytes).map_err(|e| PdfDefect::Unreadable(short(e)))?;
+    let mut doc = Document::load_mem(bytes)
+        .map_err(|e| PdfDefect::Unreadable(described("lopdf could not parse the PDF", e)))?;
     decrypt_without_file_id(&mut doc, bytes);
     // Still encrypted after loading: lopdf needed a user password it does not have. A file it
     // could decrypt (empty user password, owner restrictions only) is checked like any other.
@@ -177,8 +178,9 @@ pub fn preflight(bytes: &[u8], limits: &PreflightLimits) -> Result<Document, Pdf
                 force_reconstruct: true,
                 ..Default::default()
             };
-            let rebuilt = Document::load_mem_with_options(bytes, options)
-                .map_err(|e| PdfDefect::Unreadable(short(e)))?;
+            let rebuilt = Document::load_mem_with_options(bytes, options).map_err(|e| {
+                PdfDefect::Unreadable(described("lopdf could not rebuild the cross-reference table", e))
+            })?;
             check(&rebuilt, limits)?;
             Ok(rebuilt)
         }

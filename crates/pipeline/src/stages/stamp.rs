@@ -121,7 +121,7 @@ pub fn stamp_pdf(bytes: &[u8], info: &StampInfo, limits: &StampLimits) -> Result
 }
 
 fn invalid(e: impl std::fmt::Display) -> StampError {
-    StampError::Invalid(super::short(e))
+    StampError::Invalid(super::described("lopdf could not write the stamped PDF", e))
 }
 
 fn stamp(data: &[u8], info: &StampInfo, limits: &StampLimits) -> Result<Vec<u8>, StampError> {

@@ -15,8 +15,8 @@ use std::io::Cursor;
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use super::described;
 use super::preflight::{PdfDefect, PreflightLimits, preflight};
-use super::short;
 
 /// Longest edge of a thumbnail, px.
 pub const EDGE: u32 = 256;
@@ -227,7 +227,7 @@ fn decode_err(e: image::ImageError) -> ThumbnailError {
     match e {
         image::ImageError::Limits(l) => ThumbnailError::TooLarge(l.to_string()),
         image::ImageError::Unsupported(u) => ThumbnailError::Unsupported(u.to_string()),
-        other => ThumbnailError::Decode(other.to_string().chars().take(200).collect()),
+        other => ThumbnailError::Decode(super::described("the image decoder refused the data", other)),
     }
 }
 
@@ -240,7 +240,7 @@ pub(crate) fn decode_image(
 ) -> Result<DynamicImage, ThumbnailError> {
     if format == ImageFormat::Tiff && super::fax::first_page_is_group3(bytes) {
         let mut decoder = tiff::decoder::Decoder::new(Cursor::new(bytes))
-            .map_err(|e| ThumbnailError::Decode(e.to_string().chars().take(200).collect()))?;
+            .map_err(|e| ThumbnailError::Decode(super::described("TIFF: the decoder refused the data", e)))?;
         return super::fax::decode_page(&mut decoder, bytes, limits).map(DynamicImage::ImageLuma8);
     }
     let mut image_limits = Limits::default();
@@ -339,7 +339,8 @@ fn decode_jpeg_scaled(
     limits: &ThumbnailLimits,
 ) -> Result<Option<Decoded>, ThumbnailError> {
     use jpeg_decoder::{CodingProcess, PixelFormat};
-    let bad = |e: jpeg_decoder::Error| ThumbnailError::Decode(format!("JPEG: {}", short(e)));
+    let bad =
+        |e: jpeg_decoder::Error| ThumbnailError::Decode(described("JPEG: the decoder refused the data", e));
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_decoded).unwrap_or(usize::MAX));
     decoder.read_info().map_err(bad)?;
