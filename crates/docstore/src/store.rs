@@ -550,13 +550,22 @@ impl DocStore {
         self.audited(who, "get", Some(document_id), async {
             let record = self.readable(document_id, version).await?;
             let v = record.version;
-            let doc = self.get_stream(who, record).await?;
+            let doc = self.get_stream(who, record, "get").await?;
             Ok((doc, Some(v), None))
         })
         .await
     }
 
-    async fn get_stream(&self, who: &Identity, record: VersionRecord) -> Result<Document> {
+    /// Opens `record`'s blob for streaming. The read's end is audited too, as `<action>_end`:
+    /// `ok` once the whole-document digest matched, the error's class when a frame or the digest
+    /// failed (both durable before the caller sees the last chunk or the error), and `abandoned`
+    /// when the reader dropped the stream early; the detail is the bytes handed out.
+    async fn get_stream(
+        &self,
+        who: &Identity,
+        record: VersionRecord,
+        action: &'static str,
+    ) -> Result<Document> {
         let (doc, v) = (record.document_id.clone(), record.version);
         let integrity = |k| Error::integrity(&doc, v, k);
         let blob = self.blobs.get(&record.blob_key).await?;
@@ -602,15 +611,35 @@ impl DocStore {
             document: doc.clone(),
             version: v,
             done: false,
+            end: ReadEnd {
+                audit: self.audit.clone(),
+                actor: who.subject.clone(),
+                action,
+                bytes: 0,
+                recorded: false,
+            },
         };
         let body = futures::stream::unfold(state, |mut s| async move {
             if s.done {
                 return None;
             }
             let item = s.next_frame().await;
-            if item.is_err() {
-                s.done = true;
-            }
+            let item = match item {
+                Ok(chunk) => {
+                    s.end.bytes += chunk.len() as u64;
+                    if s.done {
+                        s.end_read("ok").await.map(|()| chunk)
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+                Err(e) => {
+                    s.done = true;
+                    // A failed audit write must not hide the read's own failure.
+                    let _ = s.end_read(e.class()).await;
+                    Err(e)
+                }
+            };
             Some((item, s))
         })
         .boxed();
@@ -785,7 +814,9 @@ impl DocStore {
                     document: document_id.to_owned(),
                     version: Some(version),
                 })?;
-            let doc = self.get_stream(who, rendition_as_version(&record, &r)).await?;
+            let doc = self
+                .get_stream(who, rendition_as_version(&record, &r), "get_rendition")
+                .await?;
             Ok((doc, Some(version), Some(format!("stage={stage}"))))
         })
         .await
@@ -1016,7 +1047,7 @@ impl DocStore {
             // digest.
             let fresh = self.meta.version(doc, Some(v)).await?;
             self.with_keys(target)
-                .get_stream(who, fresh)
+                .get_stream(who, fresh, "rewrap_check")
                 .await?
                 .read_all()
                 .await?;
@@ -1071,7 +1102,7 @@ impl DocStore {
             for i in moved {
                 let as_version = rendition_as_version(&record, &renditions[i]);
                 through_target
-                    .get_stream(who, as_version)
+                    .get_stream(who, as_version, "rewrap_check")
                     .await?
                     .read_all()
                     .await?;
@@ -1194,9 +1225,60 @@ struct FrameStream {
     document: String,
     version: u64,
     done: bool,
+    end: ReadEnd,
+}
+
+/// What the audit needs to record a streamed read's end.
+struct ReadEnd {
+    audit: Arc<dyn AuditSink>,
+    actor: String,
+    action: &'static str,
+    bytes: u64,
+    recorded: bool,
+}
+
+impl ReadEnd {
+    fn record(&mut self, document: &str, version: u64, outcome: &str) -> AuditRecord {
+        self.recorded = true;
+        AuditRecord {
+            at: Timestamp::now(),
+            actor: self.actor.clone(),
+            action: format!("{}_end", self.action),
+            document: Some(document.to_owned()),
+            version: Some(version),
+            outcome: outcome.into(),
+            detail: Some(format!("bytes={}", self.bytes)),
+        }
+    }
+}
+
+impl Drop for FrameStream {
+    fn drop(&mut self) {
+        if self.end.recorded {
+            return;
+        }
+        // Dropped before its end (a client that went away): queued from a task, since a drop
+        // cannot wait; with no runtime left (process exit) there is nowhere to write it.
+        let record = self.end.record(&self.document, self.version, "abandoned");
+        let audit = self.end.audit.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if audit.record_queued(record).await.is_err() {
+                    tracing::warn!("audit record of an abandoned read not written");
+                }
+            });
+        }
+    }
 }
 
 impl FrameStream {
+    /// Audits the read's end, durably before the last chunk or the error is handed out (the
+    /// audit file's group commit shares one fsync among concurrent readers).
+    async fn end_read(&mut self, outcome: &str) -> Result<()> {
+        let record = self.end.record(&self.document, self.version, outcome);
+        self.end.audit.record(record).await
+    }
+
     async fn next_frame(&mut self) -> Result<Bytes> {
         let integrity = |s: &Self, k| Error::integrity(&s.document, s.version, k);
         let index = self.next;
