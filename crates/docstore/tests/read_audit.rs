@@ -33,17 +33,31 @@ async fn ends(store: &DocStore, who: &Identity, doc: &str, want: usize) -> Vec<A
 async fn every_read_end_is_audited() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let store = DocStore::init_local(&root).await.unwrap().with_frame_size(FS).unwrap();
+    let store = DocStore::init_local(&root)
+        .await
+        .unwrap()
+        .with_frame_size(FS)
+        .unwrap();
     let who = Identity::new("staff:reader");
     let plain = docstore::conformance::pattern(LEN, 5);
     let v = store
-        .put(&who, docstore::conformance::request(None, "p-1", "e-1"), &plain[..])
+        .put(
+            &who,
+            docstore::conformance::request(None, "p-1", "e-1"),
+            &plain[..],
+        )
         .await
         .unwrap();
     let doc = v.document_id.clone();
 
     // A whole read.
-    let got = store.get(&who, &doc, None).await.unwrap().read_all().await.unwrap();
+    let got = store
+        .get(&who, &doc, None)
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
     assert_eq!(got.len(), LEN);
     let trail = ends(&store, &who, &doc, 1).await;
     assert_eq!(trail.len(), 1, "{trail:?}");

@@ -201,6 +201,21 @@ impl WorkerMetrics {
             "Unread messages in owned partitions",
             self.lag.clone(),
         );
+        let helpers = crate::stages::helper_threads();
+        let alive = Gauge::<i64>::default();
+        alive.set(i64::try_from(helpers.alive).unwrap_or(i64::MAX));
+        registry.register(
+            "parser_threads_alive",
+            "Parser helper threads alive, timed-out ones included (capped)",
+            alive,
+        );
+        let abandoned = Counter::<u64>::default();
+        abandoned.inc_by(helpers.abandoned);
+        registry.register(
+            "parser_threads_abandoned",
+            "Parser helper threads that timed out and were left running",
+            abandoned,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
