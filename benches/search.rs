@@ -158,10 +158,10 @@ fn pg_bench(c: &mut Criterion, n: usize, url: &str) {
         }
         let (ids, patients, bodies): (Vec<String>, Vec<String>, Vec<String>) = batch.drain(..).fold(
             (Vec::new(), Vec::new(), Vec::new()),
-            |(mut a, mut b, mut c), v| {
-                a.push(v.document_id);
-                b.push(v.patient_id);
-                c.push(v.text);
+            |(mut a, mut b, mut c), mut v| {
+                a.push(std::mem::take(&mut v.document_id));
+                b.push(std::mem::take(&mut v.patient_id));
+                c.push(std::mem::take(&mut v.text));
                 (a, b, c)
             },
         );

@@ -702,7 +702,7 @@ impl DocStore {
         if cipher.len() as u64 != end - start {
             return Err(integrity(IntegrityError::Length(cipher.len() as u64)));
         }
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut out = Zeroizing::new(Vec::with_capacity((range.end - range.start) as usize));
         let mut frame = Zeroizing::new(Vec::with_capacity(header.frame_size as usize + TAG_LEN));
         let mut offset = 0usize;
         for i in first..=last {
@@ -718,7 +718,9 @@ impl DocStore {
             let hi = ((range.end - frame_start) as usize).min(frame.len());
             out.extend_from_slice(&frame[lo..hi]);
         }
-        Ok(Bytes::from(out))
+        // The plaintext stays in a zeroizing buffer that the returned bytes own: it is wiped
+        // when the last clone is dropped (an HTTP body's, say), with no copy.
+        Ok(Bytes::from_owner(out))
     }
 
     /// One version's record (metadata only; no content is read).

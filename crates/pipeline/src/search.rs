@@ -147,6 +147,13 @@ pub struct IndexedVersion {
     pub text: String,
 }
 
+/// The text is patient data: wiped when the entry is dropped (the index keeps its own copy).
+impl Drop for IndexedVersion {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
+    }
+}
+
 struct Fields {
     document_id: Field,
     version: Field,

@@ -144,7 +144,7 @@ fn filters_dates_pagination_facets_and_order() {
         f.offset = page * 10;
         let r = idx.search(&f).unwrap();
         assert_eq!(r.total, 25);
-        seen.extend(r.hits.into_iter().map(|h| h.version.document_id));
+        seen.extend(r.hits.into_iter().map(|h| h.version.document_id.clone()));
     }
     seen.sort();
     seen.dedup();
