@@ -5,7 +5,8 @@
 #     scripts/moto_server.py, which adds KMS key-state enforcement that moto lacks
 #   - PostgreSQL (Debian's `postgresql`): a throwaway cluster
 #   - Apache Kafka 4.x (from Maven Central with scripts/kafka/pom.xml): a single-node KRaft
-#     broker+controller
+#     broker+controller, with a PLAINTEXT listener and two authenticated ones (SASL_PLAINTEXT and
+#     SASL_SSL, SCRAM-SHA-512; a CA and certificate made by openssl for the run)
 # Usage: scripts/services.sh start|stop|env
 #   start  prints nothing but progress; writes $DOCSTORE_SERVICES_DIR/env (source it)
 #   env    prints the env file
@@ -86,19 +87,38 @@ start_kafka() {
     mvn -q -B -f "$(dirname "$0")/kafka/pom.xml" dependency:copy-dependencies \
       -DoutputDirectory="$kafka_libs" >"$dir/mvn.log" 2>&1 || { tail -20 "$dir/mvn.log" >&2; return 1; }
   fi
-  local port cport data
-  port=$(free_port); cport=$(free_port)
-  data="$dir/kafka"
-  rm -rf "$data"; mkdir -p "$data"
+  local port cport sport tport data tls
+  port=$(free_port); cport=$(free_port); sport=$(free_port); tport=$(free_port)
+  data="$dir/kafka"; tls="$dir/kafka-tls"
+  rm -rf "$data" "$tls"; mkdir -p "$data" "$tls"
+  # The authenticated listeners' material, made for this run: a CA, the broker's certificate
+  # for 127.0.0.1 (PEM key store), and a SCRAM-SHA-512 user with a random password.
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 2 \
+    -subj "/CN=docstore test CA" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/broker.key" -out "$tls/broker.csr" \
+    -subj "/CN=127.0.0.1" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$tls/san.ext"
+  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -out "$tls/broker.pem" -days 2 -extfile "$tls/san.ext" >/dev/null 2>&1
+  openssl pkcs8 -topk8 -nocrypt -in "$tls/broker.key" -out "$tls/broker.pk8"
+  cat "$tls/broker.pk8" "$tls/broker.pem" >"$tls/broker-store.pem"
+  scram_password=$(python3 -c 'import secrets;print(secrets.token_urlsafe(18))')
+  printf '%s' "$scram_password" >"$tls/scram-password"
+  echo "$sport $tport" >"$tls/ports"
   cat >"$dir/kafka.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$tport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sport,SASL_SSL://127.0.0.1:$tport
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls/broker-store.pem
 log.dirs=$data
 num.partitions=6
 default.replication.factor=1
@@ -113,6 +133,7 @@ PROPS
   local cluster
   cluster=$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   java -cp "$kafka_libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/kafka.properties" \
+    --add-scram "SCRAM-SHA-512=[name=docstore,password=$scram_password]" \
     >"$dir/kafka-format.log" 2>&1
   java -Xmx768m -Dlog4j2.configurationFile="$(cd "$(dirname "$0")" && pwd)/kafka/log4j2.properties" \
     -cp "$kafka_libs/*" kafka.Kafka "$dir/kafka.properties" >"$dir/kafka.log" 2>&1 &
@@ -149,6 +170,11 @@ export DOCSTORE_TEST_MOTO_PID=$(cat "$dir/moto.pid")
 export DOCSTORE_TEST_KAFKA=127.0.0.1:$kafka_port
 export DOCSTORE_TEST_PYTHON=$venv/bin/python
 export DOCSTORE_TEST_KAFKA_PID=$(cat "$dir/kafka.pid")
+export DOCSTORE_TEST_KAFKA_SASL=127.0.0.1:$(cut -d' ' -f1 "$dir/kafka-tls/ports")
+export DOCSTORE_TEST_KAFKA_SASL_SSL=127.0.0.1:$(cut -d' ' -f2 "$dir/kafka-tls/ports")
+export DOCSTORE_TEST_KAFKA_CA=$dir/kafka-tls/ca.pem
+export DOCSTORE_TEST_KAFKA_SCRAM_USER=docstore
+export DOCSTORE_TEST_KAFKA_SCRAM_PASSWORD=$(cat "$dir/kafka-tls/scram-password")
 export DOCSTORE_TEST_PG_PID=$(head -n 1 "$dir/pg/postmaster.pid")
 ENV
     ;;

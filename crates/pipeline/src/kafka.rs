@@ -33,8 +33,29 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::bus::{BusError, Delivery, EventBus, Message, Session, Subscription};
 
-/// Settings of the Kafka bus.
-#[derive(Debug, Clone)]
+/// librdkafka security settings a bus URL may carry. Secrets never ride in the URL (URLs end up
+/// in logs and process lists): see [`SECRET_SETTINGS`].
+pub const SECURITY_SETTINGS: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.endpoint.identification.algorithm",
+];
+
+/// Secret librdkafka settings and where they come from: the environment variable, or a file
+/// named by the same variable with `_FILE` appended (a mounted secret; one trailing newline is
+/// dropped). Never taken from the URL, never logged.
+pub const SECRET_SETTINGS: &[(&str, &str)] = &[
+    ("sasl.password", "DOCSTORE_KAFKA_SASL_PASSWORD"),
+    ("ssl.key.password", "DOCSTORE_KAFKA_SSL_KEY_PASSWORD"),
+];
+
+/// Settings of the Kafka bus. Its `Debug` output shows secret settings as `<redacted>`.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
     pub brokers: String,
@@ -52,6 +73,28 @@ pub struct KafkaConfig {
     pub extra: Vec<(String, String)>,
 }
 
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_SETTINGS.iter().any(|(s, _)| s == k);
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("session_timeout", &self.session_timeout)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
 impl KafkaConfig {
     /// Defaults for a cluster at `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
@@ -66,13 +109,21 @@ impl KafkaConfig {
         }
     }
 
-    /// Parses `kafka://host:port[,host:port…][?partitions=N&replication=R&prefix=P&session_timeout_ms=T]`.
+    /// Parses `kafka://host:port[,host:port…][?partitions=N&replication=R&prefix=P&session_timeout_ms=T]`,
+    /// plus any of [`SECURITY_SETTINGS`] (e.g. `security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512&sasl.username=docstore&ssl.ca.location=/etc/docstore/kafka-ca.pem`),
+    /// with [`SECRET_SETTINGS`] read from the process environment.
     pub fn from_url(url: &str) -> Result<Self, BusError> {
-        let bad = |why: &str| BusError::Config(format!("bus URL {url:?}: {why}"));
+        Self::from_url_with_env(url, |name| std::env::var(name).ok())
+    }
+
+    /// [`KafkaConfig::from_url`] with the environment given as a lookup (tests, embedders).
+    pub fn from_url_with_env(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, BusError> {
         let rest = url
             .strip_prefix("kafka://")
-            .ok_or_else(|| bad("expected kafka://"))?;
+            .ok_or_else(|| BusError::Config("bus URL: expected kafka://".into()))?;
         let (brokers, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // Errors name the brokers and the setting, never the query's values.
+        let bad = |why: &str| BusError::Config(format!("bus URL kafka://{brokers}: {why}"));
         if brokers.is_empty() {
             return Err(bad("no brokers"));
         }
@@ -85,7 +136,32 @@ impl KafkaConfig {
                 "replication" => c.replication = num(v)?.clamp(-1, 100) as i32,
                 "prefix" => c.topic_prefix = v.to_owned(),
                 "session_timeout_ms" => c.session_timeout = Duration::from_millis(num(v)?.max(1) as u64),
+                k if SECURITY_SETTINGS.contains(&k) => c.extra.push((k.to_owned(), v.to_owned())),
+                k if SECRET_SETTINGS.iter().any(|(s, _)| *s == k) => {
+                    let var = SECRET_SETTINGS
+                        .iter()
+                        .find(|(s, _)| *s == k)
+                        .map_or("", |(_, v)| *v);
+                    return Err(bad(&format!(
+                        "{k} does not belong in a URL: set {var} or {var}_FILE"
+                    )));
+                }
                 other => return Err(bad(&format!("unknown setting {other}"))),
+            }
+        }
+        for (setting, var) in SECRET_SETTINGS {
+            let value = match (env(var), env(&format!("{var}_FILE"))) {
+                (Some(v), _) if !v.is_empty() => Some(v),
+                (_, Some(path)) if !path.is_empty() => {
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|e| bad(&format!("{var}_FILE: {e}")))?;
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    Some(text.strip_suffix('\r').unwrap_or(text).to_owned())
+                }
+                _ => None,
+            };
+            if let Some(v) = value {
+                c.extra.push(((*setting).to_owned(), v));
             }
         }
         Ok(c)
