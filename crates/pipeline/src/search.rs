@@ -482,6 +482,14 @@ fn check_query_text(text: &str, fuzzy: bool) -> Result<(), SearchError> {
     }
     let ast =
         tantivy::query_grammar::parse_query(text).map_err(|_| SearchError::Query("syntax error".into()))?;
+    if has_unsupported_leaf(&ast) {
+        // `field:*` and `/regex/` reach the index as queries on whatever field they name (an
+        // unknown one fails inside tantivy) and regexes have no cost bound: not part of the
+        // query language.
+        return Err(SearchError::Query(
+            "field existence and regex queries are not supported".into(),
+        ));
+    }
     let terms = count_terms(&ast);
     if terms > MAX_QUERY_TERMS {
         return Err(SearchError::Limit("more than 64 terms"));
@@ -490,6 +498,18 @@ fn check_query_text(text: &str, fuzzy: bool) -> Result<(), SearchError> {
         return Err(SearchError::Limit("more than 16 fuzzy terms"));
     }
     Ok(())
+}
+
+/// Whether a parsed query holds a `field:*` or a `/regex/` leaf.
+fn has_unsupported_leaf(ast: &UserInputAst) -> bool {
+    match ast {
+        UserInputAst::Clause(clauses) => clauses.iter().any(|(_, sub)| has_unsupported_leaf(sub)),
+        UserInputAst::Boost(sub, _) => has_unsupported_leaf(sub),
+        UserInputAst::Leaf(leaf) => matches!(
+            leaf.as_ref(),
+            UserInputLeaf::Exists { .. } | UserInputLeaf::Regex { .. }
+        ),
+    }
 }
 
 /// Terms of a parsed query: each word of a literal or phrase, each bound of a range, each
