@@ -135,6 +135,13 @@ fn clients_sign_with_the_default_credential_chain() {
     let pdf = work.join("a.pdf");
     std::fs::write(&pdf, b"%PDF-1.4 credentials").unwrap();
 
+    let pdf_arg = pdf.display().to_string();
+    let init_and_put = |vars: &[(&str, String)]| {
+        docstore(work, &url, vars, &["init"]);
+        let put = ["put", &pdf_arg, "--patient", "p-1", "--exam", "e-1"];
+        docstore(work, &url, vars, &put);
+    };
+
     // DynamoDB, from a named profile in the shared credentials file.
     let mut vars = profile.to_vec();
     vars.push(("DOCSTORE_METADATA", "dynamodb://clinic".into()));
@@ -149,20 +156,7 @@ fn clients_sign_with_the_default_credential_chain() {
         ("DOCSTORE_KEYS", "kms://alias/clinic".to_owned()),
         ("DOCSTORE_AUDIT", audit.clone()),
     ]);
-    docstore(work, &url, &vars, &["init"]);
-    docstore(
-        work,
-        &url,
-        &vars,
-        &[
-            "put",
-            &pdf.display().to_string(),
-            "--patient",
-            "p-1",
-            "--exam",
-            "e-1",
-        ],
-    );
+    init_and_put(&vars);
     let kms = signers(&seen);
     assert!(!kms.is_empty(), "no KMS request reached the endpoint");
     assert!(kms.iter().all(|(_, k)| k == PROFILE_KEY), "{kms:?}");
@@ -173,20 +167,7 @@ fn clients_sign_with_the_default_credential_chain() {
         ("DOCSTORE_BLOBS", "s3://clinic/exams".to_owned()),
         ("DOCSTORE_AUDIT", audit),
     ];
-    docstore(work, &url, &vars, &["init"]);
-    docstore(
-        work,
-        &url,
-        &vars,
-        &[
-            "put",
-            &pdf.display().to_string(),
-            "--patient",
-            "p-1",
-            "--exam",
-            "e-1",
-        ],
-    );
+    init_and_put(&vars);
     let s3 = signers(&seen);
     assert!(
         s3.iter().any(|(first, _)| first.starts_with("PUT ")),

@@ -137,16 +137,14 @@ impl KafkaConfig {
                 "prefix" => c.topic_prefix = v.to_owned(),
                 "session_timeout_ms" => c.session_timeout = Duration::from_millis(num(v)?.max(1) as u64),
                 k if SECURITY_SETTINGS.contains(&k) => c.extra.push((k.to_owned(), v.to_owned())),
-                k if SECRET_SETTINGS.iter().any(|(s, _)| *s == k) => {
-                    let var = SECRET_SETTINGS
-                        .iter()
-                        .find(|(s, _)| *s == k)
-                        .map_or("", |(_, v)| *v);
-                    return Err(bad(&format!(
-                        "{k} does not belong in a URL: set {var} or {var}_FILE"
-                    )));
+                other => {
+                    return Err(bad(&match SECRET_SETTINGS.iter().find(|(s, _)| *s == other) {
+                        Some((_, var)) => {
+                            format!("{other} does not belong in a URL: set {var} or {var}_FILE")
+                        }
+                        None => format!("unknown setting {other}"),
+                    }));
                 }
-                other => return Err(bad(&format!("unknown setting {other}"))),
             }
         }
         for (setting, var) in SECRET_SETTINGS {

@@ -1043,7 +1043,6 @@ impl MetadataStore for DynamoMetadata {
                 });
             };
             let record = version_from_item(&item)?;
-            super::join::refuse_if_deleted(&self.document(document_id).await?)?;
             let old = opt_s(&item, "stages");
             let merged = super::join::merge(&record, old.as_deref().unwrap_or(""), result.clone(), required)?;
             let renditions = super::join::renditions_json(&merged.renditions)?;
@@ -1110,6 +1109,9 @@ impl MetadataStore for DynamoMetadata {
             {
                 Ok(_) => return Ok(merged.outcome),
                 Err(e) if lost_race(&e) => {
+                    // The transaction's ConditionCheck refuses a deleted document: tell that
+                    // apart from a race with another stage (one read, off the common path).
+                    super::join::refuse_if_deleted(&self.document(document_id).await?)?;
                     let cap = 2u64.saturating_pow(attempt.min(6)).min(50);
                     tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
                 }
@@ -1141,13 +1143,7 @@ impl MetadataStore for DynamoMetadata {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
             Err(e) => return Err(ddb_err("PutItem", e)),
         }
-        let recorded = self.exam_release(&release.exam_id).await?.ok_or_else(|| {
-            Error::Metadata(format!(
-                "exam {}: release not found after recording it",
-                release.exam_id
-            ))
-        })?;
-        kept_release(recorded, release)
+        kept_release(self.exam_release(&release.exam_id).await?, release)
     }
 
     async fn exam_release(&self, exam_id: &str) -> Result<Option<ExamRelease>> {

@@ -140,12 +140,18 @@ pub(crate) fn release_from_row(row: &impl RowAccess) -> Result<crate::model::Exa
     })
 }
 
-/// The release a store keeps when `asked` meets the `recorded` one: the recorded one, unless
-/// it names another patient.
+/// The release a store keeps when `asked` was recorded unless one already was: the one it
+/// reads back (`recorded`), unless that names another patient.
 pub(crate) fn kept_release(
-    recorded: crate::model::ExamRelease,
+    recorded: Option<crate::model::ExamRelease>,
     asked: &crate::model::ExamRelease,
 ) -> Result<crate::model::ExamRelease> {
+    let recorded = recorded.ok_or_else(|| {
+        Error::Metadata(format!(
+            "exam {}: release not found after recording it",
+            asked.exam_id
+        ))
+    })?;
     if recorded.patient_id != asked.patient_id {
         return Err(Error::InvalidInput(format!(
             "exam {} belongs to another patient",

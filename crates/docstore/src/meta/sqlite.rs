@@ -652,13 +652,7 @@ impl MetadataStore for SqliteMetadata {
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
-        let recorded = self.exam_release(&release.exam_id).await?.ok_or_else(|| {
-            Error::Metadata(format!(
-                "exam {}: release not found after recording it",
-                release.exam_id
-            ))
-        })?;
-        kept_release(recorded, release)
+        kept_release(self.exam_release(&release.exam_id).await?, release)
     }
 
     async fn exam_release(&self, exam_id: &str) -> Result<Option<ExamRelease>> {
