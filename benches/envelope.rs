@@ -1,5 +1,5 @@
 //! Envelope throughput: framed seal/open next to raw AES-256-GCM of the same implementation
-//! (RustCrypto `aes-gcm`), in the same run, for 1 MiB and 64 MiB.
+//! (`aws-lc-rs`, the envelope's default), in the same run, for 1 MiB and 64 MiB.
 //!
 //! Run: `cargo bench -p docstore-benches --bench envelope`. Goal: framed ≥ 0.9× raw.
 //!
@@ -8,15 +8,15 @@
 //!   place, tags kept aside: the cost of framing itself.
 //! - `framed_*_envelope`: a whole envelope built into / read from a separate buffer (header,
 //!   copies, tags inline), as `seal_to_vec` / `open_from_slice` do.
-//! - `raw_encrypt_aws_lc_rs`: the same AES-256-GCM from `aws-lc-rs` (already in the tree through the
-//!   AWS SDK's TLS), to weigh the cipher crate against the owner's pick, `aes-gcm`.
+//! - `*_rustcrypto`: the same with RustCrypto's `aes-gcm` (the owner's pick, kept as the
+//!   pure-Rust fallback), to weigh one crate against the other.
 #![allow(missing_docs)]
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use docstore::envelope::{
-    self, DEFAULT_FRAME_SIZE, EncryptionContext, Header, Layout, Opener, Sealer, TAG_LEN,
+    self, Aead, DEFAULT_FRAME_SIZE, EncryptionContext, Header, Layout, Opener, Sealer, TAG_LEN,
 };
 use zeroize::Zeroizing;
 
@@ -29,8 +29,13 @@ fn ctx() -> EncryptionContext {
     ])
 }
 
-fn seal_in_place(key: &envelope::DataKey, buf: &mut [u8], tags: &mut Vec<[u8; TAG_LEN]>) -> Header {
-    let mut sealer = Sealer::new(key, ctx(), DEFAULT_FRAME_SIZE, [7; 32]).unwrap();
+fn seal_in_place(
+    aead: Aead,
+    key: &envelope::DataKey,
+    buf: &mut [u8],
+    tags: &mut Vec<[u8; TAG_LEN]>,
+) -> Header {
+    let mut sealer = Sealer::new_in(aead, key, ctx(), DEFAULT_FRAME_SIZE, [7; 32]).unwrap();
     let header = sealer.header().clone();
     let n = buf.len().div_ceil(DEFAULT_FRAME_SIZE as usize);
     tags.clear();
@@ -53,24 +58,27 @@ fn bench(c: &mut Criterion) {
         let plain = docstore_pattern(size);
         let mut buf = plain.clone();
 
-        g.bench_function(BenchmarkId::new("raw_encrypt", label), |b| {
-            b.iter(|| raw.encrypt_in_place_detached(nonce, b"", &mut buf).unwrap())
-        });
-        // Another implementation of the same primitive, for the crate choice (see the module docs).
         let lc = aws_lc_rs::aead::LessSafeKey::new(
             aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key.as_slice()).unwrap(),
         );
-        g.bench_function(BenchmarkId::new("raw_encrypt_aws_lc_rs", label), |b| {
+        let lc_nonce = || aws_lc_rs::aead::Nonce::assume_unique_for_key([1u8; 12]);
+        g.bench_function(BenchmarkId::new("raw_encrypt", label), |b| {
             b.iter(|| {
-                let n = aws_lc_rs::aead::Nonce::assume_unique_for_key([1u8; 12]);
-                lc.seal_in_place_separate_tag(n, aws_lc_rs::aead::Aad::empty(), &mut buf)
+                lc.seal_in_place_separate_tag(lc_nonce(), aws_lc_rs::aead::Aad::empty(), &mut buf)
                     .unwrap()
             })
         });
+        g.bench_function(BenchmarkId::new("raw_encrypt_rustcrypto", label), |b| {
+            b.iter(|| raw.encrypt_in_place_detached(nonce, b"", &mut buf).unwrap())
+        });
         let mut tags = Vec::new();
         g.bench_function(BenchmarkId::new("framed_encrypt_in_place", label), |b| {
-            b.iter(|| seal_in_place(&key, &mut buf, &mut tags))
+            b.iter(|| seal_in_place(Aead::AwsLc, &key, &mut buf, &mut tags))
         });
+        g.bench_function(
+            BenchmarkId::new("framed_encrypt_in_place_rustcrypto", label),
+            |b| b.iter(|| seal_in_place(Aead::RustCrypto, &key, &mut buf, &mut tags)),
+        );
         g.bench_function(BenchmarkId::new("framed_encrypt_envelope", label), |b| {
             b.iter(|| envelope::seal_to_vec(&key, ctx(), DEFAULT_FRAME_SIZE, [7; 32], &plain).unwrap())
         });
@@ -81,12 +89,27 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("raw_decrypt", label), |b| {
             b.iter_batched_ref(
                 || raw_ct.clone(),
+                |ct| {
+                    lc.open_in_place_separate_tag(
+                        lc_nonce(),
+                        aws_lc_rs::aead::Aad::empty(),
+                        raw_tag.as_slice(),
+                        ct,
+                    )
+                    .unwrap();
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(BenchmarkId::new("raw_decrypt_rustcrypto", label), |b| {
+            b.iter_batched_ref(
+                || raw_ct.clone(),
                 |ct| raw.decrypt_in_place_detached(nonce, b"", ct, &raw_tag).unwrap(),
                 criterion::BatchSize::PerIteration,
             )
         });
         let mut framed_ct = plain.clone();
-        let header = seal_in_place(&key, &mut framed_ct, &mut tags);
+        let header = seal_in_place(Aead::AwsLc, &key, &mut framed_ct, &mut tags);
         let layout = Layout::from_plaintext_len(DEFAULT_FRAME_SIZE, size as u64);
         g.bench_function(BenchmarkId::new("framed_decrypt_in_place", label), |b| {
             b.iter_batched_ref(
@@ -106,6 +129,14 @@ fn bench(c: &mut Criterion) {
         let sealed = envelope::seal_to_vec(&key, ctx(), DEFAULT_FRAME_SIZE, [7; 32], &plain).unwrap();
         g.bench_function(BenchmarkId::new("framed_decrypt_envelope", label), |b| {
             b.iter(|| envelope::open_from_slice(&key, &ctx(), &sealed).unwrap())
+        });
+        // The whole-plaintext digest every put computes and every full get checks: the owner's
+        // pick (`sha2`) next to AWS-LC's, which the envelope's cipher already links.
+        g.bench_function(BenchmarkId::new("sha256_sha2", label), |b| {
+            b.iter(|| <sha2::Sha256 as sha2::Digest>::digest(&plain))
+        });
+        g.bench_function(BenchmarkId::new("sha256_aws_lc_rs", label), |b| {
+            b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &plain))
         });
         g.finish();
     }

@@ -812,6 +812,12 @@ fn is_closed_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers from
+/// several threads (runtime, SQLite worker, audit writer), and glibc's consolidation and bin
+/// unlinking were 9 % of a metadata list's CPU (see `docs/benchmarks/`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -4,8 +4,6 @@
 //! `crates/docstore/tests/vectors/`. This module is synchronous and does no I/O: the store drives it
 //! one frame at a time, so memory stays O(frame size) whatever the document size.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -366,9 +364,97 @@ fn aad(digest: &[u8; 32], index: u64, is_final: bool) -> [u8; 41] {
     a
 }
 
+/// Which AES-256-GCM implementation seals and opens frames. Both write and read the same bytes
+/// (the known-answer vectors run against each).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aead {
+    /// AWS-LC through `aws-lc-rs`: assembly AES-GCM (AES-NI, PCLMULQDQ, VAES where present).
+    #[default]
+    AwsLc,
+    /// RustCrypto's pure-Rust `aes-gcm`, for targets AWS-LC does not build on (feature
+    /// `rustcrypto-aead`).
+    #[cfg(feature = "rustcrypto-aead")]
+    RustCrypto,
+}
+
+/// One frame key, bound to the implementation chosen. AWS-LC's context is freed through
+/// `OPENSSL_free`, which cleanses the allocation, so the key schedule does not outlive it; the
+/// RustCrypto one is built with its `zeroize` feature.
+enum FrameCipher {
+    AwsLc(aws_lc_rs::aead::LessSafeKey),
+    #[cfg(feature = "rustcrypto-aead")]
+    RustCrypto(Box<aes_gcm::Aes256Gcm>),
+}
+
+impl FrameCipher {
+    fn new(aead: Aead, key: &[u8; 32]) -> FrameCipher {
+        match aead {
+            Aead::AwsLc => FrameCipher::AwsLc(aws_lc_rs::aead::LessSafeKey::new(
+                aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
+                    .expect("32 bytes is an AES-256 key"),
+            )),
+            #[cfg(feature = "rustcrypto-aead")]
+            Aead::RustCrypto => {
+                use aes_gcm::aead::KeyInit;
+                FrameCipher::RustCrypto(Box::new(aes_gcm::Aes256Gcm::new(key.into())))
+            }
+        }
+    }
+
+    /// Encrypts in place; `None` only if the implementation refuses the length.
+    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+        match self {
+            FrameCipher::AwsLc(key) => {
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                        aws_lc_rs::aead::Aad::from(aad),
+                        buf,
+                    )
+                    .ok()?;
+                tag.as_ref().try_into().ok()
+            }
+            #[cfg(feature = "rustcrypto-aead")]
+            FrameCipher::RustCrypto(c) => {
+                use aes_gcm::aead::AeadInPlace;
+                let tag = c
+                    .encrypt_in_place_detached(aes_gcm::Nonce::from_slice(&nonce), aad, buf)
+                    .ok()?;
+                Some(tag.into())
+            }
+        }
+    }
+
+    /// Authenticates and decrypts in place; `false` when the tag does not verify.
+    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+        match self {
+            FrameCipher::AwsLc(key) => key
+                .open_in_place_separate_tag(
+                    aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                    aws_lc_rs::aead::Aad::from(aad),
+                    tag,
+                    buf,
+                )
+                .is_ok(),
+            #[cfg(feature = "rustcrypto-aead")]
+            FrameCipher::RustCrypto(c) => {
+                use aes_gcm::aead::AeadInPlace;
+                c.decrypt_in_place_detached(
+                    aes_gcm::Nonce::from_slice(&nonce),
+                    aad,
+                    buf,
+                    aes_gcm::Tag::from_slice(tag),
+                )
+                .is_ok()
+            }
+        }
+    }
+}
+
 /// Seals frames of one envelope, in order.
 pub struct Sealer {
-    cipher: Aes256Gcm,
+    cipher: FrameCipher,
     header: Header,
     next: u64,
     finished: bool,
@@ -391,13 +477,24 @@ impl Sealer {
         frame_size: u32,
         message_id: [u8; MESSAGE_ID_LEN],
     ) -> Result<Self, IntegrityError> {
+        Sealer::new_in(Aead::default(), data_key, context, frame_size, message_id)
+    }
+
+    /// [`Sealer::new`] with a chosen AES-GCM implementation.
+    pub fn new_in(
+        aead: Aead,
+        data_key: &DataKey,
+        context: EncryptionContext,
+        frame_size: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> Result<Self, IntegrityError> {
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&frame_size) {
             return Err(IntegrityError::FrameSize(frame_size));
         }
         let (frame_key, commitment) = derive(data_key, &message_id);
         let header = Header::build(frame_size, message_id, context, commitment)?;
         Ok(Sealer {
-            cipher: Aes256Gcm::new(frame_key.as_ref().into()),
+            cipher: FrameCipher::new(aead, &frame_key),
             header,
             next: 0,
             finished: false,
@@ -435,21 +532,21 @@ impl Sealer {
         }
         let tag = self
             .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce(self.next)),
+            .seal(
+                nonce(self.next),
                 &aad(&self.header.digest, self.next, is_final),
                 buf,
             )
-            .map_err(|_| IntegrityError::Length(buf.len() as u64))?;
+            .ok_or(IntegrityError::Length(buf.len() as u64))?;
         self.next += 1;
         self.finished = is_final;
-        Ok(tag.into())
+        Ok(tag)
     }
 }
 
 /// Opens frames of one envelope, in any order (ranged reads open only the frames they need).
 pub struct Opener {
-    cipher: Aes256Gcm,
+    cipher: FrameCipher,
     digest: [u8; 32],
 }
 
@@ -462,12 +559,17 @@ impl std::fmt::Debug for Opener {
 impl Opener {
     /// Checks the key commitment (in constant time) before any frame is touched.
     pub fn new(header: &Header, data_key: &DataKey) -> Result<Self, IntegrityError> {
+        Opener::new_in(Aead::default(), header, data_key)
+    }
+
+    /// [`Opener::new`] with a chosen AES-GCM implementation.
+    pub fn new_in(aead: Aead, header: &Header, data_key: &DataKey) -> Result<Self, IntegrityError> {
         let (frame_key, commitment) = derive(data_key, &header.message_id);
         if !bool::from(commitment.ct_eq(&header.commitment)) {
             return Err(IntegrityError::Commitment);
         }
         Ok(Opener {
-            cipher: Aes256Gcm::new(frame_key.as_ref().into()),
+            cipher: FrameCipher::new(aead, &frame_key),
             digest: header.digest,
         })
     }
@@ -494,13 +596,10 @@ impl Opener {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), IntegrityError> {
-        let res = self.cipher.decrypt_in_place_detached(
-            Nonce::from_slice(&nonce(index)),
-            &aad(&self.digest, index, is_final),
-            buf,
-            Tag::from_slice(tag),
-        );
-        if res.is_err() {
+        if !self
+            .cipher
+            .open(nonce(index), &aad(&self.digest, index, is_final), buf, tag)
+        {
             zeroize::Zeroize::zeroize(buf);
             return Err(IntegrityError::Frame { index });
         }
@@ -516,7 +615,26 @@ pub fn seal_to_vec(
     message_id: [u8; MESSAGE_ID_LEN],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, IntegrityError> {
-    let mut sealer = Sealer::new(data_key, context, frame_size, message_id)?;
+    seal_to_vec_in(
+        Aead::default(),
+        data_key,
+        context,
+        frame_size,
+        message_id,
+        plaintext,
+    )
+}
+
+/// [`seal_to_vec`] with a chosen AES-GCM implementation.
+pub fn seal_to_vec_in(
+    aead: Aead,
+    data_key: &DataKey,
+    context: EncryptionContext,
+    frame_size: u32,
+    message_id: [u8; MESSAGE_ID_LEN],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, IntegrityError> {
+    let mut sealer = Sealer::new_in(aead, data_key, context, frame_size, message_id)?;
     let layout = Layout::from_plaintext_len(frame_size, plaintext.len() as u64);
     let mut out = Vec::with_capacity(sealer.header().as_bytes().len() + layout.body_len() as usize);
     out.extend_from_slice(sealer.header().as_bytes());
@@ -539,11 +657,21 @@ pub fn open_from_slice(
     expected: &EncryptionContext,
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
+    open_from_slice_in(Aead::default(), data_key, expected, envelope)
+}
+
+/// [`open_from_slice`] with a chosen AES-GCM implementation.
+pub fn open_from_slice_in(
+    aead: Aead,
+    data_key: &DataKey,
+    expected: &EncryptionContext,
+    envelope: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
     let (header, consumed) = Header::parse(envelope)?;
     if &header.context != expected {
         return Err(IntegrityError::Context);
     }
-    let opener = Opener::new(&header, data_key)?;
+    let opener = Opener::new_in(aead, &header, data_key)?;
     let body = &envelope[consumed..];
     let layout = header.layout(body.len() as u64)?;
     let mut out = Zeroizing::new(Vec::with_capacity(layout.plaintext_len as usize));

@@ -580,7 +580,7 @@ impl DocStore {
                 }
             }
             match stream.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk?),
+                Some(chunk) => append(&mut buf, chunk?),
                 None => return Err(integrity(IntegrityError::MalformedHeader("truncated header"))),
             }
         };
@@ -1201,6 +1201,19 @@ impl DocStore {
     }
 }
 
+/// Appends a blob chunk to the read buffer, taking it over without a copy when the buffer is
+/// empty and the chunk unshared (a local read hands a whole small blob over as one chunk).
+fn append(buf: &mut BytesMut, chunk: Bytes) {
+    if buf.is_empty() {
+        match chunk.try_into_mut() {
+            Ok(owned) => *buf = owned,
+            Err(shared) => buf.extend_from_slice(&shared),
+        }
+    } else {
+        buf.extend_from_slice(&chunk);
+    }
+}
+
 /// Reads until `buf` holds `want` bytes or the body ends.
 async fn fill<R: AsyncRead + Unpin>(body: &mut R, buf: &mut Vec<u8>, want: usize) -> Result<()> {
     while buf.len() < want {
@@ -1288,7 +1301,7 @@ impl FrameStream {
         let need = self.layout.frame_plaintext_len(index) as usize + TAG_LEN;
         while self.buf.len() < need {
             match self.stream.next().await {
-                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                Some(chunk) => append(&mut self.buf, chunk?),
                 None => return Err(integrity(self, IntegrityError::Length(self.buf.len() as u64))),
             }
         }

@@ -649,7 +649,7 @@ async fn token_attacks_are_401_and_audited() {
             ttl: Duration::from_secs(300),
         })
         .unwrap();
-    assert_eq!(call(Some(fresh)).await.unwrap().status(), 200);
+    assert_eq!(call(Some(fresh.clone())).await.unwrap().status(), 200);
 
     // Valid tokens without a single docstore role, or a patient without a binding: 403.
     let no_role = with_claims(&|c| c["cognito:groups"] = serde_json::json!(["billing"]));
@@ -658,5 +658,23 @@ async fn token_attacks_are_401_and_audited() {
     for t in [no_role, two_roles, unbound] {
         assert_problem(&call(Some(t)).await.unwrap(), 403);
     }
+
+    // The issuer withdraws the first key: at the next refresh (here, the next unknown kid), a
+    // token it signed stops working, though it was accepted (and cached as verified) before.
+    assert_eq!(call(Some(good.clone())).await.unwrap().status(), 200);
+    *jwks.keys.lock().unwrap() = serde_json::to_value(rotated.jwks()).unwrap();
+    let third_dir = tempfile::tempdir().unwrap();
+    let third = LocalIssuer::open_or_create(third_dir.path())
+        .unwrap()
+        .mint(&TokenRequest {
+            subject: "ana".into(),
+            role: Role::Staff,
+            patient_id: None,
+            ttl: Duration::from_secs(300),
+        })
+        .unwrap();
+    assert_problem(&call(Some(third)).await.unwrap(), 401);
+    assert_problem(&call(Some(good.clone())).await.unwrap(), 401);
+    assert_eq!(call(Some(fresh)).await.unwrap().status(), 200);
     h.stop().await;
 }

@@ -43,6 +43,59 @@ macro_rules! impl_row_access {
 }
 pub(crate) use impl_row_access;
 
+/// A row that the database built as a JSON array (SQLite's `json_array`), for lists fetched as
+/// one aggregated value: values in `columns` order, integers as JSON numbers, booleans as 0/1.
+pub(crate) struct JsonRow<'c> {
+    pub(crate) columns: &'c [&'c str],
+    pub(crate) values: Vec<serde_json::Value>,
+}
+
+impl JsonRow<'_> {
+    fn get(&self, col: &str) -> Result<&serde_json::Value> {
+        self.columns
+            .iter()
+            .position(|c| *c == col)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| Error::Metadata(format!("no column {col} in the row")))
+    }
+}
+
+impl RowAccess for JsonRow<'_> {
+    fn text(&self, col: &str) -> Result<String> {
+        self.opt_text(col)?
+            .ok_or_else(|| Error::Metadata(format!("column {col} is null")))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        match self.get(col)? {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(Error::Metadata(format!("column {col} is not text"))),
+        }
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.opt_int(col)?
+            .ok_or_else(|| Error::Metadata(format!("column {col} is null")))
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        match self.get(col)? {
+            serde_json::Value::Null => Ok(None),
+            v => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| Error::Metadata(format!("column {col} is not an integer"))),
+        }
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.int(col)? != 0)
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        // No list carries a blob column: JSON cannot hold one.
+        Err(Error::Metadata(format!(
+            "column {col} is binary; not in a JSON row"
+        )))
+    }
+}
+
 /// The record in `row`, or `NotFound` for `document` when there is no row.
 pub(crate) fn found<R: RowAccess, T>(
     row: Option<R>,

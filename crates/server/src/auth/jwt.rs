@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::policy::{Principal, Role};
@@ -145,11 +146,44 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
+/// Tokens already verified, by the SHA-256 of their text: a client sends the same token on every
+/// request, and a signature check (50 µs for Ed25519, more for RSA) was the largest cost of a
+/// metadata read. An entry holds only what verification proved, lasts until the token's own
+/// expiry, and every entry is dropped when the JWKS is fetched again, so a key the issuer
+/// withdrew stops working at the first refresh.
+#[derive(Default)]
+struct Verified {
+    entries: HashMap<[u8; 32], (Principal, u64)>,
+}
+
+/// Bound on [`Verified`]: at the cap, expired entries go, and if none has, all of them.
+const MAX_VERIFIED: usize = 16 * 1024;
+
+impl Verified {
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+        let (p, exp) = self.entries.get(digest)?;
+        // The same test `jsonwebtoken` applies to `exp`, with the same leeway.
+        (now <= exp.saturating_add(LEEWAY_SECS)).then(|| p.clone())
+    }
+
+    fn insert(&mut self, digest: [u8; 32], principal: Principal, exp: u64, now: u64) {
+        if self.entries.len() >= MAX_VERIFIED {
+            self.entries
+                .retain(|_, (_, e)| now <= e.saturating_add(LEEWAY_SECS));
+            if self.entries.len() >= MAX_VERIFIED {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(digest, (principal, exp));
+    }
+}
+
 /// Verifies bearer tokens and maps their claims to a [`Principal`].
 pub struct TokenVerifier {
     config: VerifierConfig,
     http: reqwest::Client,
     cache: Mutex<KeyCache>,
+    verified: std::sync::Mutex<Verified>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -237,6 +271,7 @@ impl TokenVerifier {
                 keys,
                 fetched_at: None,
             }),
+            verified: Default::default(),
         })
     }
 
@@ -305,7 +340,10 @@ impl TokenVerifier {
             return Ok(None);
         }
         cache.fetched_at = Some(Instant::now());
-        cache.keys = self.fetch_keys().await.map_err(AuthError::Jwks)?;
+        let keys = self.fetch_keys().await.map_err(AuthError::Jwks);
+        // Whatever the answer, tokens verified under the old set are checked again.
+        self.verified_cache().entries.clear();
+        cache.keys = keys?;
         Ok(cache.keys.get(kid).cloned())
     }
 
@@ -314,6 +352,23 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge);
         }
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(p) = self.verified_cache().get(&digest, now) {
+            return Ok(p);
+        }
+        let (principal, exp) = self.verify_uncached(token).await?;
+        self.verified_cache().insert(digest, principal.clone(), exp, now);
+        Ok(principal)
+    }
+
+    fn verified_cache(&self) -> std::sync::MutexGuard<'_, Verified> {
+        // A panic while holding it leaves nothing half-written: the map is still valid.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signature and claim checks, and the token's `exp`.
+    async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| AuthError::NotAccepted("malformed header"))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
@@ -341,7 +396,9 @@ impl TokenVerifier {
         if iat.is_none_or(|t| t > now + LEEWAY_SECS) {
             return Err(AuthError::NotAccepted("iat in the future"));
         }
-        self.principal(&claims)
+        // Required above, so present; a non-integer one was refused by the library.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok((self.principal(&claims)?, exp))
     }
 
     fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
@@ -377,5 +434,50 @@ impl TokenVerifier {
             role,
             patient_id: if role == Role::Patient { patient_id } else { None },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staff(subject: &str) -> Principal {
+        Principal {
+            subject: subject.into(),
+            role: Role::Staff,
+            patient_id: None,
+        }
+    }
+
+    #[test]
+    fn a_verified_token_expires_in_the_cache_as_it_would_unverified() {
+        let mut v = Verified::default();
+        v.insert([1; 32], staff("ana"), 1_000, 900);
+        assert_eq!(v.get(&[1; 32], 1_000 + LEEWAY_SECS), Some(staff("ana")));
+        assert_eq!(v.get(&[1; 32], 1_001 + LEEWAY_SECS), None);
+        assert_eq!(v.get(&[2; 32], 900), None);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_drops_expired_entries_first() {
+        let mut v = Verified::default();
+        for i in 0..MAX_VERIFIED {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            // Half of them long expired by `now` below.
+            let exp = if i % 2 == 0 { 10 } else { 10_000 };
+            v.insert(d, staff("x"), exp, 5);
+        }
+        v.insert([0xff; 32], staff("new"), 10_000, 5_000);
+        assert_eq!(v.entries.len(), MAX_VERIFIED / 2 + 1);
+        // With nothing expired, the cap clears the lot rather than grow.
+        let mut full = Verified::default();
+        for i in 0..MAX_VERIFIED {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            full.insert(d, staff("x"), 10_000, 5);
+        }
+        full.insert([0xff; 32], staff("new"), 10_000, 5);
+        assert_eq!(full.entries.len(), 1);
     }
 }
