@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every test (the conformance suite on every backend,
 # tamper classes, corpus round trips, CLI end to end, the HTTP service), benches and fuzz
-# targets compiled, and the HTTP API fuzzed from its OpenAPI document.
+# targets compiled, the HTTP API fuzzed from its OpenAPI document, and the web pages driven in
+# headless Chromium.
 # The servers the tests need (moto for S3/DynamoDB/KMS, PostgreSQL, Apache Kafka) are installed if missing,
 # started on 127.0.0.1 by scripts/services.sh and stopped on exit; tests that need them fail
 # (not skip) here when they are missing.
@@ -24,5 +25,6 @@ echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== tests"; cargo test --workspace --all-targets --all-features --locked
 echo "== API fuzzing (schemathesis, openapi-spec-validator)"; scripts/api-fuzz.sh
+echo "== pages in headless Chromium (selenium)"; scripts/ui-test.sh
 echo "== doc tests"; cargo test --workspace --doc --locked
 echo "== examples"; cargo run -q -p docstore --example put_get --locked >/dev/null

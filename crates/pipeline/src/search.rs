@@ -70,6 +70,8 @@ pub const MAX_QUERY_TERMS: usize = 64;
 pub const MAX_FUZZY_TERMS: usize = 16;
 /// Most hits a search may skip: deeper pages size the top-k buffer.
 pub const MAX_OFFSET: usize = 10_000;
+/// Most dictionary words one fuzzy term is expanded to for highlighting.
+const MAX_FUZZY_EXPANSIONS: usize = 64;
 /// Longest snippet, characters (longer requests are cut to it).
 pub const MAX_SNIPPET_CHARS: usize = 1_000;
 /// How long one search may take unless [`SearchQuery::deadline`] says otherwise.
@@ -1094,7 +1096,11 @@ impl SearchIndex {
         // One generator per text field a hit's text can be in.
         let generator = |field: Field| -> Result<_, SearchError> {
             let Some(t) = &text_query else { return Ok(None) };
-            let mut g = tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), field)?;
+            let mut g = if q.fuzzy {
+                self.fuzzy_snippets(&searcher, &q.text, field)?
+            } else {
+                tantivy::snippet::SnippetGenerator::create(&searcher, t.as_ref(), field)?
+            };
             g.set_max_num_chars(snippet_chars);
             Ok(Some(g))
         };
@@ -1117,7 +1123,7 @@ impl SearchIndex {
             let snippet = snippets.as_ref().map(|g| {
                 let s = g.snippet_from_doc(&doc);
                 if s.fragment().is_empty() {
-                    // Fuzzy terms are not enumerated for highlighting: show the text's start.
+                    // Nothing to highlight (a match on another field): show the text's start.
                     let end = v
                         .text
                         .char_indices()
@@ -1142,6 +1148,55 @@ impl SearchIndex {
             });
         }
         Ok(SearchResults { total, hits, by_kind })
+    }
+
+    /// A snippet generator for a fuzzy query: tantivy's own enumerates no fuzzy terms, so each
+    /// typed term is expanded here through the term dictionary (the same Levenshtein automaton
+    /// as the query, at most [`MAX_FUZZY_EXPANSIONS`] words each), and those words are marked.
+    fn fuzzy_snippets(
+        &self,
+        searcher: &tantivy::Searcher,
+        text: &str,
+        field: Field,
+    ) -> Result<tantivy::snippet::SnippetGenerator, SearchError> {
+        use tantivy::query::FuzzyTermQuery;
+        let mut parser = QueryParser::for_index(&self.index, vec![field]);
+        parser.set_conjunction_by_default();
+        let plain = parser
+            .parse_query(text)
+            .map_err(|_| SearchError::Query("the query does not parse".into()))?;
+        let mut typed: Vec<Term> = Vec::new();
+        plain.query_terms(&mut |t, _| {
+            if t.field() == field && !typed.contains(t) {
+                typed.push(t.clone());
+            }
+        });
+        let mut words = std::collections::BTreeMap::new();
+        for term in typed {
+            let fuzzy = FuzzyTermQuery::new(term, 1, true);
+            let mut found = 0;
+            for segment in searcher.segment_readers() {
+                let index = segment.inverted_index(field)?;
+                let mut stream = index
+                    .terms()
+                    .search(fuzzy.automaton()?)
+                    .into_stream()
+                    .map_err(tantivy::TantivyError::from)?;
+                while found < MAX_FUZZY_EXPANSIONS && stream.advance() {
+                    if let Ok(w) = std::str::from_utf8(stream.key())
+                        && words.insert(w.to_owned(), 1.0).is_none()
+                    {
+                        found += 1;
+                    }
+                }
+            }
+        }
+        Ok(tantivy::snippet::SnippetGenerator::new(
+            words,
+            self.index.tokenizer_for_field(field)?,
+            field,
+            MAX_SNIPPET_CHARS,
+        ))
     }
 
     /// Indexed entries (every version), as of the last commit.
@@ -1271,7 +1326,7 @@ pub struct Hit {
 }
 
 /// A page of hits.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SearchResults {
     /// Hits in all pages.
     pub total: usize,

@@ -186,7 +186,16 @@ fn snippets_highlight_and_fuzzy_needs_the_flag() {
     assert!(ids(&idx, q("hemoglobinna")).is_empty());
     let mut fuzzy = q("hemoglobinna");
     fuzzy.fuzzy = true;
-    assert_eq!(ids(&idx, fuzzy), ["hemo@1"]);
+    assert_eq!(ids(&idx, fuzzy.clone()), ["hemo@1"]);
+    // The fuzzy match is highlighted too: the word the typo stood for.
+    let r = idx.search(&fuzzy).unwrap();
+    let marked = r.hits[0].snippet.as_ref().unwrap().marked("<", ">");
+    assert!(marked.contains("<Hemoglobína>"), "{marked}");
+    // And a phrase's words.
+    let r = idx.search(&q("\"hemoglobina 13,5\"")).unwrap();
+    assert_eq!(r.hits.len(), 1);
+    let marked = r.hits[0].snippet.as_ref().unwrap().marked("<", ">");
+    assert!(marked.contains("<Hemoglobína>"), "{marked}");
 }
 
 #[test]

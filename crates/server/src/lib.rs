@@ -19,6 +19,7 @@
 //! | `problem.rs` | RFC 9457 problem+json errors |
 //! | `openapi.rs` | the OpenAPI 3.1 document, generated from the handlers' annotations |
 //! | `ratelimit.rs`, `metrics.rs` | per-identity download limit; Prometheus metrics |
+//! | `web/` | the pages: sessions, CSRF, security headers, templates (`templates/`), assets |
 //! | `lib.rs` | [`start`]: the listener, connection limits, timeouts, graceful shutdown |
 //!
 //! ```no_run
@@ -44,6 +45,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -299,6 +301,8 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         downloads: ratelimit::DownloadLimiter::new(config.limits.downloads_per_minute),
         limits: config.limits.clone(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
+        dev_sign_in: matches!(config.auth, Authentication::Local),
+        tls: config.tls.is_some(),
     });
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen)

@@ -116,6 +116,7 @@ impl Modify for BearerAuth {
         routes::links::open,
         routes::search::search,
         routes::audit,
+        routes::history,
     ),
     components(schemas(Problem, Binary)),
     modifiers(&BearerAuth),

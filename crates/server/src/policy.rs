@@ -87,11 +87,14 @@ pub enum Action {
     AuditRead,
     /// Create, list and revoke download links to a version.
     Share,
+    /// Read one document's audit trail: who viewed, downloaded or changed it, and when (a
+    /// patient's right under LGPD, art. 18, for their own results).
+    History,
 }
 
 impl Action {
     /// Every action, in the order of the policy table.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Create,
         Action::AddVersion,
         Action::Read,
@@ -106,6 +109,7 @@ impl Action {
         Action::Release,
         Action::AuditRead,
         Action::Share,
+        Action::History,
     ];
 
     /// The action's name in `docs/access.md` and in audit records.
@@ -125,6 +129,7 @@ impl Action {
             Action::Release => "release",
             Action::AuditRead => "audit_read",
             Action::Share => "share",
+            Action::History => "history",
         }
     }
 }
@@ -180,6 +185,7 @@ pub const POLICY: &[Rule] = &[
     rule(R::Patient, A::ListPatient, C::OwnReleased),
     rule(R::Patient, A::Search, C::OwnReleased),
     rule(R::Patient, A::Share, C::OwnReleased),
+    rule(R::Patient, A::History, C::OwnReleased),
     rule(R::Doctor, A::Read, C::Assigned),
     rule(R::Doctor, A::ListPatient, C::Assigned),
     rule(R::Doctor, A::ListExam, C::Assigned),
@@ -194,6 +200,7 @@ pub const POLICY: &[Rule] = &[
     rule(R::Staff, A::Restore, C::Always),
     rule(R::Staff, A::Release, C::Always),
     rule(R::Staff, A::Share, C::Always),
+    rule(R::Staff, A::History, C::Always),
     rule(R::Admin, A::Create, C::Always),
     rule(R::Admin, A::AddVersion, C::Always),
     rule(R::Admin, A::Read, C::Always),
@@ -207,7 +214,9 @@ pub const POLICY: &[Rule] = &[
     rule(R::Admin, A::Hold, C::Always),
     rule(R::Admin, A::Purge, C::Always),
     rule(R::Admin, A::Shred, C::Always),
+    rule(R::Admin, A::History, C::Always),
     rule(R::Auditor, A::AuditRead, C::Always),
+    rule(R::Auditor, A::History, C::Always),
     rule(R::Service, A::Create, C::Always),
     rule(R::Service, A::AddVersion, C::Always),
     rule(R::Service, A::Read, C::Always),

@@ -53,6 +53,12 @@ impl ApiError {
         ApiError::NotFound { denied: true }
     }
 
+    /// The status and the safe message a caller may see.
+    pub(crate) fn status_and_detail(&self) -> (StatusCode, String) {
+        let (status, _, detail) = self.parts();
+        (status, detail)
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad-request", m.clone()),

@@ -67,6 +67,10 @@ pub struct AppState {
     pub downloads: crate::ratelimit::DownloadLimiter,
     /// Signs and verifies download links.
     pub links: crate::auth::LinkSigner,
+    /// Whether the pages offer the development sign-in (the embedded local issuer only).
+    pub dev_sign_in: bool,
+    /// Whether the service is served over TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -239,6 +243,11 @@ impl AuditSlot {
         f(&mut g)
     }
 
+    /// Names the authenticated principal of a request.
+    pub fn as_principal(&self, who: &Principal) {
+        self.with(|n| n.principal = Some(who.clone()));
+    }
+
     /// Names the actor of a request without a bearer token (a download link).
     pub fn as_actor(&self, actor: &str) {
         self.with(|n| n.actor = Some(actor.to_owned()));
@@ -288,9 +297,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let slot = parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default();
-        let token = bearer(&parts.headers)?;
-        let principal = state.verifier.verify(token).await?;
-        slot.with(|n| n.principal = Some(principal.clone()));
+        let principal = if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            state.verifier.verify(bearer(&parts.headers)?).await?
+        } else {
+            // The pages' scripts and images: a signed-in session stands for the token.
+            crate::web::session_caller(parts)
+                .await?
+                .ok_or(crate::auth::AuthError::Missing)?
+        };
+        slot.as_principal(&principal);
         Ok(Caller {
             principal,
             audit: slot,
@@ -299,12 +314,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 /// Errors the framework answers itself (an unparsable path or query, a wrong method) become
-/// problem+json too, with a fixed message: the framework's own text can quote the request.
+/// problem+json too, with a fixed message: the framework's own text can quote the request. The
+/// pages' own error pages (HTML) stay as they are.
 fn as_problem(resp: Response) -> Response {
     let is_problem = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == crate::problem::PROBLEM_JSON.as_bytes());
+        .is_some_and(|v| {
+            v.as_bytes() == crate::problem::PROBLEM_JSON.as_bytes() || v.as_bytes().starts_with(b"text/html")
+        });
     if is_problem {
         return resp;
     }
@@ -325,9 +343,10 @@ fn as_problem(resp: Response) -> Response {
     out
 }
 
-/// Routes that carry no patient data and are polled by machines: not audited.
+/// Routes that carry no patient data (probes, metrics, the pages' style and script): not
+/// audited.
 fn unaudited(route: &str) -> bool {
-    matches!(route, "/healthz" | "/readyz" | "/metrics")
+    matches!(route, "/healthz" | "/readyz" | "/metrics") || route.starts_with("/static/")
 }
 
 /// Middleware: times and counts every request, and writes its audit record (subject, role,

@@ -70,6 +70,7 @@ enum Call {
     Release,
     Share,
     ShareExam,
+    History,
 }
 
 impl Call {
@@ -88,6 +89,7 @@ impl Call {
             Call::Create => Action::Create,
             Call::Release => Action::Release,
             Call::Share | Call::ShareExam => Action::Share,
+            Call::History => Action::History,
         }
     }
 }
@@ -149,6 +151,7 @@ async fn authorization_matrix_follows_the_policy_table() {
         Call::Release,
         Call::Share,
         Call::ShareExam,
+        Call::History,
     ];
     let mut checked = 0;
     for (role, sub, patient) in &principals {
@@ -235,6 +238,11 @@ async fn authorization_matrix_follows_the_policy_table() {
                     ),
                     Call::Search => (h.http.get(h.url("/v1/search?q=x")), 200, 404),
                     Call::Audit => (h.http.get(h.url("/v1/audit?limit=1")), 200, 403),
+                    Call::History => (
+                        h.http.get(h.url(&format!("/v1/documents/{}/history", doc.id))),
+                        200,
+                        404,
+                    ),
                     Call::Create => (
                         h.http
                             .post(h.url(&format!(

@@ -287,7 +287,13 @@ fn content_headers(resp: &mut Response, v: &VersionRecord, media_type: &str, q: 
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    let disposition = if q.disposition.as_deref() == Some("attachment") {
+    // Inline only for types a browser shows without running anything: a stored HTML or SVG
+    // page would otherwise run its scripts on this origin, beside the pages' session cookie.
+    let viewable = matches!(
+        media_type,
+        "application/pdf" | "image/png" | "image/jpeg" | "image/webp" | "image/gif" | "text/plain"
+    );
+    let disposition = if q.disposition.as_deref() == Some("attachment") || !viewable {
         "attachment"
     } else {
         "inline"

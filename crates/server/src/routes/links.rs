@@ -140,20 +140,20 @@ pub struct CreatedLink {
 /// What a list shows of a link.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LinkView {
-    link_id: String,
-    document_id: String,
-    version: u64,
-    created_by: String,
-    label: Option<String>,
-    created_at: String,
-    expires_at: String,
-    max_uses: u64,
-    uses: u64,
-    revoked_at: Option<String>,
+    pub(crate) link_id: String,
+    pub(crate) document_id: String,
+    pub(crate) version: u64,
+    pub(crate) created_by: String,
+    pub(crate) label: Option<String>,
+    pub(crate) created_at: String,
+    pub(crate) expires_at: String,
+    pub(crate) max_uses: u64,
+    pub(crate) uses: u64,
+    pub(crate) revoked_at: Option<String>,
     /// `date_of_birth` or `one_time_code`, when a second factor is required.
-    second_factor: Option<String>,
+    pub(crate) second_factor: Option<String>,
     /// Locked after five wrong second-factor answers.
-    locked: bool,
+    pub(crate) locked: bool,
 }
 
 impl From<&LinkRecord> for LinkView {
@@ -199,15 +199,40 @@ pub async fn create(
         .filter(|n| *n >= 1)
         .ok_or(ApiError::NotFound { denied: false })?;
     caller.about(Action::Share, Some(&id), Some(n));
-    let doc = state.authorize(&caller.principal, Action::Share, &id).await?;
+    let b: Option<LinkBody> = if body.is_empty() {
+        None
+    } else {
+        Some(crate::routes::json_body(&state, &body)?)
+    };
+    let created = make(&state, &caller, &id, n, b).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+impl LinkBody {
+    /// A link for `label`, valid `ttl_seconds`, with the default use limit and no second factor.
+    pub(crate) fn labelled(label: Option<String>, ttl_seconds: u64) -> Self {
+        LinkBody {
+            ttl_seconds: Some(ttl_seconds),
+            label,
+            ..LinkBody::default()
+        }
+    }
+}
+
+/// Makes a link to version `n` of `id` for `caller` (the API's and the pages').
+pub(crate) async fn make(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    n: u64,
+    body: Option<LinkBody>,
+) -> Result<CreatedLink, ApiError> {
+    caller.about(Action::Share, Some(id), Some(n));
+    let doc = state.authorize(&caller.principal, Action::Share, id).await?;
     if doc.deleted_at.is_some() || n > doc.latest_version {
         return Err(ApiError::NotFound { denied: false });
     }
-    let b: LinkBody = if body.is_empty() {
-        LinkBody::default()
-    } else {
-        crate::routes::json_body(&state, &body)?
-    };
+    let b = body.unwrap_or_default();
     let ttl = b.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
     let max_uses = b.max_uses.unwrap_or(10);
     if !(60..=MAX_TTL_SECS).contains(&ttl) || !(1..=MAX_USES).contains(&max_uses) {
@@ -236,7 +261,7 @@ pub async fn create(
     let now = Timestamp::now();
     let link = LinkRecord {
         link_id,
-        document_id: id.clone(),
+        document_id: id.to_owned(),
         version: n,
         created_by: caller.principal.identity().subject,
         label: b.label,
@@ -252,16 +277,15 @@ pub async fn create(
     state.access.create_link(&link).await.map_err(access_error)?;
     let token = state.links.sign(&LinkClaims {
         lid: link.link_id.clone(),
-        doc: id,
+        doc: id.to_owned(),
         v: n,
         exp: link.expires_at,
     });
-    let created = CreatedLink {
+    Ok(CreatedLink {
         link: LinkView::from(&link),
         url: format!("/v1/links/{token}"),
         one_time_code: code,
-    };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    })
 }
 
 /// Whether the caller sees every link of a document, or only the ones they made.
@@ -278,19 +302,25 @@ pub async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LinkList>, ApiError> {
-    caller.about(Action::Share, Some(&id), None);
-    state.authorize(&caller.principal, Action::Share, &id).await?;
+    Ok(Json(LinkList {
+        items: links_of(&state, &caller, &id).await?,
+    }))
+}
+
+/// The links of `id` that `caller` sees, newest first.
+pub(crate) async fn links_of(state: &AppState, caller: &Caller, id: &str) -> Result<Vec<LinkView>, ApiError> {
+    caller.about(Action::Share, Some(id), None);
+    state.authorize(&caller.principal, Action::Share, id).await?;
     let me = caller.principal.identity().subject;
-    let links: Vec<LinkView> = state
+    Ok(state
         .access
-        .links_of(&id)
+        .links_of(id)
         .await
         .map_err(access_error)?
         .iter()
-        .filter(|l| sees_all_links(&caller) || l.created_by == me)
+        .filter(|l| sees_all_links(caller) || l.created_by == me)
         .map(LinkView::from)
-        .collect();
-    Ok(Json(LinkList { items: links }))
+        .collect())
 }
 
 /// `DELETE /v1/links/{link_id}`.
@@ -302,10 +332,20 @@ pub async fn revoke(
     caller: Caller,
     Path(link_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    revoke_link(&state, &caller, &link_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a link for `caller`; returns the document it was a link to.
+pub(crate) async fn revoke_link(
+    state: &AppState,
+    caller: &Caller,
+    link_id: &str,
+) -> Result<String, ApiError> {
     caller.about(Action::Share, None, None);
     let link = state
         .access
-        .link(&link_id)
+        .link(link_id)
         .await
         .map_err(access_error)?
         .ok_or(ApiError::NotFound { denied: false })?;
@@ -313,15 +353,15 @@ pub async fn revoke(
     state
         .authorize(&caller.principal, Action::Share, &link.document_id)
         .await?;
-    if !sees_all_links(&caller) && link.created_by != caller.principal.identity().subject {
+    if !sees_all_links(caller) && link.created_by != caller.principal.identity().subject {
         return Err(ApiError::denied());
     }
     state
         .access
-        .revoke_link(&link_id, Timestamp::now().0)
+        .revoke_link(link_id, Timestamp::now().0)
         .await
         .map_err(access_error)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(link.document_id)
 }
 
 /// Checks the `Docstore-Link-Factor` answer of a link that asks for one. Each check takes one of

@@ -80,6 +80,50 @@ pub async fn audit(
     Ok(Json(json!({ "items": records })))
 }
 
+/// Query of `GET /v1/documents/{id}/history`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Newest N records, 1–1000 (default 200).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /v1/documents/{id}/history`: the document's audit trail (who read, downloaded, shared or
+/// changed it, and when), for those who may read it: staff, and its patient once released.
+#[utoipa::path(get, path = "/v1/documents/{id}/history", tag = "audit",
+    params(("id" = String, Path, description = "Document id"), HistoryQuery),
+    responses((status = 200, description = "Records, oldest first", body = Object), crate::openapi::Problems))]
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be 1..=1000".into()));
+    }
+    let records = document_history(&state, &caller, &id, limit).await?;
+    Ok(Json(json!({ "items": records })))
+}
+
+/// The newest `limit` audit records about document `id`, if `caller` may see its history.
+pub(crate) async fn document_history(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    limit: usize,
+) -> Result<Vec<docstore::audit::AuditRecord>, ApiError> {
+    caller.about(Action::History, Some(id), None);
+    state.authorize(&caller.principal, Action::History, id).await?;
+    Ok(state
+        .store
+        .audit_log(&caller.principal.identity(), Some(id), limit)
+        .await?)
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -148,16 +192,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             put(shares::share).delete(shares::unshare),
         )
         .route("/v1/search", get(search::search))
+        .route("/v1/documents/{id}/history", get(history))
         .route("/v1/audit", get(audit))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit_requests,
         ))
+        .layer(crate::web::session_layer(state.tls))
         // A slow body (one byte now and then) is cut; the upload then stores nothing.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)

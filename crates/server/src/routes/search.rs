@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use docstore::Timestamp;
-use docstore_pipeline::search::{SearchError, SearchQuery, Sort};
+use docstore_pipeline::search::{SearchError, SearchQuery, SearchResults, Sort};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -16,43 +16,43 @@ use crate::problem::ApiError;
 use crate::state::{AppState, Caller};
 
 /// Query string of `GET /v1/search`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Query text (empty: filters only).
     #[serde(default)]
-    q: String,
+    pub(crate) q: String,
     /// Only this patient's documents.
     #[serde(default)]
-    patient: Option<String>,
+    pub(crate) patient: Option<String>,
     /// Only this exam's.
     #[serde(default)]
-    exam: Option<String>,
+    pub(crate) exam: Option<String>,
     /// Only this kind.
     #[serde(default)]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Created at or after (`2026-01-31` or RFC 3339).
     #[serde(default)]
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// Created before.
     #[serde(default)]
-    until: Option<String>,
+    pub(crate) until: Option<String>,
     /// Terms match within one edit.
     #[serde(default)]
-    fuzzy: bool,
+    pub(crate) fuzzy: bool,
     /// Every version, not only the latest.
     #[serde(default)]
-    all_versions: bool,
+    pub(crate) all_versions: bool,
     /// `relevance` (default) or `newest`.
     #[serde(default)]
-    sort: Option<String>,
+    pub(crate) sort: Option<String>,
     /// 1-based page.
     #[serde(default)]
-    page: Option<usize>,
+    pub(crate) page: Option<usize>,
     /// Hits per page, 1–100 (default 10).
     #[serde(default)]
-    per_page: Option<usize>,
+    pub(crate) per_page: Option<usize>,
 }
 
 /// One hit.
@@ -93,7 +93,78 @@ pub async fn search(
     caller: Caller,
     Query(p): Query<SearchParams>,
 ) -> Result<Json<SearchPage>, ApiError> {
+    let found = run(&state, &caller, p).await?;
+    let hits: Vec<HitView> = found
+        .results
+        .hits
+        .iter()
+        .map(|h| HitView {
+            document_id: h.version.document_id.clone(),
+            version: h.version.version,
+            patient_id: h.version.patient_id.clone(),
+            exam_id: h.version.exam_id.clone(),
+            kind: h.version.kind.clone(),
+            created_at: h.version.created_at.to_rfc3339(),
+            score: h.score,
+            snippet: h.snippet.as_ref().map(|s| {
+                json!({
+                    "fragment": s.fragment,
+                    "highlights": s.highlights.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
+                })
+            }),
+            thumbnail: thumbnail_path(&h.version.document_id, h.version.version),
+        })
+        .collect();
+    Ok(Json(SearchPage {
+        total: found.results.total,
+        by_kind: found.results.by_kind,
+        hits,
+        page: found.page,
+        per_page: found.per_page,
+    }))
+}
+
+/// The API path of a version's thumbnail.
+pub(crate) fn thumbnail_path(document_id: &str, version: u64) -> String {
+    format!("/v1/documents/{document_id}/versions/{version}/renditions/thumbnail")
+}
+
+/// One page of a search, as the policy narrows it.
+pub(crate) struct Found {
+    pub results: SearchResults,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+impl SearchParams {
+    /// Whether the search asks for anything (text or a filter).
+    pub(crate) fn is_empty(&self) -> bool {
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        self.q.trim().is_empty()
+            && blank(&self.patient)
+            && blank(&self.exam)
+            && blank(&self.kind)
+            && blank(&self.from)
+            && blank(&self.until)
+    }
+}
+
+/// A search by `caller` (the API's and the search page's): the policy narrows the query, the
+/// library audits it. Empty filter values (as a form sends them) are no filter.
+pub(crate) async fn run(state: &AppState, caller: &Caller, mut p: SearchParams) -> Result<Found, ApiError> {
     caller.about(Action::Search, None, None);
+    for f in [
+        &mut p.patient,
+        &mut p.exam,
+        &mut p.kind,
+        &mut p.from,
+        &mut p.until,
+        &mut p.sort,
+    ] {
+        if f.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            *f = None;
+        }
+    }
     let index = state.index.clone().ok_or(ApiError::Status(
         axum::http::StatusCode::NOT_IMPLEMENTED,
         "this node serves no search",
@@ -136,47 +207,20 @@ pub async fn search(
     // message names the limit, never the query.
     q.check_limits().map_err(search_error)?;
     if q.exams.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Json(SearchPage {
-            total: 0,
-            by_kind: Default::default(),
-            hits: Vec::new(),
+        return Ok(Found {
+            results: SearchResults::default(),
             page,
             per_page,
-        }));
+        });
     }
     let results = docstore_pipeline::search::search(&state.store, &index, &caller.principal.identity(), q)
         .await
         .map_err(search_error)?;
-    let hits: Vec<HitView> = results
-        .hits
-        .iter()
-        .map(|h| HitView {
-            document_id: h.version.document_id.clone(),
-            version: h.version.version,
-            patient_id: h.version.patient_id.clone(),
-            exam_id: h.version.exam_id.clone(),
-            kind: h.version.kind.clone(),
-            created_at: h.version.created_at.to_rfc3339(),
-            score: h.score,
-            snippet: h.snippet.as_ref().map(|s| {
-                json!({
-                    "fragment": s.fragment,
-                    "highlights": s.highlights.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
-                })
-            }),
-            thumbnail: format!(
-                "/v1/documents/{}/versions/{}/renditions/thumbnail",
-                h.version.document_id, h.version.version
-            ),
-        })
-        .collect();
-    Ok(Json(SearchPage {
-        total: results.total,
-        by_kind: results.by_kind,
-        hits,
+    Ok(Found {
+        results,
         page,
         per_page,
-    }))
+    })
 }
 
 /// A search failure over HTTP. The parser's message could quote the query, which can name a
