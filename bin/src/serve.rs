@@ -65,6 +65,16 @@ pub(crate) struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "DOCSTORE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The pages' client id at the OIDC provider (authorization code with PKCE; needs
+    /// --oidc-issuer and --oidc-redirect-url).
+    #[arg(long, env = "DOCSTORE_OIDC_CLIENT_ID", requires_all = ["oidc_issuer", "oidc_redirect_url"])]
+    oidc_client_id: Option<String>,
+    /// The client's secret, for a confidential client.
+    #[arg(long, env = "DOCSTORE_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// Where the provider returns: this service's `/entrar/retorno`, as the browser reaches it.
+    #[arg(long, env = "DOCSTORE_OIDC_REDIRECT_URL")]
+    oidc_redirect_url: Option<String>,
 }
 
 /// `docstore token`.
@@ -114,6 +124,21 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
     if let Some(url) = &a.bus {
         config.exam_bus = Some(docstore_pipeline::bus::open_bus(url).map_err(server_error)?);
     }
+    let claims = ClaimMapping {
+        roles: a.roles_claim,
+        patient: a.patient_claim,
+    };
+    if let (Some(client_id), Some(issuer), Some(redirect_url)) =
+        (a.oidc_client_id, a.oidc_issuer.clone(), a.oidc_redirect_url)
+    {
+        config.pages_oidc = Some(docstore_server::web::oidc::PagesOidc {
+            issuer,
+            client_id,
+            client_secret: a.oidc_client_secret,
+            redirect_url,
+            claims: claims.clone(),
+        });
+    }
     if let Some(issuer) = a.oidc_issuer {
         let audience = a
             .oidc_audience
@@ -125,10 +150,7 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
             },
             issuer,
             audience,
-            claims: ClaimMapping {
-                roles: a.roles_claim,
-                patient: a.patient_claim,
-            },
+            claims,
             refresh_interval: Duration::from_secs(30),
         });
     } else {

@@ -14,6 +14,8 @@ import http.client
 import json
 import os
 import re
+import socket
+import sys
 import subprocess
 import tempfile
 import time
@@ -78,13 +80,19 @@ class Http:
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Service_:
-    def __init__(self):
+    def __init__(self, listen="127.0.0.1:0", args=()):
         self.dir = tempfile.mkdtemp(prefix="docstore-ui-")
         self.env = dict(os.environ, DOCSTORE_DATA_DIR=os.path.join(self.dir, "data"), RUST_LOG="warn")
         subprocess.run([BIN, "init"], env=self.env, check=True, capture_output=True)
         self.log = open(os.path.join(self.dir, "serve.log"), "w+")
-        self.proc = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0"], env=self.env,
+        self.proc = subprocess.Popen([BIN, "serve", "--listen", listen, *args], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         self.addr = None
@@ -102,7 +110,7 @@ class Service_:
             raise RuntimeError("docstore serve did not start:\n" + self.log.read())
         self.base = "http://" + self.addr
         self.http = Http(self.addr)
-        self.staff_token = self.token("staff", "seed")
+        self.staff_token = None if args else self.token("staff", "seed")
 
     def token(self, role, sub, patient=None):
         args = [BIN, "token", "--role", role, "--sub", sub, "--ttl", "1h"]
@@ -472,6 +480,34 @@ class Pages(unittest.TestCase):
         finally:
             d.quit()
 
+    def test_keyboard_reaches_the_content_and_every_control_has_a_label(self):
+        from selenium.webdriver.common.keys import Keys
+        d = browser()
+        try:
+            self.sign_in(d, "ana", "staff")
+            from selenium.webdriver.common.action_chains import ActionChains
+            # The first Tab on a page reaches the skip link, and Enter on it the content.
+            d.get(self.s.base + "/documentos/" + self.doc)
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            active = d.switch_to.active_element
+            self.assertEqual(active.get_attribute("class"), "skip")
+            ActionChains(d).send_keys(Keys.ENTER).perform()
+            self.assertEqual(d.switch_to.active_element.get_attribute("id"), "main")
+            # Focus is visible: the focused control draws an outline.
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            outline = d.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+            self.assertNotEqual(outline, "none")
+            for path in ("/busca?q=glicemia", "/enviar", "/documentos/" + self.doc):
+                d.get(self.s.base + path)
+                unlabelled = d.execute_script("""
+                    return [...document.querySelectorAll('input:not([type=hidden]), select')]
+                      .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+                      .map(e => e.name || e.id)""")
+                self.assertEqual(unlabelled, [], path)
+                self.assertEqual(d.find_element(By.TAG_NAME, "html").get_attribute("lang"), "pt-BR")
+        finally:
+            d.quit()
+
     def test_upload_three_files_then_searchable(self):
         d = browser()
         try:
@@ -496,6 +532,116 @@ class Pages(unittest.TestCase):
                 while self.s.search_total(w) < 1:
                     self.assertLess(time.time() - uploaded, 5.0, "%s not searchable within 5 s" % w)
                     time.sleep(0.1)
+        finally:
+            d.quit()
+
+
+class OidcSignIn(unittest.TestCase):
+    """The pages' sign-in against a real OIDC provider (oidc-provider-mock, from PyPI): the
+    authorization-code flow with PKCE, state and nonce; the ID token's claims map to the role."""
+
+    @classmethod
+    def setUpClass(cls):
+        port = free_port()
+        cls.issuer = "http://127.0.0.1:%d" % port
+        users = [
+            {"sub": "ana", "cognito:groups": ["staff"]},
+            {"sub": "u-pac1", "cognito:groups": ["patient"], "patient_id": "pac-1"},
+            {"sub": "nobody", "cognito:groups": ["visitors"]},
+        ]
+        args = [sys.executable, "-m", "oidc_provider_mock", "-p", str(port), "--require-nonce", "true"]
+        for u in users:
+            args += ["--user-claims", json.dumps(u)]
+        cls.provider_log = tempfile.TemporaryFile()
+        cls.provider = subprocess.Popen(args, stdout=cls.provider_log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                status, _, _ = Http("127.0.0.1:%d" % port).request("GET", "/.well-known/openid-configuration")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline or cls.provider.poll() is not None:
+                cls.provider_log.seek(0)
+                raise RuntimeError("the OIDC provider did not start: %s" % cls.provider_log.read().decode())
+            time.sleep(0.1)
+        listen = "127.0.0.1:%d" % free_port()
+        cls.s = Service_(listen, [
+            "--oidc-issuer", cls.issuer, "--oidc-audience", "docstore",
+            "--oidc-client-id", "docstore-pages", "--oidc-client-secret", "pages-secret",
+            "--oidc-redirect-url", "http://%s/entrar/retorno" % listen,
+        ])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+        cls.provider.terminate()
+        cls.provider.wait(timeout=20)
+        cls.provider_log.close()
+
+    def sign_in(self, d, sub):
+        d.get(self.s.base + "/entrar")
+        self.assertNotIn("não usar em produção", d.page_source, "no development sign-in with a provider")
+        self.assertEqual(d.find_elements(By.ID, "subject"), [])
+        d.find_element(By.ID, "sign-in-oidc").click()
+        wait(d, EC.url_contains(self.issuer))
+        self.assertIn("code_challenge=", d.current_url)
+        self.assertIn("code_challenge_method=S256", d.current_url)
+        self.assertIn("nonce=", d.current_url)
+        d.find_element(By.CSS_SELECTOR, 'button[name="sub"][value="%s"]' % sub).click()
+
+    def test_staff_and_patient_sign_in_through_the_provider(self):
+        d = browser()
+        try:
+            d.get(self.s.base + "/entrar")
+            before = cookie(d)
+            self.sign_in(d, "ana")
+            wait(d, EC.presence_of_element_located((By.ID, "who")))
+            self.assertEqual(d.find_element(By.ID, "who").text, "ana (staff)")
+            self.assertTrue(d.current_url.endswith("/busca"))
+            self.assertNotEqual(cookie(d), before, "a new session id at sign-in")
+        finally:
+            d.quit()
+        d = browser()
+        try:
+            self.sign_in(d, "u-pac1")
+            wait(d, EC.presence_of_element_located((By.ID, "who")))
+            self.assertTrue(d.current_url.endswith("/meus-exames"))
+        finally:
+            d.quit()
+
+    def test_a_replayed_or_forged_answer_and_a_user_without_a_role_are_refused(self):
+        d = browser()
+        try:
+            self.sign_in(d, "ana")
+            wait(d, EC.presence_of_element_located((By.ID, "who")))
+            d.find_element(By.ID, "sign-out").click()
+            wait(d, EC.presence_of_element_located((By.ID, "sign-in-oidc")))
+            # Start a sign-in, but answer with a forged state.
+            d.find_element(By.ID, "sign-in-oidc").click()
+            wait(d, EC.url_contains(self.issuer))
+            d.get(self.s.base + "/entrar/retorno?code=forged&state=forged")
+            self.assertEqual(d.find_elements(By.ID, "who"), [])
+            self.assertIn("HTTP 401", d.page_source)
+            # An answer with no sign-in in progress in this browser's session is refused.
+            d.get(self.s.base + "/entrar")
+            d.find_element(By.ID, "sign-in-oidc").click()
+            wait(d, EC.url_contains(self.issuer))
+            d.find_element(By.CSS_SELECTOR, 'button[name="sub"][value="ana"]').click()
+            wait(d, EC.presence_of_element_located((By.ID, "who")))
+            d.delete_all_cookies()
+            status, _, _ = self.s.http.request("GET", "/entrar/retorno?code=x&state=y")
+            self.assertEqual(status, 401)
+            # A provider user with no docstore role gets no session.
+            d.get(self.s.base + "/entrar")
+            d.find_element(By.ID, "sign-in-oidc").click()
+            wait(d, EC.url_contains(self.issuer))
+            d.find_element(By.CSS_SELECTOR, 'button[name="sub"][value="nobody"]').click()
+            wait(d, EC.url_contains("/entrar/retorno"))
+            self.assertIn("HTTP 403", d.page_source)
+            d.get(self.s.base + "/busca")
+            self.assertTrue(d.current_url.endswith("/entrar"))
         finally:
             d.quit()
 

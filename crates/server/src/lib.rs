@@ -95,6 +95,9 @@ pub enum ServerError {
     /// The TLS certificate or key.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The HTTP client of the pages' OIDC sign-in.
+    #[error("OIDC sign-in client")]
+    OidcClient(#[source] reqwest::Error),
 }
 
 /// Who issues the tokens the service trusts.
@@ -137,6 +140,9 @@ pub struct ServiceConfig {
     pub link_key: Option<PathBuf>,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate; `None`: plain HTTP.
     pub tls: Option<tls::TlsFiles>,
+    /// The pages' sign-in with an OIDC provider (authorization code with PKCE); `None`: the
+    /// development sign-in on the local issuer, or no page sign-in.
+    pub pages_oidc: Option<web::oidc::PagesOidc>,
 }
 
 impl ServiceConfig {
@@ -156,6 +162,7 @@ impl ServiceConfig {
             link_key: None,
             exam_bus: None,
             tls: None,
+            pages_oidc: None,
         }
     }
 }
@@ -301,8 +308,14 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         downloads: ratelimit::DownloadLimiter::new(config.limits.downloads_per_minute),
         limits: config.limits.clone(),
         metrics: Arc::new(metrics::HttpMetrics::default()),
-        dev_sign_in: matches!(config.auth, Authentication::Local),
+        dev_sign_in: matches!(config.auth, Authentication::Local) && config.pages_oidc.is_none(),
         tls: config.tls.is_some(),
+        oidc_login: config
+            .pages_oidc
+            .clone()
+            .map(web::oidc::OidcLogin::new)
+            .transpose()
+            .map_err(ServerError::OidcClient)?,
     });
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen)

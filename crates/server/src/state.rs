@@ -71,6 +71,8 @@ pub struct AppState {
     pub dev_sign_in: bool,
     /// Whether the service is served over TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The pages' sign-in with an OIDC provider, when configured.
+    pub oidc_login: Option<crate::web::oidc::OidcLogin>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -101,6 +101,45 @@ pub struct ClaimMapping {
     pub patient: String,
 }
 
+impl ClaimMapping {
+    /// The principal verified claims name: `sub`, exactly one docstore role, and for a patient
+    /// a valid patient binding. Shared by bearer tokens and the pages' OIDC sign-in.
+    pub fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| docstore::validate_id("subject", s).is_ok())
+            .ok_or(AuthError::NotAccepted("sub"))?
+            .to_owned();
+        let named: Vec<&str> = match claims.get(&self.roles) {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let mut roles: Vec<Role> = named.into_iter().filter_map(Role::parse).collect();
+        roles.sort_by_key(|r| r.as_str());
+        roles.dedup();
+        let role = match roles.as_slice() {
+            [one] => *one,
+            [] => return Err(AuthError::NoRole("no docstore role")),
+            _ => return Err(AuthError::NoRole("more than one docstore role")),
+        };
+        let patient_id = claims
+            .get(&self.patient)
+            .and_then(Value::as_str)
+            .filter(|p| docstore::validate_id("patient", p).is_ok())
+            .map(str::to_owned);
+        if role == Role::Patient && patient_id.is_none() {
+            return Err(AuthError::NoRole("patient without a patient binding"));
+        }
+        Ok(Principal {
+            subject,
+            role,
+            patient_id: if role == Role::Patient { patient_id } else { None },
+        })
+    }
+}
+
 impl Default for ClaimMapping {
     fn default() -> Self {
         ClaimMapping {
@@ -398,42 +437,7 @@ impl TokenVerifier {
         }
         // Required above, so present; a non-integer one was refused by the library.
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok((self.principal(&claims)?, exp))
-    }
-
-    fn principal(&self, claims: &Value) -> Result<Principal, AuthError> {
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| docstore::validate_id("subject", s).is_ok())
-            .ok_or(AuthError::NotAccepted("sub"))?
-            .to_owned();
-        let named: Vec<&str> = match claims.get(&self.config.claims.roles) {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        let mut roles: Vec<Role> = named.into_iter().filter_map(Role::parse).collect();
-        roles.sort_by_key(|r| r.as_str());
-        roles.dedup();
-        let role = match roles.as_slice() {
-            [one] => *one,
-            [] => return Err(AuthError::NoRole("no docstore role")),
-            _ => return Err(AuthError::NoRole("more than one docstore role")),
-        };
-        let patient_id = claims
-            .get(&self.config.claims.patient)
-            .and_then(Value::as_str)
-            .filter(|p| docstore::validate_id("patient", p).is_ok())
-            .map(str::to_owned);
-        if role == Role::Patient && patient_id.is_none() {
-            return Err(AuthError::NoRole("patient without a patient binding"));
-        }
-        Ok(Principal {
-            subject,
-            role,
-            patient_id: if role == Role::Patient { patient_id } else { None },
-        })
+        Ok((self.config.claims.principal(&claims)?, exp))
     }
 }
 

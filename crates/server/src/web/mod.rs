@@ -6,6 +6,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `sessions.rs` | the bounded session store, the signed-in user, CSRF tokens |
+//! | `oidc.rs` | sign-in with an OIDC provider: authorization code, PKCE, state, nonce |
 //! | `i18n.rs` | the pages' words, pt-BR and English |
 //! | `pages.rs` | the handlers and their templates' data |
 //! | `mod.rs` | routes, security headers, the [`PageUser`] extractor, error pages, assets |
@@ -15,6 +16,7 @@
 //! session's CSRF token in `X-CSRF-Token`, and a form post the same token in its `csrf` field.
 
 pub mod i18n;
+pub mod oidc;
 mod pages;
 pub mod sessions;
 
@@ -252,6 +254,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(pages::home))
         .route("/entrar", get(pages::sign_in_form).post(pages::sign_in))
+        .route("/entrar/oidc", get(pages::oidc_begin))
+        .route("/entrar/retorno", get(pages::oidc_return))
         .route("/sair", post(pages::sign_out))
         .route("/busca", get(pages::search))
         .route("/enviar", get(pages::upload))

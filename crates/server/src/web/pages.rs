@@ -75,6 +75,7 @@ struct SignInPage {
     chrome: Chrome,
     roles: Vec<&'static str>,
     refused: bool,
+    oidc: bool,
 }
 
 /// `GET /entrar`: the development sign-in (embedded local issuer only).
@@ -97,7 +98,68 @@ pub(super) async fn sign_in_form(
         },
         roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
         refused: false,
+        oidc: state.oidc_login.is_some(),
     })
+}
+
+/// `GET /entrar/oidc`: to the provider's sign-in.
+pub(super) async fn oidc_begin(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    headers: HeaderMap,
+) -> Response {
+    let t = i18n::negotiate(&headers);
+    let Some(login) = &state.oidc_login else {
+        return error_page(t, ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"));
+    };
+    match login.begin(&session).await {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => error_page(t, e),
+    }
+}
+
+/// The provider's answer.
+#[derive(Debug, Deserialize)]
+pub(super) struct OidcReturn {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `GET /entrar/retorno`: the provider sends the browser back here with a code.
+pub(super) async fn oidc_return(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    headers: HeaderMap,
+    audit: axum::Extension<crate::state::AuditSlot>,
+    q: Result<Query<OidcReturn>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let t = i18n::negotiate(&headers);
+    let Some(login) = &state.oidc_login else {
+        return error_page(t, ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"));
+    };
+    let Ok(Query(q)) = q else {
+        return error_page(
+            t,
+            ApiError::BadRequest("the provider's answer does not parse".into()),
+        );
+    };
+    let code = match (q.code, q.error) {
+        (Some(c), None) => c,
+        _ => return error_page(t, ApiError::Unauthenticated("the provider refused the sign-in")),
+    };
+    let who = match login.finish(&session, &code, &q.state).await {
+        Ok(p) => p,
+        Err(e) => return error_page(t, e),
+    };
+    audit.as_principal(&who);
+    if let Err(e) = sessions::sign_in(&session, &who).await {
+        return error_page(t, super::session_error(e));
+    }
+    Redirect::to("/").into_response()
 }
 
 /// The development sign-in form.
@@ -158,6 +220,7 @@ pub(super) async fn sign_in(
             },
             roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
             refused: true,
+            oidc: false,
         });
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         return resp;
