@@ -646,5 +646,72 @@ class OidcSignIn(unittest.TestCase):
             d.quit()
 
 
+PUBLISH = r"""
+import sys
+from confluent_kafka import Producer
+broker, topic, key, value = sys.argv[1:5]
+p = Producer({"bootstrap.servers": broker})
+p.produce(topic, key=key.encode(), value=value.encode())
+assert p.flush(15) == 0, "not delivered"
+"""
+
+
+class ReleaseOnKafka(unittest.TestCase):
+    """An exam's result appears on its patient's page when the exam service's
+    `exam.result.ready` arrives on the real Kafka broker (scripts/services.sh), not before."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = os.environ.get("DOCSTORE_TEST_KAFKA")
+        if not cls.broker:
+            if os.environ.get("DOCSTORE_REQUIRE_SERVICES"):
+                raise AssertionError("DOCSTORE_TEST_KAFKA not set but services are required")
+            raise unittest.SkipTest("DOCSTORE_TEST_KAFKA not set")
+        cls.python = os.environ["DOCSTORE_TEST_PYTHON"]
+        cls.prefix = "ui%d." % os.getpid()
+        cls.s = Service_(args=["--bus", "kafka://%s?prefix=%s" % (cls.broker, cls.prefix)])
+        cls.s.staff_token = cls.s.token("staff", "seed")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+
+    def publish(self, kind, event_id, data):
+        event = {"specversion": "1.0", "id": event_id, "source": "urn:clinic:exams", "type": kind,
+                 "datacontenttype": "application/json", "data": data}
+        subprocess.run([self.python, "-c", PUBLISH, self.broker, self.prefix + kind, data["exam_id"],
+                        json.dumps(event)], check=True, timeout=60)
+
+    def test_the_result_appears_when_the_exam_service_says_it_is_ready(self):
+        doc = self.s.upload("pac-k", "exm-k", pdf(["Hemoglobina glicada 5,0 %"]))
+        # Wait until the service's consumer is assigned: an exam.created for another exam lands.
+        deadline = time.time() + 90
+        n = 0
+        while self.s.api("GET", "/v1/exams/exm-warm")[0] != 200:
+            self.assertLess(time.time(), deadline, "the exam consumer never started")
+            n += 1
+            self.publish("exam.created", "warm-%d" % n, {"exam_id": "exm-warm", "patient_id": "pac-w"})
+            time.sleep(0.5)
+        d = browser()
+        try:
+            d.get(self.s.base + "/entrar")
+            d.find_element(By.ID, "subject").clear()
+            d.find_element(By.ID, "subject").send_keys("u-k")
+            Select(d.find_element(By.ID, "role")).select_by_value("patient")
+            d.find_element(By.ID, "patient").send_keys("pac-k")
+            d.find_element(By.ID, "sign-in-button").click()
+            wait(d, EC.presence_of_element_located((By.ID, "who")))
+            card = 'li.card[data-document="%s"]' % doc
+            self.assertEqual(d.find_elements(By.CSS_SELECTOR, card), [], "listed before the release")
+            self.publish("exam.result.ready", "ready-k", {"exam_id": "exm-k", "patient_id": "pac-k"})
+            published = time.time()
+            while not d.find_elements(By.CSS_SELECTOR, card):
+                self.assertLess(time.time() - published, 10, "never listed after exam.result.ready")
+                time.sleep(0.2)
+                d.refresh()
+        finally:
+            d.quit()
+
+
 if __name__ == "__main__":
     unittest.main()
