@@ -440,6 +440,7 @@ class Pages(unittest.TestCase):
             # Another patient's document reads as missing.
             d.get(self.s.base + "/documentos/" + self.other)
             self.assertEqual(d.find_element(By.ID, "error-title").text, "Não encontrado")
+            self.assertIn("não usar em produção", d.page_source, "the error page is marked too")
             status, _, _ = self.s.http.request(
                 "GET", "/documentos/" + self.other, headers={"Cookie": "docstore_session=" + cookie(d)})
             self.assertEqual(status, 404)

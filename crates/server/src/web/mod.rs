@@ -160,16 +160,16 @@ impl FromRequestParts<Arc<AppState>> for PageUser {
             .extensions
             .get::<Session>()
             .cloned()
-            .ok_or_else(|| error_page(t, ApiError::Internal("session layer")))?;
+            .ok_or_else(|| error_page(t, state.dev_sign_in, ApiError::Internal("session layer")))?;
         let who = sessions::signed_in(&session)
             .await
-            .map_err(|e| error_page(t, session_error(e)))?;
+            .map_err(|e| error_page(t, state.dev_sign_in, session_error(e)))?;
         let Some(principal) = who else {
             return Err(Redirect::to("/entrar").into_response());
         };
         let csrf = sessions::csrf_token(&session)
             .await
-            .map_err(|e| error_page(t, session_error(e)))?;
+            .map_err(|e| error_page(t, state.dev_sign_in, session_error(e)))?;
         let audit = parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default();
         audit.as_principal(&principal);
         Ok(PageUser {
@@ -188,7 +188,7 @@ impl FromRequestParts<Arc<AppState>> for PageUser {
 
 /// An HTML page for an API error: the same status (and audit outcome), the page's words, never
 /// the problem's detail for a 404 (a hidden document reads like a missing one).
-pub(crate) fn error_page(t: &'static Text, e: ApiError) -> Response {
+pub(crate) fn error_page(t: &'static Text, dev: bool, e: ApiError) -> Response {
     let (status, detail) = e.status_and_detail();
     let api = e.into_response();
     let (mut parts, _) = api.into_parts();
@@ -196,7 +196,7 @@ pub(crate) fn error_page(t: &'static Text, e: ApiError) -> Response {
         chrome: Chrome {
             t,
             user: None,
-            dev: false,
+            dev,
             csrf: String::new(),
         },
         status: status.as_u16(),

@@ -85,9 +85,10 @@ pub(super) async fn sign_in_form(
     headers: HeaderMap,
 ) -> Response {
     let t = i18n::negotiate(&headers);
+    let dev = state.dev_sign_in;
     let csrf = match sessions::csrf_token(&session).await {
         Ok(c) => c,
-        Err(e) => return error_page(t, super::session_error(e)),
+        Err(e) => return error_page(t, dev, super::session_error(e)),
     };
     page(&SignInPage {
         chrome: Chrome {
@@ -109,12 +110,17 @@ pub(super) async fn oidc_begin(
     headers: HeaderMap,
 ) -> Response {
     let t = i18n::negotiate(&headers);
+    let dev = state.dev_sign_in;
     let Some(login) = &state.oidc_login else {
-        return error_page(t, ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"));
+        return error_page(
+            t,
+            dev,
+            ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"),
+        );
     };
     match login.begin(&session).await {
         Ok(url) => Redirect::to(&url).into_response(),
-        Err(e) => error_page(t, e),
+        Err(e) => error_page(t, dev, e),
     }
 }
 
@@ -138,26 +144,38 @@ pub(super) async fn oidc_return(
     q: Result<Query<OidcReturn>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let t = i18n::negotiate(&headers);
+    let dev = state.dev_sign_in;
     let Some(login) = &state.oidc_login else {
-        return error_page(t, ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"));
+        return error_page(
+            t,
+            dev,
+            ApiError::Status(StatusCode::NOT_FOUND, "no OIDC sign-in here"),
+        );
     };
     let Ok(Query(q)) = q else {
         return error_page(
             t,
+            dev,
             ApiError::BadRequest("the provider's answer does not parse".into()),
         );
     };
     let code = match (q.code, q.error) {
         (Some(c), None) => c,
-        _ => return error_page(t, ApiError::Unauthenticated("the provider refused the sign-in")),
+        _ => {
+            return error_page(
+                t,
+                dev,
+                ApiError::Unauthenticated("the provider refused the sign-in"),
+            );
+        }
     };
     let who = match login.finish(&session, &code, &q.state).await {
         Ok(p) => p,
-        Err(e) => return error_page(t, e),
+        Err(e) => return error_page(t, dev, e),
     };
     audit.as_principal(&who);
     if let Err(e) = sessions::sign_in(&session, &who).await {
-        return error_page(t, super::session_error(e));
+        return error_page(t, dev, super::session_error(e));
     }
     Redirect::to("/").into_response()
 }
@@ -184,15 +202,18 @@ pub(super) async fn sign_in(
     Form(f): Form<SignInForm>,
 ) -> Response {
     let t = i18n::negotiate(&headers);
+    let dev = state.dev_sign_in;
     if !state.dev_sign_in {
         return error_page(
             t,
+            dev,
             ApiError::Status(StatusCode::NOT_FOUND, "no development sign-in here"),
         );
     }
     if !sessions::csrf_matches(&session, &f.csrf).await {
         return error_page(
             t,
+            dev,
             ApiError::Status(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong"),
         );
     }
@@ -232,7 +253,7 @@ pub(super) async fn sign_in(
     };
     audit.as_principal(&who);
     if let Err(e) = sessions::sign_in(&session, &who).await {
-        return error_page(t, super::session_error(e));
+        return error_page(t, dev, super::session_error(e));
     }
     Redirect::to("/").into_response()
 }
@@ -247,11 +268,12 @@ pub(super) struct CsrfForm {
 /// `POST /sair`: ends the session (its record is deleted: the old cookie opens nothing).
 pub(super) async fn sign_out(user: PageUser, Form(f): Form<CsrfForm>) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     if let Err(e) = user.check_csrf(&f.csrf).await {
-        return error_page(t, e);
+        return error_page(t, dev, e);
     }
     if let Err(e) = sessions::sign_out(&user.session).await {
-        return error_page(t, super::session_error(e));
+        return error_page(t, dev, super::session_error(e));
     }
     Redirect::to("/entrar").into_response()
 }
@@ -361,9 +383,11 @@ pub(super) async fn search(
     params: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     let Ok(Query(p)) = params else {
         return error_page(
             t,
+            dev,
             ApiError::BadRequest("the search form's fields do not parse".into()),
         );
     };
@@ -398,6 +422,7 @@ pub(super) async fn search(
         if grant(caller.role(), Action::Search).is_none() {
             return error_page(
                 t,
+                dev,
                 ApiError::Status(StatusCode::FORBIDDEN, "this role may not search"),
             );
         }
@@ -405,7 +430,7 @@ pub(super) async fn search(
     }
     let found = match crate::routes::search::run(&state, &caller, p.clone()).await {
         Ok(f) => f,
-        Err(e) => return error_page(t, e),
+        Err(e) => return error_page(t, dev, e),
     };
     view.searched = true;
     view.total = found.results.total;
@@ -530,17 +555,18 @@ pub(super) async fn document(
     Path(id): Path<String>,
 ) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     let caller = user.caller();
     caller.about(Action::Read, Some(&id), None);
     let doc = match state.authorize(&user.principal, Action::Read, &id).await {
         Ok(d) if d.deleted_at.is_none() => d,
-        Ok(_) => return error_page(t, ApiError::NotFound { denied: false }),
-        Err(e) => return error_page(t, e),
+        Ok(_) => return error_page(t, dev, ApiError::NotFound { denied: false }),
+        Err(e) => return error_page(t, dev, e),
     };
     let who = user.principal.identity();
     let versions = match state.store.versions(&who, &id).await {
         Ok(v) => v,
-        Err(e) => return error_page(t, e.into()),
+        Err(e) => return error_page(t, dev, e.into()),
     };
     let rows = versions
         .iter()
@@ -570,7 +596,7 @@ pub(super) async fn document(
     let audit = if grant(user.principal.role, Action::History).is_some() {
         match crate::routes::document_history(&state, &caller, &id, 200).await {
             Ok(r) => Some(audit_rows(t, r)),
-            Err(e) => return error_page(t, e),
+            Err(e) => return error_page(t, dev, e),
         }
     } else {
         None
@@ -579,7 +605,7 @@ pub(super) async fn document(
     let links = if can_share {
         match crate::routes::links::links_of(&state, &caller, &id).await {
             Ok(l) => link_rows(l),
-            Err(e) => return error_page(t, e),
+            Err(e) => return error_page(t, dev, e),
         }
     } else {
         Vec::new()
@@ -631,24 +657,26 @@ pub(super) async fn create_link(
     form: Result<Form<ShareForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     let Ok(Form(f)) = form else {
         return error_page(
             t,
+            dev,
             ApiError::BadRequest("the share form's fields do not parse".into()),
         );
     };
     if let Err(e) = user.check_csrf(&f.csrf).await {
-        return error_page(t, e);
+        return error_page(t, dev, e);
     }
     let days = f.days.unwrap_or(3);
     if !(1..=7).contains(&days) {
-        return error_page(t, ApiError::BadRequest("a link lasts 1 to 7 days".into()));
+        return error_page(t, dev, ApiError::BadRequest("a link lasts 1 to 7 days".into()));
     }
     let label = Some(f.label.trim().to_owned()).filter(|l| !l.is_empty());
     let body = LinkBody::labelled(label, days * 24 * 3600);
     let created = match crate::routes::links::make(&state, &user.caller(), &id, f.version, Some(body)).await {
         Ok(c) => c,
-        Err(e) => return error_page(t, e),
+        Err(e) => return error_page(t, dev, e),
     };
     // An absolute URL to hand over, on the host the patient reached us by.
     let host = headers
@@ -681,12 +709,13 @@ pub(super) async fn revoke_link(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     if let Err(e) = user.check_csrf(&f.csrf).await {
-        return error_page(t, e);
+        return error_page(t, dev, e);
     }
     match crate::routes::links::revoke_link(&state, &user.caller(), &link_id).await {
         Ok(doc) => Redirect::to(&format!("/documentos/{doc}")).into_response(),
-        Err(e) => error_page(t, e),
+        Err(e) => error_page(t, dev, e),
     }
 }
 
@@ -699,10 +728,12 @@ struct UploadPage {
 /// `GET /enviar`: the upload page (its script posts each file to `POST /v1/documents`).
 pub(super) async fn upload(user: PageUser) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     user.caller().about(Action::Create, None, None);
     if grant(user.principal.role, Action::Create).is_none() {
         return error_page(
             t,
+            dev,
             ApiError::Status(StatusCode::FORBIDDEN, "this role may not upload"),
         );
     }
@@ -759,12 +790,13 @@ async fn released_documents(
 /// `GET /meus-exames`: a patient's released results, newest first.
 pub(super) async fn my_exams(State(state): State<Arc<AppState>>, user: PageUser) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     if user.principal.role != Role::Patient {
         return Redirect::to("/busca").into_response();
     }
     let docs = match released_documents(&state, &user).await {
         Ok(d) => d,
-        Err(e) => return error_page(t, e),
+        Err(e) => return error_page(t, dev, e),
     };
     let exams = docs
         .into_iter()
@@ -803,19 +835,20 @@ struct WhoAccessedPage {
 /// `GET /meus-exames/acessos`: every access to the patient's released documents, newest first.
 pub(super) async fn who_accessed(State(state): State<Arc<AppState>>, user: PageUser) -> Response {
     let t = user.chrome.t;
+    let dev = user.chrome.dev;
     if user.principal.role != Role::Patient {
         return Redirect::to("/busca").into_response();
     }
     let docs = match released_documents(&state, &user).await {
         Ok(d) => d,
-        Err(e) => return error_page(t, e),
+        Err(e) => return error_page(t, dev, e),
     };
     let caller = user.caller();
     let mut rows = Vec::new();
     for d in &docs {
         let records = match crate::routes::document_history(&state, &caller, &d.document_id, 200).await {
             Ok(r) => r,
-            Err(e) => return error_page(t, e),
+            Err(e) => return error_page(t, dev, e),
         };
         rows.extend(records.into_iter().filter_map(|r| {
             let what = i18n::describe(t, &r.action, r.detail.as_deref())?;
