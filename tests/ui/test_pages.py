@@ -433,7 +433,11 @@ class Pages(unittest.TestCase):
             self.assertEqual((status, body), (200, self.report))
             # Revoked, it stops working.
             d.get(self.s.base + "/documentos/" + self.doc)
-            d.find_element(By.CSS_SELECTOR, "button.revoke").click()
+            button = d.find_element(By.CSS_SELECTOR, "button.revoke")
+            button.click()
+            # The answer redirects to this same page: wait for the old one to go,
+            # or the check below races the revocation.
+            wait(d, EC.staleness_of(button))
             wait(d, EC.presence_of_element_located((By.ID, "document-id")))
             status, _, _ = self.s.http.request("GET", path)
             self.assertEqual(status, 404)
