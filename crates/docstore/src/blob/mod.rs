@@ -29,6 +29,9 @@ pub struct BlobMeta {
 pub struct BlobRead {
     /// Total size of the blob.
     pub size: u64,
+    /// What the backend says identifies this stored object (its ETag and version), when it says
+    /// anything: another object written under the key gets another tag.
+    pub tag: Option<String>,
     /// The bytes, in backend-sized chunks.
     pub stream: BoxStream<'static, Result<Bytes>>,
 }
@@ -37,6 +40,7 @@ impl std::fmt::Debug for BlobRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobRead")
             .field("size", &self.size)
+            .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
 }

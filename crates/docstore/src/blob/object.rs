@@ -169,12 +169,21 @@ impl BlobStore for ObjectBlobStore {
     async fn get(&self, key: &str) -> Result<BlobRead> {
         let res = self.inner.get(&Path::from(key)).await.map_err(blob_err(key))?;
         let size = res.meta.size;
+        let tag = match (&res.meta.e_tag, &res.meta.version) {
+            (None, None) => None,
+            (e, v) => Some(format!(
+                "{}/{}",
+                e.as_deref().unwrap_or(""),
+                v.as_deref().unwrap_or("")
+            )),
+        };
         if size <= SMALL_READ {
             // One read instead of the backend's small chunks (LocalFileSystem streams 8 KiB at a
             // time, each a blocking-pool hop): most exam documents are this size.
             let bytes = res.bytes().await.map_err(blob_err(key))?;
             return Ok(BlobRead {
                 size,
+                tag,
                 stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
             });
         }
@@ -191,7 +200,7 @@ impl BlobStore for ObjectBlobStore {
                 })
                 .buffered(2)
                 .boxed();
-            return Ok(BlobRead { size, stream });
+            return Ok(BlobRead { size, tag, stream });
         }
         let owned = key.to_owned();
         let stream = res
@@ -201,7 +210,7 @@ impl BlobStore for ObjectBlobStore {
                 source,
             })
             .boxed();
-        Ok(BlobRead { size, stream })
+        Ok(BlobRead { size, tag, stream })
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
