@@ -54,6 +54,21 @@ impl Fixture {
         }
     }
 
+    /// The metadata database, for the edits no API allows.
+    async fn metadata(&self) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}", self.root.join("metadata.sqlite").display());
+        sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+
+    /// A whole read of v2.
+    async fn full_read(&self) -> Result<Vec<u8>, Error> {
+        let who = Identity::new("staff:tamper");
+        match self.store.get(&who, &self.v2.document_id, Some(2)).await {
+            Ok(d) => d.read_all().await.map(|b| b.to_vec()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn blob_path(&self) -> PathBuf {
         self.root.join("objects").join(&self.v2.blob_key)
     }
@@ -76,11 +91,7 @@ impl Fixture {
         let who = Identity::new("staff:tamper");
         let doc = &self.v2.document_id;
         // Whole read: an error and no bytes at all.
-        let full = match self.store.get(&who, doc, Some(2)).await {
-            Ok(d) => d.read_all().await.map(|b| b.len()),
-            Err(e) => Err(e),
-        };
-        let kind = match full {
+        let kind = match self.full_read().await.map(|b| b.len()) {
             Err(Error::Integrity { kind, version: 2, .. }) => kind,
             other => panic!("{what}: expected an integrity error, got {other:?}"),
         };
@@ -197,9 +208,7 @@ async fn swapped_and_appended_frames() {
 #[tokio::test]
 async fn wrapped_key_swapped_with_another_versions() {
     let f = Fixture::new().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", f.root.join("metadata.sqlite").display()))
-        .await
-        .unwrap();
+    let pool = f.metadata().await;
     let swap = "UPDATE versions SET key_block = (SELECT key_block FROM versions WHERE version = 1) WHERE version = 2";
     sqlx::query(swap).execute(&pool).await.unwrap();
     assert_eq!(
@@ -255,24 +264,12 @@ fn bare_envelope_catches_structure_changes_cryptographically() {
     );
 }
 
-fn metadata_pool_url(f: &Fixture) -> String {
-    format!("sqlite://{}", f.root.join("metadata.sqlite").display())
-}
-
-async fn full_read(f: &Fixture) -> Result<Vec<u8>, Error> {
-    let who = Identity::new("staff:tamper");
-    match f.store.get(&who, &f.v2.document_id, Some(2)).await {
-        Ok(d) => d.read_all().await.map(|b| b.to_vec()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The record's digest is checked on a full read, and again after a read that matched: the
 /// memory of verified objects is keyed by the digest too.
 #[tokio::test]
 async fn digest_in_the_record_is_checked_before_and_after_a_verified_read() {
     let f = Fixture::new().await;
-    let pool = sqlx::SqlitePool::connect(&metadata_pool_url(&f)).await.unwrap();
+    let pool = f.metadata().await;
     let set = |hex: String| {
         let pool = pool.clone();
         async move {
@@ -287,11 +284,11 @@ async fn digest_in_the_record_is_checked_before_and_after_a_verified_read() {
     set(wrong.clone()).await;
     assert_eq!(f.expect_integrity("digest").await, IntegrityError::Digest);
     set(f.v2.sha256.clone()).await;
-    assert_eq!(full_read(&f).await.unwrap(), f.plain);
-    assert_eq!(full_read(&f).await.unwrap(), f.plain);
+    assert_eq!(f.full_read().await.unwrap(), f.plain);
+    assert_eq!(f.full_read().await.unwrap(), f.plain);
     set(wrong).await;
     assert!(matches!(
-        full_read(&f).await,
+        f.full_read().await,
         Err(Error::Integrity {
             kind: IntegrityError::Digest,
             ..
@@ -306,7 +303,7 @@ async fn digest_in_the_record_is_checked_before_and_after_a_verified_read() {
 #[tokio::test]
 async fn an_object_resealed_by_a_key_holder_is_caught_after_a_verified_read() {
     let f = Fixture::new().await;
-    assert_eq!(full_read(&f).await.unwrap(), f.plain);
+    assert_eq!(f.full_read().await.unwrap(), f.plain);
     let keyring = docstore::keys::keyring::Keyring::open(&f.root.join("keyring.json")).unwrap();
     let ctx = DocStore::context(&f.v2.document_id, &f.v2.version_id);
     let key = docstore::keys::unwrap_key_block(&keyring, &f.v2.key_block, &ctx, &f.v2.document_id, 2)
@@ -329,7 +326,7 @@ async fn an_object_resealed_by_a_key_holder_is_caught_after_a_verified_read() {
         .unwrap();
     assert!(mid[..] == other[..]);
     assert!(matches!(
-        full_read(&f).await,
+        f.full_read().await,
         Err(Error::Integrity {
             kind: IntegrityError::Digest,
             ..
