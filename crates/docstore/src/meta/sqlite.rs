@@ -119,8 +119,11 @@ impl SqliteMetadata {
     }
 
     async fn connect(opts: SqliteConnectOptions, path: String) -> Result<Self> {
+        // No ping before each acquire: a local file's connection cannot go stale, and the ping
+        // doubled the trips to the connection's thread on every statement.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| map_err(e, &path))?;

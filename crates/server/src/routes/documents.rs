@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use docstore::meta::HoldChange;
-use docstore::{Kind, PutRequest, Timestamp, VersionRecord};
+use docstore::{DocumentRecord, Kind, PutRequest, Timestamp, VersionRecord};
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio_util::io::StreamReader;
@@ -340,15 +340,11 @@ async fn serve_content(
         return Err(ApiError::NotFound { denied: false });
     }
     let who = caller.principal.identity();
-    let versions = state.store.versions(&who, &id).await?;
-    let record = match version {
-        None => versions.last(),
-        Some(n) => versions.iter().find(|v| v.version == n),
-    }
-    .cloned()
-    .ok_or(ApiError::NotFound { denied: false })?;
+    // One statement for the version: the document record from the access check is reused.
+    let n = version.unwrap_or(doc.latest_version);
+    let record = state.store.version(&who, &id, n).await?;
     caller.about(Action::Read, Some(&id), Some(record.version));
-    respond_content(&state, who, record, &headers, &q).await
+    respond_content(&state, who, &doc, record, &headers, &q).await
 }
 
 /// The content of `record` as `who` reads it: 304 on a matching `If-None-Match`, one `Range`
@@ -357,6 +353,7 @@ async fn serve_content(
 pub(crate) async fn respond_content(
     state: &Arc<AppState>,
     who: docstore::Identity,
+    doc: &DocumentRecord,
     record: VersionRecord,
     headers: &HeaderMap,
     q: &ContentQuery,
@@ -415,7 +412,7 @@ pub(crate) async fn respond_content(
             resp
         }
         None => {
-            let document = state.store.get(&who, &id, Some(record.version)).await?;
+            let document = state.store.open(&who, doc, record.clone()).await?;
             // A frame failing mid-stream ends the body with an error: the client sees a cut
             // connection, never unverified bytes.
             let body = Body::from_stream(document.into_stream().map_err(io::Error::other));

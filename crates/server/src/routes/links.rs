@@ -471,12 +471,6 @@ pub async fn open(
     if doc.deleted_at.is_some() {
         return Err(ApiError::NotFound { denied: false });
     }
-    let record = state
-        .store
-        .versions(&who, &link.document_id)
-        .await?
-        .into_iter()
-        .find(|v| v.version == link.version)
-        .ok_or(ApiError::NotFound { denied: false })?;
-    respond_content(&state, who, record, &headers, &q).await
+    let record = state.store.version(&who, &link.document_id, link.version).await?;
+    respond_content(&state, who, &doc, record, &headers, &q).await
 }
