@@ -295,6 +295,17 @@ impl DocumentRecord {
         }
     }
 
+    /// `Err(Deleted)` when the document is soft-deleted: no new version and no read of it. The
+    /// store and every metadata backend check the tombstone through this one rule.
+    pub fn ensure_live(&self) -> Result<()> {
+        match self.deleted_at {
+            Some(_) => Err(Error::Deleted {
+                document: self.document_id.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Why a purge at `now` is refused, if it is.
     pub fn purge_refusal(&self, now: Timestamp) -> Option<String> {
         if self.deleted_at.is_none() {

@@ -551,12 +551,7 @@ impl DocStore {
 
     /// Looks up a readable version: the document must exist and not be deleted.
     async fn readable(&self, doc_id: &str, version: Option<u64>) -> Result<VersionRecord> {
-        let doc = self.meta.document(doc_id).await?;
-        if doc.deleted_at.is_some() {
-            return Err(Error::Deleted {
-                document: doc_id.to_owned(),
-            });
-        }
+        self.meta.document(doc_id).await?.ensure_live()?;
         self.meta.version(doc_id, version).await
     }
 
@@ -608,11 +603,7 @@ impl DocStore {
                     record.document_id, doc.document_id
                 )));
             }
-            if doc.deleted_at.is_some() {
-                return Err(Error::Deleted {
-                    document: doc.document_id.clone(),
-                });
-            }
+            doc.ensure_live()?;
             let v = record.version;
             let read = self.get_stream(who, record, "get").await?;
             Ok((read, Some(v), None))

@@ -547,11 +547,7 @@ impl MetadataStore for DynamoMetadata {
             let latest = doc.as_ref().map(|d| d.latest_version).unwrap_or(0);
             if let Some(d) = &doc {
                 check_owner(d, &new)?;
-                if d.deleted_at.is_some() {
-                    return Err(Error::Deleted {
-                        document: new.document_id,
-                    });
-                }
+                d.ensure_live()?;
             }
             if let Some(expected) = expected_latest
                 && expected != latest

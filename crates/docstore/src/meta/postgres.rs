@@ -125,11 +125,7 @@ impl MetadataStore for PostgresMetadata {
         .map_err(map_err)?;
         let doc = Self::document_in(&mut *tx, &new.document_id, true).await?;
         check_owner(&doc, &new)?;
-        if doc.deleted_at.is_some() {
-            return Err(Error::Deleted {
-                document: new.document_id,
-            });
-        }
+        doc.ensure_live()?;
         if let Some(expected) = expected_latest
             && expected != doc.latest_version
         {

@@ -234,11 +234,7 @@ impl MetadataStore for SqliteMetadata {
         .map_err(self.err())?;
         let doc = self.document_in(&mut *tx, &new.document_id).await?;
         check_owner(&doc, &new)?;
-        if doc.deleted_at.is_some() {
-            return Err(Error::Deleted {
-                document: new.document_id,
-            });
-        }
+        doc.ensure_live()?;
         if let Some(expected) = expected_latest
             && expected != doc.latest_version
         {
