@@ -338,17 +338,7 @@ fn thumbnail_of_a_local_file() {
 
 #[test]
 fn stamp_and_extract_a_local_pdf() {
-    let corpus = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
-    let pdf = corpus.join("text-pt-8p-diario-oficial-signed.pdf");
-    if !pdf.is_file() {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus missing"
-        );
-        return;
-    }
+    let pdf = docstore_testkit::corpus_file("text-pt-8p-diario-oficial-signed.pdf");
     let cli = Cli::new();
     let out = cli.work.join("stamped.pdf");
     let pdf_s = pdf.to_str().unwrap();

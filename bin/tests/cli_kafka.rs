@@ -21,17 +21,7 @@ struct Env {
 }
 
 fn env() -> Option<Env> {
-    let brokers = match std::env::var("DOCSTORE_TEST_KAFKA") {
-        Ok(b) => b,
-        Err(_) => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "DOCSTORE_TEST_KAFKA not set but services are required"
-            );
-            eprintln!("SKIPPED: DOCSTORE_TEST_KAFKA not set");
-            return None;
-        }
-    };
+    let brokers = docstore_testkit::service("DOCSTORE_TEST_KAFKA")?;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let prefix = format!("cli{}.", uuid::Uuid::new_v4().simple());

@@ -9,16 +9,7 @@ use docstore::aws::AwsSettings;
 use docstore::config::StoreConfig;
 use serde_json::Value;
 
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_some() => panic!("{var} not set"),
-        _ => {
-            eprintln!("SKIPPED: {var} not set (scripts/services.sh start)");
-            None
-        }
-    }
-}
+use docstore_testkit::service;
 
 struct Env {
     _dir: tempfile::TempDir,

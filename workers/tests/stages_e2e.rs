@@ -5,7 +5,8 @@
 //! `file.processed` per version on the topic, and an index worker making the report searchable.
 //!
 //! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_AWS_ENDPOINT` (scripts/services.sh) and the
-//! shared corpus; skipped without them unless `DOCSTORE_REQUIRE_SERVICES` is set.
+//! shared corpus; skipped without the services unless `DOCSTORE_REQUIRE_SERVICES` is set, failed
+//! without the corpus (docstore-testkit).
 
 mod common;
 
@@ -18,21 +19,6 @@ use docstore::meta::dynamodb::DynamoMetadata;
 use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
 use docstore_pipeline::bus::open_bus;
 use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
-
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-        "corpus not found at {}",
-        dir.display()
-    );
-    None
-}
 
 const CLINIC: &str = "Clínica São Lucas";
 const PATIENT: &str = "pac-e2e-7731";
@@ -144,10 +130,10 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_each() {
-    let (Some(kafka), Some(endpoint), Some(dir)) = (
+    let dir = docstore_testkit::corpus();
+    let (Some(kafka), Some(endpoint)) = (
         service("DOCSTORE_TEST_KAFKA"),
         service("DOCSTORE_TEST_AWS_ENDPOINT"),
-        corpus(),
     ) else {
         return;
     };
@@ -312,10 +298,10 @@ fn blank_pdf() -> Vec<u8> {
 /// `file.processed` through the broker with `text_length: 0`, and their text rendition is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text() {
-    let (Some(kafka), Some(endpoint), Some(dir)) = (
+    let dir = docstore_testkit::corpus();
+    let (Some(kafka), Some(endpoint)) = (
         service("DOCSTORE_TEST_KAFKA"),
         service("DOCSTORE_TEST_AWS_ENDPOINT"),
-        corpus(),
     ) else {
         return;
     };

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_round_trip_and_ranged_reads() {
-    let corpus = common::corpus_dir();
+    let corpus = docstore_testkit::corpus();
     let (_dir, store) = common::local_store().await;
     // A small frame size puts many frame boundaries inside every corpus file.
     let store = store.with_frame_size(4096).unwrap();

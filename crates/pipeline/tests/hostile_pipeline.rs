@@ -16,7 +16,7 @@ use docstore_pipeline::search::{SearchIndex, SearchQuery};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_files_are_dead_lettered_and_the_pipeline_keeps_going() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(DocStore::init_local(&tmp.path().join("data")).await.unwrap());
     let index_dir = tmp.path().join("index");
@@ -25,6 +25,14 @@ async fn hostile_files_are_dead_lettered_and_the_pipeline_keeps_going() {
     let index = Arc::new(SearchIndex::open(&index_dir).unwrap());
     let who = Identity::new("staff:hostile");
     let hostile = files(&dir, "hostile-", &[".pdf", ".jpg", ".png", ".gif", ".webp"]);
+    // Every hostile file the corpus lists, so that a renamed or unreadable one cannot drop out.
+    let listed = std::fs::read_to_string(dir.join("MANIFEST.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("hostile-"))
+        .count();
+    assert!(listed >= 17, "the corpus lists {listed} hostile files");
+    assert_eq!(hostile.len(), listed, "hostile files found against those listed");
     let mut bad = Vec::new();
     for path in &hostile {
         let name = path.file_name().unwrap().to_string_lossy().to_string();

@@ -18,29 +18,20 @@ struct Listeners {
 }
 
 fn listeners() -> Option<Listeners> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (
-        var("DOCSTORE_TEST_KAFKA_SASL"),
-        var("DOCSTORE_TEST_KAFKA_SASL_SSL"),
-        var("DOCSTORE_TEST_KAFKA_CA"),
-        var("DOCSTORE_TEST_KAFKA_SCRAM_USER"),
-        var("DOCSTORE_TEST_KAFKA_SCRAM_PASSWORD"),
-    ) {
-        (Some(sasl), Some(tls), Some(ca), Some(user), Some(password)) => Some(Listeners {
-            sasl,
-            tls,
-            ca,
-            user,
-            password,
-        }),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "the broker's SASL listeners are not set but services are required"
-            );
-            None
-        }
-    }
+    let [sasl, tls, ca, user, password] = docstore_testkit::services([
+        "DOCSTORE_TEST_KAFKA_SASL",
+        "DOCSTORE_TEST_KAFKA_SASL_SSL",
+        "DOCSTORE_TEST_KAFKA_CA",
+        "DOCSTORE_TEST_KAFKA_SCRAM_USER",
+        "DOCSTORE_TEST_KAFKA_SCRAM_PASSWORD",
+    ])?;
+    Some(Listeners {
+        sasl,
+        tls,
+        ca,
+        user,
+        password,
+    })
 }
 
 /// Publishes one message and reads it back through a fresh group.

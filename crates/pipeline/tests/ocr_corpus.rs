@@ -20,20 +20,13 @@ fn has_words(text: &str, words: &[&str]) -> Vec<String> {
 }
 
 fn require_tesseract() -> bool {
-    match ocr::check("por+eng") {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(), "{e}");
-            eprintln!("skipping: {e}");
-            false
-        }
-    }
+    docstore_testkit::tool("Tesseract with por+eng", ocr::check("por+eng"))
 }
 
 /// Scanned PDFs (no text layer): the words printed on them, as a reader sees them.
 #[test]
 fn scanned_pdfs_yield_the_words_on_the_page() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     if !require_tesseract() {
         return;
     }
@@ -68,7 +61,7 @@ fn scanned_pdfs_yield_the_words_on_the_page() {
 /// A PDF whose scanned pages carry an OCR text layer keeps it: no page is recognised again.
 #[test]
 fn a_text_layer_is_not_ocred_again() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     if !require_tesseract() {
         return;
     }
@@ -85,7 +78,7 @@ fn a_text_layer_is_not_ocred_again() {
 /// Scanned images: every page of a multi-page fax TIFF, and a phone scan of a handwritten note.
 #[test]
 fn scanned_images_yield_the_words_on_each_page() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     if !require_tesseract() {
         return;
     }
@@ -125,7 +118,7 @@ fn group3_fax_pages_are_read() {
 
 #[test]
 fn hostile_images_fail_typed_within_bounds() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     if !require_tesseract() {
         return;
     }

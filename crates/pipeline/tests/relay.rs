@@ -76,13 +76,7 @@ fn buses(kind: &str) -> Option<(Arc<dyn EventBus>, Arc<dyn EventBus>)> {
         let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new(4));
         return Some((bus.clone(), bus));
     }
-    let Ok(brokers) = std::env::var("DOCSTORE_TEST_KAFKA") else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "DOCSTORE_TEST_KAFKA is not set but services are required"
-        );
-        return None;
-    };
+    let brokers = docstore_testkit::service("DOCSTORE_TEST_KAFKA")?;
     let prefix = format!("r{}.", uuid::Uuid::new_v4().simple());
     let make = || -> Arc<dyn EventBus> {
         let mut c = KafkaConfig::new(brokers.clone());
@@ -229,8 +223,7 @@ async fn two_relays_at_once_kafka() {
 async fn checkpoint_found_behind_aborted_transactions_kafka() {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let Ok(brokers) = std::env::var("DOCSTORE_TEST_KAFKA") else {
-        assert!(std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none());
+    let Some(brokers) = docstore_testkit::service("DOCSTORE_TEST_KAFKA") else {
         return;
     };
     let prefix = format!("a{}.", uuid::Uuid::new_v4().simple());

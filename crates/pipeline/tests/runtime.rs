@@ -77,22 +77,10 @@ impl Stage for Recorder {
 /// A Kafka bus on the test broker with topics of its own (a fresh prefix), or `None` (skip) when
 /// no broker is configured and services are not required.
 fn kafka() -> Option<Arc<dyn EventBus>> {
-    match std::env::var("DOCSTORE_TEST_KAFKA") {
-        Ok(brokers) => {
-            let mut c = KafkaConfig::new(brokers);
-            c.partitions = 8;
-            c.topic_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
-            Some(Arc::new(KafkaBus::new(c).unwrap()))
-        }
-        Err(_) => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "DOCSTORE_TEST_KAFKA is not set but services are required"
-            );
-            eprintln!("skipping: DOCSTORE_TEST_KAFKA not set");
-            None
-        }
-    }
+    let mut c = KafkaConfig::new(docstore_testkit::service("DOCSTORE_TEST_KAFKA")?);
+    c.partitions = 8;
+    c.topic_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    Some(Arc::new(KafkaBus::new(c).unwrap()))
 }
 
 /// Reads a topic as a group of its own, keeping everything seen.

@@ -110,18 +110,10 @@ async fn thumbnail_rendition_join_and_idempotence() {
 
 #[tokio::test]
 async fn text_stage_stores_page_text_and_reports_counts() {
-    let corpus = std::env::var_os("DOCSTORE_CORPUS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
-        });
-    let Ok(pdf) = std::fs::read(corpus.join("text-pt-8p-diario-oficial-signed.pdf")) else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus missing"
-        );
-        return;
-    };
+    let pdf = std::fs::read(docstore_testkit::corpus_file(
+        "text-pt-8p-diario-oficial-signed.pdf",
+    ))
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
     let who = Identity::new("staff:stages");
@@ -175,7 +167,7 @@ async fn text_then_index_follows_versions_and_deletes() {
     use docstore_pipeline::stages::Extractor;
     use docstore_pipeline::stages::index::Indexer;
 
-    let Some(corpus) = common::corpus() else { return };
+    let corpus = common::corpus();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
     let who = Identity::new("staff:index");

@@ -48,12 +48,11 @@ fn expected_rejection(name: &str) -> Option<fn(&StampError) -> bool> {
 
 #[test]
 fn every_corpus_pdf_is_stamped_or_rejected_as_listed() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let have_qpdf = qpdf_ok(&dir.join("text-1p-latex-objstm.pdf")).is_some();
-    assert!(
-        have_qpdf || std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-        "qpdf missing"
-    );
+    if !have_qpdf {
+        docstore_testkit::missing("qpdf is not installed: the stamped files are not checked with it");
+    }
     let work = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
     for path in pdfs(&dir, false) {
@@ -104,7 +103,7 @@ fn every_corpus_pdf_is_stamped_or_rejected_as_listed() {
 
 #[test]
 fn hostile_pdfs_fail_typed_within_bounds() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let limits = StampLimits {
         max_time: Duration::from_secs(4),
         ..StampLimits::default()

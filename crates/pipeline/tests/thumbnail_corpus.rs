@@ -27,7 +27,7 @@ fn expected_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
 
 #[test]
 fn every_corpus_image_is_thumbnailed_or_rejected_as_listed() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let images = files(
         &dir,
         "image-",
@@ -65,7 +65,7 @@ fn every_corpus_image_is_thumbnailed_or_rejected_as_listed() {
 
 #[test]
 fn exif_orientation_is_applied() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let bytes = std::fs::read(dir.join("image-jpeg-exif-orientation-6.jpg")).unwrap();
     // `load_from_memory` ignores EXIF: the pixels as stored.
     let stored = image::load_from_memory(&bytes).unwrap().to_rgb8();
@@ -98,7 +98,7 @@ fn exif_orientation_is_applied() {
 
 #[test]
 fn hostile_images_fail_typed_fast_and_bounded() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let hostile = files(
         &dir,
         "hostile-",
@@ -144,7 +144,7 @@ fn expected_pdf_rejection(name: &str) -> Option<fn(&ThumbnailError) -> bool> {
 
 #[test]
 fn every_corpus_pdf_gets_a_page_one_thumbnail_or_is_rejected_as_listed() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let pdfs = common::pdfs(&dir, false);
     assert!(pdfs.len() >= 30, "corpus PDFs missing");
     let limits = common::untimed(ThumbnailLimits::default());
@@ -175,7 +175,7 @@ fn every_corpus_pdf_gets_a_page_one_thumbnail_or_is_rejected_as_listed() {
 
 #[test]
 fn hostile_pdfs_fail_typed_fast_and_bounded() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     assert_hostile_pdf_verdicts(&dir, |bytes| {
         match thumbnail_pdf(bytes, &ThumbnailLimits::default()) {
             Ok(_) => "thumbnailed".to_owned(),
@@ -192,7 +192,7 @@ fn hostile_pdfs_fail_typed_fast_and_bounded() {
 /// thumbnail still reports the source's full size and matches a full decode closely.
 #[test]
 fn large_jpeg_scaled_decode_matches_a_full_decode() {
-    let Some(dir) = corpus() else { return };
+    let dir = corpus();
     let bytes = std::fs::read(dir.join("image-large-photo-4032x3024.jpg")).unwrap();
     let t = thumbnail_image(&bytes, &ThumbnailLimits::default()).unwrap();
     assert_eq!(

@@ -18,19 +18,7 @@ use docstore::keys::kms::KmsKeys;
 use docstore::meta::MetadataStore;
 use docstore_server::policy::Role;
 
-fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "{var} not set but services are required"
-            );
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
+use docstore_testkit::service;
 
 async fn aws_store(
     settings: &AwsSettings,

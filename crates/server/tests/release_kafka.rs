@@ -11,20 +11,6 @@ use common::Harness;
 use docstore_pipeline::bus::{Message, open_bus};
 use docstore_server::policy::Role;
 
-fn kafka() -> Option<String> {
-    match std::env::var("DOCSTORE_TEST_KAFKA") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "DOCSTORE_TEST_KAFKA not set but services are required"
-            );
-            eprintln!("skipping: DOCSTORE_TEST_KAFKA not set");
-            None
-        }
-    }
-}
-
 fn event(kind: &str, id: &str, data: serde_json::Value) -> Message {
     let ev = serde_json::json!({
         "specversion": "1.0", "id": id, "source": "urn:clinic:exams", "type": kind,
@@ -40,7 +26,9 @@ fn event(kind: &str, id: &str, data: serde_json::Value) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exam_result_ready_on_kafka_releases_within_two_seconds() {
-    let Some(broker) = kafka() else { return };
+    let Some(broker) = docstore_testkit::service("DOCSTORE_TEST_KAFKA") else {
+        return;
+    };
     let url = format!("kafka://{broker}?prefix=rel{}.", uuid::Uuid::new_v4().simple());
     let bus = open_bus(&url).unwrap();
     let h = Harness::start(false, |c| c.exam_bus = Some(open_bus(&url).unwrap())).await;

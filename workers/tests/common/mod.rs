@@ -137,21 +137,7 @@ pub(crate) async fn aws_store(
     (env, store, settings)
 }
 
-/// A service's address from the environment (scripts/services.sh), or `None` (skip) when it is
-/// not set and services are not required.
-pub(crate) fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-                "{var} not set but services are required"
-            );
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
+pub(crate) use docstore_testkit::service;
 
 /// Runs the outbox relay in this process until dropped.
 pub(crate) fn relay(store: &Arc<DocStore>, bus_url: &str) -> tokio::task::JoinHandle<()> {

@@ -4,24 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The shared corpus (`DOCSTORE_CORPUS`, default `../shared/corpus` beside the checkout), or `None`
-/// (skip) when it is absent and services are not required.
-pub(crate) fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCSTORE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    if dir.join("MANIFEST.tsv").is_file() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "corpus not found at {}",
-            dir.display()
-        );
-        eprintln!("skipping: corpus not found at {}", dir.display());
-        None
-    }
-}
+#[allow(unused_imports)] // not every test file that includes this module reads the corpus
+pub(crate) use docstore_testkit::corpus;
 
 /// The time guard of the correctness tests on the non-hostile corpus. The stages' own limits
 /// (seconds) are for hostile input, and the hostile tests hold them; a debug build on a loaded
@@ -126,16 +110,11 @@ pub(crate) fn pdftotext(path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `pdftotext` on `path`, or `None` after saying the test is skipped; under
-/// `DOCSTORE_REQUIRE_SERVICES` a missing `pdftotext` fails the test instead.
+/// `pdftotext` on `path`, or `None` after [`docstore_testkit::missing`] when it is not installed.
 pub(crate) fn pdftotext_or_skip(path: &Path) -> Option<String> {
     let text = pdftotext(path);
     if text.is_none() {
-        assert!(
-            std::env::var_os("DOCSTORE_REQUIRE_SERVICES").is_none(),
-            "pdftotext missing"
-        );
-        eprintln!("skipping: pdftotext not installed");
+        docstore_testkit::missing("pdftotext (poppler-utils) is not installed");
     }
     text
 }
