@@ -12,29 +12,16 @@ macro_rules! say {
     };
 }
 
-mod demo;
-mod events;
-mod load;
-mod process;
-mod search;
-mod serve;
+mod cmd;
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use docstore::config::StoreConfig;
-use docstore::meta::HoldChange;
-use docstore::{DocStore, DocumentRecord, Error, Identity, Kind, PutRequest, Timestamp, VersionRecord};
-use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use docstore::{Error, Identity, Timestamp};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-
-/// Bodies larger than this get a progress bar (on a terminal).
-const PROGRESS_MIN: u64 = 8 * 1024 * 1024;
 
 #[derive(Parser)]
 #[command(
@@ -70,16 +57,16 @@ enum Command {
     /// Create a new data directory (SQLite metadata, local keyring, object folder, audit log).
     Init,
     /// Store a file (or - for stdin) as the next version of a document.
-    Put(PutArgs),
+    Put(cmd::put::PutArgs),
     /// Write a version's content to a file or stdout.
-    Get(GetArgs),
+    Get(cmd::get::GetArgs),
     /// List the versions of a document.
     Versions {
         /// Document id.
         document: String,
     },
     /// List the documents of a patient or an exam.
-    List(ListArgs),
+    List(cmd::list::ListArgs),
     /// Soft-delete a document (reads fail until restored).
     Delete {
         /// Document id.
@@ -96,11 +83,11 @@ enum Command {
         document: String,
     },
     /// Set or clear legal hold and retention.
-    Hold(HoldArgs),
+    Hold(cmd::hold::HoldArgs),
     /// Show the audit trail (`docstore audit verify` checks its hash chain).
     Audit {
         #[command(subcommand)]
-        check: Option<AuditCheck>,
+        check: Option<cmd::audit::AuditCheck>,
         /// Only records for this document.
         #[arg(long)]
         document: Option<String>,
@@ -111,7 +98,7 @@ enum Command {
     /// Create remote resources the configuration names (the DynamoDB table).
     Provision,
     /// Move versions to another master key without touching content (resumable).
-    Rewrap(RewrapArgs),
+    Rewrap(cmd::rewrap::RewrapArgs),
     /// Crypto-shred one version: destroy its wrapped key, so it can never be read again.
     Shred {
         /// Document id.
@@ -165,135 +152,33 @@ enum Command {
     },
     /// Run the whole job on the embedded default: generate synthetic lab reports and exam images,
     /// upload them, stamp/thumbnail/extract/index them through the in-process bus, then search.
-    Demo(demo::DemoArgs),
+    Demo(cmd::demo::DemoArgs),
     /// Push a day of exams (default 1,000: a 2–3 page report and a 12-megapixel image each)
     /// through the whole pipeline on the configured backends and measure it: exams/s, stage
     /// latencies, time to searchable, CPU, peak memory, errors (printed and written as JSON).
-    Load(load::LoadArgs),
+    Load(cmd::load::LoadArgs),
     /// Stamp, thumbnail, extract and index what was put on this store, in this process (the
     /// in-process bus): exits when nothing is left, or keeps following with --follow.
-    Process(process::ProcessArgs),
+    Process(cmd::process::ProcessArgs),
     /// Search the staff full-text index (every search is audited).
-    Search(search::SearchArgs),
+    Search(cmd::search::SearchArgs),
     /// Rebuild the search index from the store, with a progress bar.
-    Reindex(search::ReindexArgs),
+    Reindex(cmd::reindex::ReindexArgs),
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
-    Relay(events::RelayArgs),
+    Relay(cmd::relay::RelayArgs),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
-    Dlq(events::DlqCommand),
+    Dlq(cmd::dlq::DlqCommand),
     /// Serve the REST API (and, on the embedded default, run the pipeline in this process).
-    Serve(serve::ServeArgs),
+    Serve(cmd::serve::ServeArgs),
     /// Print a bearer token from the embedded local issuer (not for production).
-    Token(serve::TokenArgs),
+    Token(cmd::token::TokenArgs),
     /// Remove blobs that no record references and that are older than the grace period.
     Gc {
         /// Grace period (e.g. 24h, 30m, 0s).
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         grace: Duration,
     },
-}
-
-#[derive(Subcommand)]
-enum AuditCheck {
-    /// Check the audit file's hash chain: reports the first edited, removed or reordered line.
-    Verify {
-        /// Audit file (default: the configured one).
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
-}
-
-#[derive(Args)]
-struct PutArgs {
-    /// File to store, or - for stdin.
-    file: PathBuf,
-    /// Patient id.
-    #[arg(long)]
-    patient: String,
-    /// Exam id.
-    #[arg(long)]
-    exam: String,
-    /// Document kind: report, image, attachment.
-    #[arg(long, default_value = "report")]
-    kind: Kind,
-    /// Existing document to add a version to (default: a new document).
-    #[arg(long)]
-    document: Option<String>,
-    /// Media type (default: guessed from the content and the file name).
-    #[arg(long)]
-    media_type: Option<String>,
-    /// Only commit if the latest version is N (0: the document must be new).
-    #[arg(long)]
-    expected_version: Option<u64>,
-}
-
-#[derive(Args)]
-struct GetArgs {
-    /// Document id.
-    document: String,
-    /// Version number (default: latest).
-    #[arg(long)]
-    version: Option<u64>,
-    /// Byte range START-END (end exclusive), decrypting only the frames it needs.
-    #[arg(long, value_parser = parse_range)]
-    range: Option<(u64, u64)>,
-    /// Output file (default: stdout). Written to a temporary name and renamed only when every
-    /// byte has authenticated, so a failed read leaves no file.
-    #[arg(short, long)]
-    output: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct RewrapArgs {
-    /// Target key: `kms://alias/name` or `keyring:///abs/path.json` (created if missing).
-    #[arg(long)]
-    to: String,
-    /// Only these documents (default: every document).
-    #[arg(long = "document")]
-    documents: Vec<String>,
-    /// Resume after this document id (printed by an interrupted run).
-    #[arg(long)]
-    after: Option<String>,
-}
-
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-struct ListArgs {
-    /// Patient id.
-    #[arg(long)]
-    patient: Option<String>,
-    /// Exam id.
-    #[arg(long)]
-    exam: Option<String>,
-}
-
-#[derive(Args)]
-struct HoldArgs {
-    /// Document id.
-    document: String,
-    /// Set the legal hold.
-    #[arg(long, conflicts_with = "off")]
-    on: bool,
-    /// Clear the legal hold.
-    #[arg(long)]
-    off: bool,
-    /// Keep until this date (2030-12-31 or RFC 3339).
-    #[arg(long, conflicts_with = "clear_retention")]
-    retain_until: Option<String>,
-    /// Clear the retention date.
-    #[arg(long)]
-    clear_retention: bool,
-}
-
-fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s.split_once('-').ok_or("expected START-END")?;
-    let a: u64 = a.trim().parse().map_err(|_| "bad START")?;
-    let b: u64 = b.trim().parse().map_err(|_| "bad END")?;
-    if b <= a {
-        return Err("END must be greater than START".into());
-    }
-    Ok((a, b))
 }
 
 /// Exit code per error class, so scripts can branch without parsing messages.
@@ -313,81 +198,6 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
-fn guess_media_type(path: &Path, head: &[u8]) -> String {
-    if head.starts_with(b"%PDF-") {
-        return "application/pdf".into();
-    }
-    // Every image format the stages decode, sniffed by the decoder crate's own magic table, so
-    // that what is stored as an image is what the stages read as one.
-    if let Some(format) = docstore_pipeline::stages::thumbnail::image_format(head) {
-        return format.to_mime_type().into();
-    }
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("txt") => "text/plain",
-        Some("json") => "application/json",
-        Some("dcm") => "application/dicom",
-        _ => "application/octet-stream",
-    }
-    .into()
-}
-
-fn progress(len: u64, label: &str) -> ProgressBar {
-    if len < PROGRESS_MIN || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(label.to_owned());
-    bar
-}
-
-fn print_version(v: &VersionRecord) {
-    say!(
-        "{}  v{}  {}  {} bytes  sha256:{}  {}  by {}",
-        v.document_id,
-        v.version,
-        v.media_type,
-        v.size,
-        v.sha256,
-        v.created_at.to_rfc3339(),
-        v.created_by
-    );
-}
-
-fn print_document(d: &DocumentRecord) {
-    let mut flags = Vec::new();
-    if let Some(t) = d.deleted_at {
-        flags.push(format!("deleted {}", t.to_rfc3339()));
-    }
-    if d.legal_hold {
-        flags.push("legal hold".into());
-    }
-    if let Some(t) = d.retain_until {
-        flags.push(format!("retained until {}", t.to_rfc3339()));
-    }
-    say!(
-        "{}  patient {}  exam {}  {}  latest v{}{}",
-        d.document_id,
-        d.patient_id,
-        d.exam_id,
-        d.kind.as_str(),
-        d.latest_version,
-        if flags.is_empty() {
-            String::new()
-        } else {
-            format!("  [{}]", flags.join(", "))
-        }
-    );
-}
-
 fn emit<T: serde::Serialize>(json_out: bool, value: &T, human: impl FnOnce(&T)) {
     if json_out {
         say!("{}", serde_json::to_string_pretty(value).expect("serializable"));
@@ -403,394 +213,75 @@ async fn run(cli: Cli) -> Result<(), Error> {
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         )
     }));
-    let dir = &cli.data_dir;
-    let config = StoreConfig::resolve(dir, cli.config.as_deref())?;
-    let local = config.is_local(dir);
-    if let Command::Init = cli.command {
-        if local {
-            DocStore::init_local(dir).await?;
-        } else {
-            config.open(true).await?;
-        }
-        emit(cli.json, &json!({"initialized": dir}), |_| {
-            say!("initialised {}", dir.display());
-            eprintln!("note: the local keyring is for development only; use AWS KMS in production");
-        });
-        return Ok(());
-    }
-    if let Command::Provision = cli.command {
-        return provision(&config, cli.json).await;
-    }
-    if let Command::Audit {
-        check: Some(AuditCheck::Verify { file }),
-        ..
-    } = &cli.command
-    {
-        let path = match file {
-            Some(f) => f.clone(),
-            None => PathBuf::from(config.audit.strip_prefix("file://").ok_or_else(|| {
-                Error::InvalidInput("the configured audit sink is not a file: give --file".into())
-            })?),
-        };
-        let report = docstore::audit::verify_chain(&path)?;
-        emit(cli.json, &report, |r| match &r.first_break {
-            None => say!("audit chain intact: {} records", r.lines),
-            Some(b) => say!("audit chain broken at line {}: {}", b.line, b.reason),
-        });
-        return match report.first_break {
-            None => Ok(()),
-            Some(b) => Err(Error::Refused {
-                document: path.display().to_string(),
-                reason: format!("audit chain broken at line {}", b.line),
-            }),
-        };
-    }
-    if let Command::Token(a) = cli.command {
-        return serve::token(dir, a);
-    }
-    if let Command::Dlq(cmd) = cli.command {
-        return events::dlq(cmd, cli.json).await;
-    }
-    if let Command::Thumbnail { file, output } = &cli.command {
-        return events::thumbnail(file, output.as_deref(), cli.json).await;
-    }
-    if let Command::Stamp {
-        file,
-        output,
-        clinic,
-        exam,
-        patient,
-        text,
-    } = &cli.command
-    {
-        let info = docstore_pipeline::stages::stamp::StampInfo {
-            clinic: clinic.clone(),
-            exam_id: exam.clone(),
-            patient_id: patient.clone(),
-            // A file stamped by hand is released as it is stamped.
-            time: docstore_pipeline::stages::release_time(Timestamp::now()),
-            released: true,
-            text: text.clone(),
-        };
-        return events::stamp(file, output.as_deref(), info, cli.json).await;
-    }
-    if let Command::Extract { file, output, ocr } = &cli.command {
-        return events::extract(file, output.as_deref(), *ocr, cli.json).await;
-    }
-    if matches!(
-        cli.command,
-        Command::Demo(_) | Command::Load(_) | Command::Serve(_)
-    ) {
-        // The demo and the load start from nothing: they create the embedded store on first use.
-        let store = match (local, DocStore::open_local(dir).await) {
-            (true, Ok(s)) => s,
-            (true, Err(Error::NotInitialized { .. })) => DocStore::init_local(dir).await?,
-            (true, Err(e)) => return Err(e),
-            (false, _) => config.open(false).await?,
-        };
-        return match cli.command {
-            Command::Demo(a) => demo::demo(store, dir, a, cli.json).await,
-            Command::Load(a) => load::load(store, dir, a, cli.json).await,
-            Command::Serve(a) => serve::serve(store, dir, a).await,
-            _ => unreachable!("matched above"),
-        };
-    }
-    let store = if local {
-        DocStore::open_local(dir).await?
-    } else {
-        config.open(false).await?
+    let config = StoreConfig::resolve(&cli.data_dir, cli.config.as_deref())?;
+    let ctx = cmd::Ctx {
+        who,
+        local: config.is_local(&cli.data_dir),
+        config,
+        dir: cli.data_dir,
+        json: cli.json,
     };
+    let (dir, json) = (&ctx.dir, ctx.json);
     match cli.command {
-        Command::Init
-        | Command::Demo(_)
-        | Command::Load(_)
-        | Command::Provision
-        | Command::Serve(_)
-        | Command::Token(_)
-        | Command::Dlq(_)
-        | Command::Thumbnail { .. }
-        | Command::Extract { .. }
-        | Command::Stamp { .. } => {
-            unreachable!("handled above")
-        }
-        Command::Relay(a) => events::relay(&store, a, cli.json).await?,
-        Command::Process(a) => process::process(store, dir, a, cli.json).await?,
-        Command::Search(a) => search::search(&store, &who, &cli.data_dir, a, cli.json).await?,
-        Command::Reindex(a) => search::reindex(&store, &who, &cli.data_dir, a, cli.json).await?,
-        Command::Rewrap(a) => {
-            let mut target_cfg = config.clone();
-            target_cfg.keys = a.to.clone();
-            let target = target_cfg.key_provider(true)?;
-            let report = store
-                .rewrap(&who, target, &a.documents, a.after.as_deref())
-                .await?;
-            emit(cli.json, &report, |r| {
-                say!(
-                    "rewrapped {} versions and {} renditions, {} versions already under the target key, {} shredded left alone",
-                    r.rewrapped,
-                    r.renditions_rewrapped,
-                    r.already,
-                    r.shredded
-                )
-            });
-        }
+        Command::Init => cmd::init::run(&ctx).await,
+        Command::Provision => cmd::provision::run(&ctx).await,
+        Command::Put(a) => cmd::put::run(&ctx, a).await,
+        Command::Get(a) => cmd::get::run(&ctx, a).await,
+        Command::Versions { document } => cmd::versions::run(&ctx, document).await,
+        Command::List(a) => cmd::list::run(&ctx, a).await,
+        Command::Delete { document } => cmd::delete::run(&ctx, document).await,
+        Command::Restore { document } => cmd::restore::run(&ctx, document).await,
+        Command::Purge { document } => cmd::purge::run(&ctx, document).await,
+        Command::Hold(a) => cmd::hold::run(&ctx, a).await,
+        Command::Audit {
+            check: Some(cmd::audit::AuditCheck::Verify { file }),
+            ..
+        } => cmd::audit::verify(&ctx, file),
+        Command::Audit {
+            check: None,
+            document,
+            limit,
+        } => cmd::audit::show(&ctx, document, limit).await,
+        Command::Rewrap(a) => cmd::rewrap::run(&ctx, a).await,
         Command::Shred {
             document,
             version,
             yes,
+        } => cmd::shred::run(&ctx, document, version, yes).await,
+        Command::Gc { grace } => cmd::gc::run(&ctx, grace).await,
+        Command::Thumbnail { file, output } => cmd::thumbnail::run(&file, output.as_deref(), json).await,
+        Command::Stamp {
+            file,
+            output,
+            clinic,
+            exam,
+            patient,
+            text,
         } => {
-            if !yes {
-                return Err(Error::InvalidInput(
-                    "shredding cannot be undone: repeat with --yes".into(),
-                ));
-            }
-            let v = store.shred(&who, &document, version).await?;
-            emit(cli.json, &v, |v| {
-                say!(
-                    "shredded {} v{}: its content can never be read again",
-                    v.document_id,
-                    v.version
-                )
-            });
-        }
-        Command::Put(a) => put(&store, &who, a, cli.json).await?,
-        Command::Get(a) => get(&store, &who, a).await?,
-        Command::Versions { document } => {
-            let versions = store.versions(&who, &document).await?;
-            emit(cli.json, &versions, |vs| vs.iter().for_each(print_version));
-        }
-        Command::List(a) => {
-            let docs = match (a.patient, a.exam) {
-                (Some(p), _) => store.documents_of_patient(&who, &p).await?,
-                (None, Some(e)) => store.documents_of_exam(&who, &e).await?,
-                (None, None) => unreachable!("clap requires one"),
+            let info = docstore_pipeline::stages::stamp::StampInfo {
+                clinic,
+                exam_id: exam,
+                patient_id: patient,
+                // A file stamped by hand is released as it is stamped.
+                time: docstore_pipeline::stages::release_time(Timestamp::now()),
+                released: true,
+                text,
             };
-            emit(cli.json, &docs, |ds| ds.iter().for_each(print_document));
+            cmd::stamp::run(&file, output.as_deref(), info, json).await
         }
-        Command::Delete { document } => emit(cli.json, &store.delete(&who, &document).await?, print_document),
-        Command::Restore { document } => {
-            emit(cli.json, &store.restore(&who, &document).await?, print_document)
+        Command::Extract { file, output, ocr } => {
+            cmd::extract::run(&file, output.as_deref(), ocr, json).await
         }
-        Command::Purge { document } => {
-            let blobs = store.purge(&who, &document).await?;
-            emit(cli.json, &json!({"purged": document, "blobs": blobs}), |_| {
-                say!("purged {document} ({blobs} blobs)")
-            });
-        }
-        Command::Hold(a) => {
-            let retain_until = match (a.retain_until, a.clear_retention) {
-                (Some(d), _) => Some(Some(Timestamp::parse(&d)?)),
-                (None, true) => Some(None),
-                (None, false) => None,
-            };
-            let legal_hold = if a.on {
-                Some(true)
-            } else if a.off {
-                Some(false)
-            } else {
-                None
-            };
-            if legal_hold.is_none() && retain_until.is_none() {
-                return Err(Error::InvalidInput(
-                    "nothing to change: give --on, --off, --retain-until or --clear-retention".into(),
-                ));
-            }
-            let doc = store
-                .set_hold(
-                    &who,
-                    &a.document,
-                    HoldChange {
-                        legal_hold,
-                        retain_until,
-                    },
-                )
-                .await?;
-            emit(cli.json, &doc, print_document);
-        }
-        Command::Audit { document, limit, .. } => {
-            let records = store.audit_log(&who, document.as_deref(), limit).await?;
-            emit(cli.json, &records, |rs| {
-                for r in rs {
-                    say!(
-                        "{}  {:<14} {:<12} {}{}  {}",
-                        r.at.to_rfc3339(),
-                        r.action,
-                        r.outcome,
-                        r.document.as_deref().unwrap_or("-"),
-                        r.version.map(|v| format!(" v{v}")).unwrap_or_default(),
-                        r.actor
-                    );
-                }
-            });
-        }
-        Command::Gc { grace } => {
-            let report = store.gc(&who, grace).await?;
-            emit(cli.json, &report, |r| {
-                say!(
-                    "scanned {} blobs, removed {} orphans, kept {} young orphans",
-                    r.scanned,
-                    r.removed,
-                    r.young_orphans
-                )
-            });
-        }
+        Command::Demo(a) => cmd::demo::demo(ctx.store_or_init().await?, dir, a, json).await,
+        Command::Load(a) => cmd::load::load(ctx.store_or_init().await?, dir, a, json).await,
+        Command::Serve(a) => cmd::serve::serve(ctx.store_or_init().await?, dir, a).await,
+        Command::Token(a) => cmd::token::run(dir, a),
+        Command::Process(a) => cmd::process::process(ctx.store().await?, dir, a, json).await,
+        Command::Search(a) => cmd::search::search(&ctx.store().await?, &ctx.who, dir, a, json).await,
+        Command::Reindex(a) => cmd::reindex::run(&ctx.store().await?, &ctx.who, dir, a, json).await,
+        Command::Relay(a) => cmd::relay::run(&ctx.store().await?, a, json).await,
+        Command::Dlq(c) => cmd::dlq::run(c, json).await,
     }
-    Ok(())
-}
-
-async fn provision(config: &StoreConfig, json_out: bool) -> Result<(), Error> {
-    let mut created = Vec::new();
-    if let Some(table) = config.metadata.strip_prefix("dynamodb://") {
-        let client = docstore::aws::AwsSettings::from_env().dynamodb_client();
-        docstore::meta::dynamodb::DynamoMetadata::create_table(&client, table).await?;
-        created.push(format!("dynamodb table {table}"));
-    }
-    emit(json_out, &created, |c| {
-        if c.is_empty() {
-            say!("nothing to provision (S3 buckets and KMS keys are created by your infrastructure code)");
-        }
-        for item in c {
-            say!("created {item}");
-        }
-    });
-    Ok(())
-}
-
-async fn put(store: &DocStore, who: &Identity, a: PutArgs, json_out: bool) -> Result<(), Error> {
-    let io = |e| Error::Io {
-        path: a.file.display().to_string(),
-        source: e,
-    };
-    let stdin = a.file.as_os_str() == "-";
-    let (len, head) = if stdin {
-        (0, Vec::new())
-    } else {
-        let mut head = vec![0u8; 16];
-        let mut f = std::fs::File::open(&a.file).map_err(io)?;
-        let n = std::io::Read::read(&mut f, &mut head).map_err(io)?;
-        head.truncate(n);
-        (f.metadata().map_err(io)?.len(), head)
-    };
-    let media_type = a
-        .media_type
-        .clone()
-        .unwrap_or_else(|| guess_media_type(&a.file, &head));
-    let req = PutRequest {
-        document_id: a.document.clone(),
-        patient_id: a.patient.clone(),
-        exam_id: a.exam.clone(),
-        kind: a.kind,
-        media_type,
-        expected_version: a.expected_version,
-    };
-    let bar = progress(len, "put");
-    let record = if stdin {
-        store.put(who, req, tokio::io::stdin()).await?
-    } else {
-        let f = tokio::fs::File::open(&a.file).await.map_err(io)?;
-        // Each read of a tokio file is a blocking-pool hop: read 2 MiB at a time, not a frame.
-        let f = tokio::io::BufReader::with_capacity(IO_BUF, f);
-        store.put(who, req, bar.wrap_async_read(f)).await?
-    };
-    bar.finish_and_clear();
-    emit(json_out, &record, print_version);
-    Ok(())
-}
-
-async fn get(store: &DocStore, who: &Identity, a: GetArgs) -> Result<(), Error> {
-    let out_err = |path: &Path| {
-        let p = path.display().to_string();
-        move |e| Error::Io { path: p, source: e }
-    };
-    if let Some((start, end)) = a.range {
-        let bytes = store.get_range(who, &a.document, a.version, start..end).await?;
-        return match &a.output {
-            Some(path) => write_atomically(path, &bytes).await,
-            None => tokio::io::stdout()
-                .write_all(&bytes)
-                .await
-                .map_err(out_err(Path::new("stdout"))),
-        };
-    }
-    let doc = store.get(who, &a.document, a.version).await?;
-    let bar = progress(doc.record.size, "get");
-    let mut stream = doc.into_stream();
-    match &a.output {
-        Some(path) => {
-            let tmp = temp_name(path);
-            let result = async {
-                let f = create_private(&tmp).await.map_err(out_err(&tmp))?;
-                // Each write of a tokio file is a blocking-pool hop: frames (64 KiB) are batched.
-                let mut f = tokio::io::BufWriter::with_capacity(IO_BUF, f);
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    bar.inc(chunk.len() as u64);
-                    f.write_all(&chunk).await.map_err(out_err(&tmp))?;
-                }
-                f.flush().await.map_err(out_err(&tmp))?;
-                f.get_ref().sync_all().await.map_err(out_err(&tmp))?;
-                tokio::fs::rename(&tmp, path).await.map_err(out_err(path))
-            }
-            .await;
-            if result.is_err() {
-                let _ = tokio::fs::remove_file(&tmp).await;
-            }
-            result?;
-        }
-        None => {
-            let mut out = tokio::io::BufWriter::with_capacity(IO_BUF, tokio::io::stdout());
-            while let Some(chunk) = stream.next().await {
-                out.write_all(&chunk?)
-                    .await
-                    .map_err(out_err(Path::new("stdout")))?;
-            }
-            out.flush().await.map_err(out_err(Path::new("stdout")))?;
-        }
-    }
-    bar.finish_and_clear();
-    Ok(())
-}
-
-/// File reads and writes of `put` and `get` are batched to this size: tokio hands a file at most
-/// 2 MiB per blocking read or write.
-const IO_BUF: usize = 2 << 20;
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple()))
-}
-
-async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = temp_name(path);
-    let io = |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
-    let result = async {
-        let mut f = create_private(&tmp).await?;
-        f.write_all(bytes).await?;
-        f.sync_all().await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result.map_err(io)
-}
-
-/// A new file only its owner may read (decrypted content must not pass through a file others can
-/// open); an existing file of that name is an error, never overwritten or followed.
-async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
 }
 
 /// One line to standard output; see [`say!`]. A closed pipe exits 0, any other write failure

@@ -1,5 +1,4 @@
-//! `docstore serve` (the HTTP service, crates/server) and `docstore token` (a token from the
-//! embedded local issuer).
+//! `docstore serve`: the HTTP service (crates/server).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,8 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use docstore::{DocStore, Error};
-use docstore_server::auth::{ClaimMapping, KeySource, LocalIssuer, TokenRequest, VerifierConfig};
-use docstore_server::policy::Role;
+use docstore_server::auth::{ClaimMapping, KeySource, VerifierConfig};
 use docstore_server::{Authentication, ServiceConfig};
 
 /// `docstore serve`.
@@ -77,24 +75,7 @@ pub(crate) struct ServeArgs {
     oidc_redirect_url: Option<String>,
 }
 
-/// `docstore token`.
-#[derive(Args)]
-pub(crate) struct TokenArgs {
-    /// Role: patient, doctor, staff, admin, auditor, service.
-    #[arg(long)]
-    role: String,
-    /// Subject (user name).
-    #[arg(long)]
-    sub: String,
-    /// Patient id (for --role patient).
-    #[arg(long)]
-    patient: Option<String>,
-    /// Lifetime (e.g. 1h, 30m).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    ttl: Duration,
-}
-
-fn server_error(e: impl std::error::Error) -> Error {
+pub(crate) fn server_error(e: impl std::error::Error) -> Error {
     let mut detail = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -161,32 +142,5 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
         .map_err(server_error)?;
     eprintln!("listening on {scheme}://{}", service.local_addr());
     service.run_until_signal().await;
-    Ok(())
-}
-
-pub(crate) fn token(data_dir: &Path, a: TokenArgs) -> Result<(), Error> {
-    let role = Role::parse(&a.role).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "unknown role {:?} (patient, doctor, staff, admin, auditor, service)",
-            a.role
-        ))
-    })?;
-    docstore::validate_id("subject", &a.sub)?;
-    if let Some(p) = &a.patient {
-        docstore::validate_id("patient", p)?;
-    }
-    if role == Role::Patient && a.patient.is_none() {
-        return Err(Error::InvalidInput("a patient token needs --patient".into()));
-    }
-    let issuer = LocalIssuer::open_or_create(data_dir).map_err(server_error)?;
-    let token = issuer
-        .mint(&TokenRequest {
-            subject: a.sub,
-            role,
-            patient_id: a.patient,
-            ttl: a.ttl,
-        })
-        .map_err(server_error)?;
-    say!("{token}");
     Ok(())
 }

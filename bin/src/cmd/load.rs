@@ -93,7 +93,7 @@ pub(crate) async fn load(
 ) -> Result<(), Error> {
     let bus: Arc<dyn EventBus> = open_bus(&a.bus).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let index_dir = a.index.clone().unwrap_or_else(|| data_dir.join("index"));
-    let index = SearchIndex::open(&index_dir).map_err(crate::demo::index_err)?;
+    let index = SearchIndex::open(&index_dir).map_err(crate::cmd::demo::index_err)?;
     let plan = LoadPlan {
         exams: a.exams,
         images_per_exam: a.images_per_exam,
@@ -111,7 +111,7 @@ pub(crate) async fn load(
     let bars = MultiProgress::new();
     // Added to the group only when shown: a bar added to it would draw even if hidden.
     let bar = |what: &str| {
-        let b = crate::demo::bar(0, what, quiet);
+        let b = crate::cmd::demo::bar(0, what, quiet);
         if quiet { b } else { bars.add(b) }
     };
     let (generated, uploaded, searchable) =

@@ -11,7 +11,7 @@ use docstore::{DocStore, Error};
 use docstore_pipeline::local::{LocalConfig, LocalPipeline};
 use docstore_pipeline::search::SearchIndex;
 
-use crate::demo::index_err;
+use crate::cmd::demo::index_err;
 
 #[derive(clap::Args)]
 pub(crate) struct ProcessArgs {
