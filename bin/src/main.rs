@@ -334,6 +334,9 @@ async fn main() -> ExitCode {
         Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if matches!(e, Error::NotInitialized { .. }) {
+                eprintln!("hint: run `docstore init` first");
+            }
             if json_out {
                 say!(
                     "{}",

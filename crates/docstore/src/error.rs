@@ -188,7 +188,7 @@ pub enum Error {
         source: object_store::Error,
     },
     /// The data directory is missing or was never initialised.
-    #[error("no docstore at {path}: run `docstore init` first")]
+    #[error("no docstore at {path}: the data directory was never initialised")]
     NotInitialized {
         /// Data directory.
         path: PathBuf,
