@@ -221,6 +221,16 @@ impl Error {
         }
     }
 
+    /// Whether the same call may succeed later: a backend (metadata, blob store, KMS) or the
+    /// disk failed, not the request. The one rule for retries: the stages retry these and
+    /// dead-letter the rest, the HTTP service answers them 503 instead of 500.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::KeyUnavailable { .. } | Error::Io { .. } | Error::Blob { .. }
+        )
+    }
+
     /// A short stable name for the error class, used in audit records and CLI JSON output.
     pub fn class(&self) -> &'static str {
         match self {
@@ -244,3 +254,34 @@ impl Error {
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backend_and_disk_failures_are_transient() {
+        let transient = [
+            Error::Unavailable {
+                backend: "metadata".into(),
+                detail: "connection refused".into(),
+            },
+            Error::io("objects/x", std::io::Error::other("disk")),
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let permanent = [
+            Error::InvalidInput("empty body".into()),
+            Error::NotFound {
+                document: "d".into(),
+                version: None,
+            },
+            Error::Key("unknown key".into()),
+            Error::Metadata("bad row".into()),
+        ];
+        for e in &permanent {
+            assert!(!e.is_transient(), "{e}");
+        }
+    }
+}

@@ -43,13 +43,12 @@ pub trait Processor: Send + Sync {
     ) -> Result<Output, StageError>;
 }
 
-/// Maps a store error to retry-or-not.
+/// Maps a store error to retry-or-not ([`Error::is_transient`]).
 pub fn stage_error(e: Error) -> StageError {
-    match e {
-        Error::Unavailable { .. } | Error::KeyUnavailable { .. } | Error::Io { .. } | Error::Blob { .. } => {
-            StageError::Transient(e.to_string())
-        }
-        _ => StageError::Permanent(e.to_string()),
+    if e.is_transient() {
+        StageError::Transient(e.to_string())
+    } else {
+        StageError::Permanent(e.to_string())
     }
 }
 

@@ -130,7 +130,7 @@ impl From<docstore::Error> for ApiError {
             ),
             // The library's wording names only ids the caller sent, or limits.
             E::InvalidInput(why) => ApiError::BadRequest(why.clone()),
-            E::Unavailable { .. } => {
+            _ if e.is_transient() => {
                 tracing::warn!(class = e.class(), "backend unavailable");
                 ApiError::Unavailable
             }
