@@ -225,10 +225,15 @@ impl Error {
     /// disk failed, not the request. The one rule for retries: the stages retry these and
     /// dead-letter the rest, the HTTP service answers them 503 instead of 500.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Unavailable { .. } | Error::KeyUnavailable { .. } | Error::Io { .. } | Error::Blob { .. }
-        )
+        match self {
+            Error::Unavailable { .. } | Error::Io { .. } | Error::Blob { .. } => true,
+            // A disabled, missing or refused key, or one off the allowlist, stays so until
+            // someone acts: dead-lettered (and replayed after the fix), not retried.
+            Error::KeyUnavailable { failure, .. } => {
+                matches!(failure, KeyFailure::Throttled | KeyFailure::Unavailable)
+            }
+            _ => false,
+        }
     }
 
     /// A short stable name for the error class, used in audit records and CLI JSON output.
@@ -267,6 +272,10 @@ mod tests {
                 detail: "connection refused".into(),
             },
             Error::io("objects/x", std::io::Error::other("disk")),
+            Error::KeyUnavailable {
+                key_id: "alias/x".into(),
+                failure: KeyFailure::Throttled,
+            },
         ];
         for e in &transient {
             assert!(e.is_transient(), "{e}");
@@ -279,6 +288,14 @@ mod tests {
             },
             Error::Key("unknown key".into()),
             Error::Metadata("bad row".into()),
+            Error::KeyUnavailable {
+                key_id: "alias/x".into(),
+                failure: KeyFailure::NotAllowed,
+            },
+            Error::KeyUnavailable {
+                key_id: "alias/x".into(),
+                failure: KeyFailure::Disabled,
+            },
         ];
         for e in &permanent {
             assert!(!e.is_transient(), "{e}");
