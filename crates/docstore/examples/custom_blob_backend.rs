@@ -87,12 +87,12 @@ async fn main() -> Result<()> {
         inner: Arc::new(ObjectBlobStore::local(&dir.path().join("objects"))?),
         meter: meter.clone(),
     });
-    let store = DocStore::new(
-        blobs,
-        Arc::new(SqliteMetadata::in_memory().await?),
-        Arc::new(Keyring::create(&dir.path().join("keyring.json"))?),
-        Arc::new(MemoryAudit::default()),
-    );
+    let store = DocStore::builder()
+        .blobs(blobs)
+        .metadata(Arc::new(SqliteMetadata::in_memory().await?))
+        .keys(Arc::new(Keyring::create(&dir.path().join("keyring.json"))?))
+        .audit(Arc::new(MemoryAudit::default()))
+        .build()?;
     let who = Identity::new("staff:example");
     let report = b"Glicemia de jejum: 92 mg/dL".repeat(1000);
     let v = store

@@ -48,8 +48,8 @@ pub use model::{
     Rendition, StageResult, Timestamp, VersionRecord, validate_id,
 };
 pub use store::{
-    BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, Document, GcReport, LocalLayout, MAX_RANGE,
-    PutRequest, RENDITION_PREFIX, RenditionSpec, RewrapReport,
+    BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, DocStoreBuilder, Document, GcReport, LocalLayout,
+    MAX_RANGE, PutRequest, RENDITION_PREFIX, RenditionSpec, RewrapReport,
 };
 
 /// Creates `path` empty with mode 0600 unless it exists, so that a database opened at it next

@@ -239,7 +239,79 @@ impl std::fmt::Debug for VerifiedObjects {
     }
 }
 
+/// Builds a [`DocStore`] from its four seams ([`DocStore::builder`]): each must be given, and an
+/// optional frame size.
+#[derive(Default)]
+#[must_use]
+pub struct DocStoreBuilder {
+    blobs: Option<Arc<dyn BlobStore>>,
+    meta: Option<Arc<dyn MetadataStore>>,
+    keys: Option<Arc<dyn KeyProvider>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    frame_size: Option<u32>,
+}
+
+impl std::fmt::Debug for DocStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocStoreBuilder")
+            .field("blobs", &self.blobs.is_some())
+            .field("metadata", &self.meta.is_some())
+            .field("keys", &self.keys.is_some())
+            .field("audit", &self.audit.is_some())
+            .field("frame_size", &self.frame_size)
+            .finish()
+    }
+}
+
+impl DocStoreBuilder {
+    /// Where envelopes are stored.
+    pub fn blobs(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.blobs = Some(blobs);
+        self
+    }
+    /// Where documents, versions and the outbox are recorded.
+    pub fn metadata(mut self, meta: Arc<dyn MetadataStore>) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+    /// Who wraps and unwraps data keys.
+    pub fn keys(mut self, keys: Arc<dyn KeyProvider>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+    /// Where every access is recorded.
+    pub fn audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+    /// Plaintext frame size of new versions (default 64 KiB).
+    pub fn frame_size(mut self, frame_size: u32) -> Self {
+        self.frame_size = Some(frame_size);
+        self
+    }
+    /// The store; [`Error::InvalidInput`] names a seam left out or a frame size out of range.
+    pub fn build(self) -> Result<DocStore> {
+        let missing = |what: &str| Error::InvalidInput(format!("DocStore::builder(): no {what} given"));
+        let store = DocStore::new(
+            self.blobs.ok_or_else(|| missing("blob store"))?,
+            self.meta.ok_or_else(|| missing("metadata store"))?,
+            self.keys.ok_or_else(|| missing("key provider"))?,
+            self.audit.ok_or_else(|| missing("audit sink"))?,
+        );
+        match self.frame_size {
+            Some(size) => store.with_frame_size(size),
+            None => Ok(store),
+        }
+    }
+}
+
 impl DocStore {
+    /// A builder naming each seam ([`DocStoreBuilder`]); the same as [`DocStore::new`], with
+    /// the parts named and the frame size optional.
+    pub fn builder() -> DocStoreBuilder {
+        DocStoreBuilder::default()
+    }
+
     /// Composes a store from its parts.
     pub fn new(
         blobs: Arc<dyn BlobStore>,
