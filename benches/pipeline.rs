@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use docstore_pipeline::bus::{EventBus, InProcessBus, Message};
-use docstore_pipeline::events::CloudEvent;
-use docstore_pipeline::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::{EventBus, InProcessBus, Message};
+use docstore_events::CloudEvent;
 use docstore_pipeline::runtime::{RuntimeConfig, Stage, StageError, Worker};
 use tokio::sync::Mutex;
 

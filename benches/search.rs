@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use docstore::Timestamp;
-use docstore_pipeline::search::{IndexedVersion, SearchIndex, SearchQuery};
-use docstore_pipeline::synthetic::Generator;
+use docstore_search::{IndexedVersion, SearchIndex, SearchQuery};
+use docstore_tools::synthetic::Generator;
 
 /// The query mix: single terms (common and rare), accents typed or not, plurals, phrases, AND.
 const QUERIES: &[&str] = &[

@@ -14,9 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
-use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
-use docstore_pipeline::stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
+use docstore_stages::extract::{ExtractLimits, extract_pdf_text};
+use docstore_stages::stamp::{StampInfo, StampLimits, stamp_pdf};
+use docstore_stages::thumbnail::{ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 
 fn corpus() -> PathBuf {
     std::env::var_os("DOCSTORE_CORPUS")
@@ -231,7 +231,7 @@ fn extract(c: &mut Criterion) {
 
 #[cfg(feature = "ocr")]
 fn ocr(c: &mut Criterion) {
-    use docstore_pipeline::stages::ocr::{OcrSettings, fill_scanned_pages};
+    use docstore_stages::ocr::{OcrSettings, fill_scanned_pages};
     let dir = corpus();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.txt");

@@ -24,6 +24,12 @@ export DOCSTORE_REQUIRE_SERVICES=1
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== tests"; cargo test --workspace --all-targets --all-features --locked
+echo "== the verify worker links no parser"
+# Each stage is a cargo feature of docstore-workers; with `verify` alone no PDF, image, OCR or
+# search crate may be in its dependency tree.
+linked=$(cargo tree -q -p docstore-workers --no-default-features --features verify -e normal --prefix none --locked |
+  grep -Ei '^(lopdf|printpdf|pdf_oxide|pdf-extract|hayro[a-z_-]*|image|tiff|jpeg-decoder|zune-[a-z]+|png|fast_image_resize|tesseract[a-z-]*|leptonica[a-z-]*|tantivy[a-z-]*) ' | sort -u || true)
+[ -z "$linked" ] || { echo "the verify worker links: $linked" >&2; exit 1; }
 echo "== API fuzzing (schemathesis, openapi-spec-validator)"; scripts/api-fuzz.sh
 echo "== pages in headless Chromium (selenium)"; scripts/ui-test.sh
 echo "== doc tests"; cargo test --workspace --doc --locked

@@ -258,12 +258,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             patient,
             text,
         } => {
-            let info = docstore_pipeline::stages::stamp::StampInfo {
+            let info = docstore_stages::stamp::StampInfo {
                 clinic,
                 exam_id: exam,
                 patient_id: patient,
                 // A file stamped by hand is released as it is stamped.
-                time: docstore_pipeline::stages::release_time(Timestamp::now()),
+                time: docstore_stages::release_time(Timestamp::now()),
                 released: true,
                 text,
             };
@@ -323,7 +323,7 @@ async fn main() -> ExitCode {
     #[cfg(feature = "ocr")]
     if matches!(cli.command, Command::Extract { ocr: true, .. }) {
         // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.
-        if let Err(e) = docstore_pipeline::stages::ocr::ensure_single_omp_thread() {
+        if let Err(e) = docstore_stages::ocr::ensure_single_omp_thread() {
             eprintln!("error: cannot re-execute with OMP_THREAD_LIMIT=1: {e}");
             return ExitCode::FAILURE;
         }

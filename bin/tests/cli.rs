@@ -373,7 +373,7 @@ fn stamp_and_extract_a_local_pdf() {
 fn third_party_panic_is_typed_and_its_message_withheld() {
     let cli = Cli::new();
     let pdf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/pipeline/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf");
+        .join("../crates/stages/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf");
     let out = cli.run(&["extract", pdf.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -437,7 +437,7 @@ fn demo_processes_indexes_and_searches() {
 #[test]
 fn process_handles_what_the_cli_put_and_what_a_dead_process_left() {
     let cli = Cli::new();
-    let report = docstore_pipeline::synthetic::Generator::new(3, "Clínica", 2).report();
+    let report = docstore_tools::synthetic::Generator::new(3, "Clínica", 2).report();
     let f = cli.file("laudo.pdf", &report.pdf);
     let doc = cli.put(&f, None)["document_id"].as_str().unwrap().to_owned();
     let state = |doc: &str| cli.json(&["versions", doc])[0]["state"].clone();
@@ -531,7 +531,7 @@ fn process_follow_handles_new_versions_until_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let report = docstore_pipeline::synthetic::Generator::new(5, "Clínica", 2).report();
+    let report = docstore_tools::synthetic::Generator::new(5, "Clínica", 2).report();
     let f = cli.file("laudo.pdf", &report.pdf);
     let doc = cli.put(&f, None)["document_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use docstore::conformance::request;
 use docstore::{DocStore, Identity};
-use docstore_pipeline::bus::{EventBus, Message, open_bus};
+use docstore_bus::{EventBus, Message, open_bus};
 use docstore_pipeline::runtime::dlq_headers;
 use serde_json::Value;
 

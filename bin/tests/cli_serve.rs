@@ -49,7 +49,7 @@ fn http(addr: &str, method: &str, path: &str, token: &str) -> (u16, Vec<u8>) {
 fn serve_token_get_and_search_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     assert!(docstore(dir.path()).arg("init").status().unwrap().success());
-    let report = docstore_pipeline::synthetic::Generator::new(7, "Clínica", 3).report();
+    let report = docstore_tools::synthetic::Generator::new(7, "Clínica", 3).report();
     let file = dir.path().join("laudo.pdf");
     std::fs::write(&file, &report.pdf).unwrap();
     let out = docstore(dir.path())

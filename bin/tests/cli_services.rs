@@ -333,7 +333,7 @@ async fn sigkill_between_commit_and_relay_keeps_the_outbox_entry() {
     );
     // Delivered later: a relay started after the crash publishes it, once, and clears the outbox.
     {
-        use docstore_pipeline::bus::{EventBus, InProcessBus};
+        use docstore_bus::{EventBus, InProcessBus};
         let bus = std::sync::Arc::new(InProcessBus::new(4));
         let relay = docstore_pipeline::relay::OutboxRelay::new(meta.clone(), bus.clone(), 100);
         while relay.run_once().await.unwrap() > 0 {}
@@ -341,7 +341,7 @@ async fn sigkill_between_commit_and_relay_keeps_the_outbox_entry() {
         let got = sub.poll(1000, Duration::from_millis(100)).await.unwrap();
         let mine: Vec<_> = got.iter().filter(|d| d.message.key == "doc-killed").collect();
         assert_eq!(mine.len(), 1, "delivered exactly once");
-        let ev = docstore_pipeline::events::CloudEvent::decode(&mine[0].message.payload).unwrap();
+        let ev = docstore_events::CloudEvent::decode(&mine[0].message.payload).unwrap();
         assert_eq!(ev.file_uploaded().unwrap().version, 1);
         assert!(
             meta.outbox_pending(100_000)

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use docstore::config::StoreConfig;
-use docstore_pipeline::kafka::KafkaConfig;
+use docstore_bus::kafka::KafkaConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

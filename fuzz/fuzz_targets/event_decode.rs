@@ -2,7 +2,7 @@
 //! must re-encode to an event that decodes to the same value.
 #![no_main]
 
-use docstore_pipeline::events::CloudEvent;
+use docstore_events::CloudEvent;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

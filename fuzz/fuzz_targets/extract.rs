@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+use docstore_stages::extract::{ExtractLimits, extract_pdf_text};
 use libfuzzer_sys::fuzz_target;
 
 mod dependency_panics;

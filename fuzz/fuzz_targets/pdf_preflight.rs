@@ -2,7 +2,7 @@
 //! any input, never a panic; a document it accepts has a page tree to walk.
 #![no_main]
 
-use docstore_pipeline::stages::preflight::{PreflightLimits, preflight};
+use docstore_stages::preflight::{PreflightLimits, preflight};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

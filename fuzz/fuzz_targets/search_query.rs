@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use docstore::Timestamp;
-use docstore_pipeline::search::{IndexedVersion, SearchError, SearchIndex, SearchQuery};
+use docstore_search::{IndexedVersion, SearchError, SearchIndex, SearchQuery};
 use libfuzzer_sys::fuzz_target;
 
 fn index() -> &'static SearchIndex {

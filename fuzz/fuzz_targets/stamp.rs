@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use docstore_pipeline::stages::preflight::{PreflightLimits, preflight};
-use docstore_pipeline::stages::stamp::{StampInfo, StampLimits, stamp_pdf};
+use docstore_stages::preflight::{PreflightLimits, preflight};
+use docstore_stages::stamp::{StampInfo, StampLimits, stamp_pdf};
 use libfuzzer_sys::fuzz_target;
 
 mod dependency_panics;

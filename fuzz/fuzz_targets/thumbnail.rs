@@ -2,7 +2,7 @@
 //! PNG of at most 256 px that decodes.
 #![no_main]
 
-use docstore_pipeline::stages::thumbnail::{EDGE, ThumbnailLimits, thumbnail_image, thumbnail_pdf};
+use docstore_stages::thumbnail::{EDGE, ThumbnailLimits, thumbnail_image, thumbnail_pdf};
 use libfuzzer_sys::fuzz_target;
 
 mod dependency_panics;

@@ -19,13 +19,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use docstore::config::StoreConfig;
-use docstore_pipeline::bus::open_bus;
-use docstore_pipeline::join::{Joined, Verify};
+use docstore_bus::open_bus;
 use docstore_pipeline::observe;
 use docstore_pipeline::runtime::{RuntimeConfig, Stage, Worker, shutdown_signal};
-use docstore_pipeline::search::SearchIndex;
-use docstore_pipeline::stages::index::Indexer;
-use docstore_pipeline::stages::{Extractor, Stamper, Thumbnailer};
 
 #[derive(Parser, Debug)]
 #[command(name = "docstore-worker", version, about = "Runs a docstore processing stage")]
@@ -75,13 +71,15 @@ struct Args {
 
 /// The text stage as configured: with OCR when asked for (and built in), checked at start-up so a
 /// missing language pack stops the worker here rather than dead-lettering every scan.
-fn extractor(args: &Args) -> Result<Extractor, String> {
+#[cfg(feature = "text")]
+fn extractor(args: &Args) -> Result<docstore_stages::Extractor, String> {
+    use docstore_stages::Extractor;
     if !args.ocr {
         return Ok(Extractor::default());
     }
     #[cfg(feature = "ocr")]
     {
-        use docstore_pipeline::stages::ocr;
+        use docstore_stages::ocr;
         ocr::check(&args.ocr_languages).map_err(|e| e.to_string())?;
         Ok(Extractor {
             ocr: Some(ocr::OcrSettings {
@@ -95,15 +93,75 @@ fn extractor(args: &Args) -> Result<Extractor, String> {
     Err("--ocr: this docstore-worker was built without the `ocr` feature".into())
 }
 
+/// A stage this binary was built without: each stage is a cargo feature, so a `verify` worker
+/// links none of the parsers.
+fn not_built(stage: &str) -> String {
+    format!("stage {stage:?}: this docstore-worker was built without the `{stage}` feature")
+}
+
+/// The index stage: follows file.processed (text ready) and file.deleted; it is not part of
+/// the join that produces file.processed.
+#[cfg(feature = "index")]
+fn index_stage(args: &Args, store: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
+    let index = docstore_search::SearchIndex::open(&args.index).map_err(|e| e.to_string())?;
+    Ok(Arc::new(docstore_stages::index::Indexer::new(
+        store,
+        Arc::new(index),
+        args.clinic.clone(),
+    )))
+}
+
+#[cfg(not(feature = "index"))]
+fn index_stage(_: &Args, _: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
+    Err(not_built("index"))
+}
+
+/// One of the stages joined into file.processed.
+// A binary built with none of these stages has only the refusal arm left.
+#[allow(unreachable_code)]
+fn joined_stage(
+    args: &Args,
+    store: Arc<docstore::DocStore>,
+    required: Vec<String>,
+) -> Result<Arc<dyn Stage>, String> {
+    Ok(match args.stage.as_str() {
+        #[cfg(feature = "verify")]
+        "verify" => Arc::new(docstore_pipeline::join::Joined::new(
+            docstore_pipeline::join::Verify,
+            store,
+            required,
+        )),
+        #[cfg(feature = "thumbnail")]
+        "thumbnail" => Arc::new(docstore_pipeline::join::Joined::new(
+            docstore_stages::Thumbnailer::default(),
+            store,
+            required,
+        )),
+        #[cfg(feature = "text")]
+        "text" => Arc::new(docstore_pipeline::join::Joined::new(
+            extractor(args)?,
+            store,
+            required,
+        )),
+        #[cfg(feature = "stamp")]
+        "stamp" => Arc::new(docstore_pipeline::join::Joined::new(
+            docstore_stages::Stamper::new(args.clinic.clone()),
+            store,
+            required,
+        )),
+        other => {
+            let _ = (store, required);
+            return Err(not_built(other));
+        }
+    })
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let config = StoreConfig::resolve(&args.data_dir, args.config.as_deref()).map_err(|e| e.to_string())?;
     let store = Arc::new(config.open(false).await.map_err(|e| e.to_string())?);
     let (stage, topics): (Arc<dyn Stage>, Vec<&str>) = if args.stage == "index" {
-        // The index follows file.processed (text ready) and file.deleted; it is not part of the
-        // join that produces file.processed.
-        let index = SearchIndex::open(&args.index).map_err(|e| e.to_string())?;
         (
-            Arc::new(Indexer::new(store, Arc::new(index), args.clinic.clone())),
+            index_stage(&args, store)?,
             vec![docstore::outbox::FILE_PROCESSED, "file.deleted"],
         )
     } else {
@@ -118,14 +176,10 @@ async fn run(args: Args) -> Result<(), String> {
                 args.stage
             ));
         }
-        let stage: Arc<dyn Stage> = match args.stage.as_str() {
-            "verify" => Arc::new(Joined::new(Verify, store, required)),
-            "thumbnail" => Arc::new(Joined::new(Thumbnailer::default(), store, required)),
-            "text" => Arc::new(Joined::new(extractor(&args)?, store, required)),
-            "stamp" => Arc::new(Joined::new(Stamper::new(args.clinic.clone()), store, required)),
-            other => return Err(format!("unknown stage {other:?}")),
-        };
-        (stage, vec![docstore::outbox::FILE_UPLOADED])
+        (
+            joined_stage(&args, store, required)?,
+            vec![docstore::outbox::FILE_UPLOADED],
+        )
     };
     let bus = open_bus(&args.bus).map_err(|e| e.to_string())?;
     let mut rc = RuntimeConfig::new(
@@ -168,7 +222,7 @@ async fn main() -> ExitCode {
     #[cfg(feature = "ocr")]
     if args.ocr {
         // Tesseract's OpenMP runtime reads OMP_THREAD_LIMIT at process start: re-execute with it.
-        if let Err(e) = docstore_pipeline::stages::ocr::ensure_single_omp_thread() {
+        if let Err(e) = docstore_stages::ocr::ensure_single_omp_thread() {
             tracing::error!(error = %e, "cannot re-execute with OMP_THREAD_LIMIT=1");
             return ExitCode::FAILURE;
         }

@@ -16,7 +16,7 @@ mod common;
 use common::{WorkerProc, assert_exactly_once, count_processed};
 use docstore::config::StoreConfig;
 use docstore::{DocStore, Identity, conformance};
-use docstore_pipeline::bus::{Subscription, open_bus};
+use docstore_bus::{Subscription, open_bus};
 use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
 use sqlx::Connection;
 
@@ -360,10 +360,7 @@ fn cloudevents_sdk_reads(env: &Env, topics: &[(&str, usize)], document: &str) {
         for e in on_topic {
             assert_eq!(e["type"], ty, "{e}");
             assert_eq!(e["subject"], document, "{e}");
-            assert_eq!(
-                e["content_type"],
-                docstore_pipeline::events::STRUCTURED_CONTENT_TYPE
-            );
+            assert_eq!(e["content_type"], docstore_events::STRUCTURED_CONTENT_TYPE);
         }
     }
 }
@@ -388,11 +385,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-async fn poll_until(
-    sub: &mut dyn Subscription,
-    n: usize,
-    timeout: Duration,
-) -> Vec<docstore_pipeline::bus::Delivery> {
+async fn poll_until(sub: &mut dyn Subscription, n: usize, timeout: Duration) -> Vec<docstore_bus::Delivery> {
     let start = Instant::now();
     let mut out = Vec::new();
     while out.len() < n {

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::{WorkerProc, count_processed, service};
 use docstore::{Identity, Kind, ProcessingState, PutRequest};
-use docstore_pipeline::bus::open_bus;
+use docstore_bus::open_bus;
 use docstore_pipeline::runtime::replay_dead_letters;
-use docstore_pipeline::synthetic::Generator;
+use docstore_tools::synthetic::Generator;
 
 struct Plan {
     exams: usize,
@@ -281,7 +281,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         .count();
 
     // Searchable once each: the index holds exactly the uploaded documents.
-    let index = docstore_pipeline::search::SearchIndex::open_read_only(&index_dir).unwrap();
+    let index = docstore_search::SearchIndex::open_read_only(&index_dir).unwrap();
     let start = Instant::now();
     while index.len() < total as u64 && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(500)).await;

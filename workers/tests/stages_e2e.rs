@@ -17,8 +17,8 @@ use common::{WorkerProc, assert_exactly_once, count_processed, service};
 use docstore::aws::AwsSettings;
 use docstore::meta::dynamodb::DynamoMetadata;
 use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
-use docstore_pipeline::bus::open_bus;
-use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+use docstore_bus::open_bus;
+use docstore_stages::extract::{ExtractLimits, extract_pdf_text};
 
 const CLINIC: &str = "Clínica São Lucas";
 const PATIENT: &str = "pac-e2e-7731";
@@ -101,7 +101,7 @@ async fn rendition(store: &DocStore, v: &VersionRecord, stage: &str) -> Vec<u8> 
 /// `document`; returns how long after `since` that was. Bounded (a liveness check, not a timing
 /// assertion: the time is reported).
 async fn searchable_after(dir: &std::path::Path, query: &str, document: &str, since: Instant) -> Duration {
-    use docstore_pipeline::search::{SearchIndex, SearchQuery};
+    use docstore_search::{SearchIndex, SearchQuery};
     let mut index = None;
     loop {
         if index.is_none() {
@@ -352,7 +352,7 @@ async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text()
     let panics = upload(
         &store,
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../crates/pipeline/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf"),
+            .join("../crates/stages/tests/fuzz-found/extract-pdf-oxide-char-boundary.pdf"),
         Kind::Report,
         "application/pdf",
     )
@@ -403,13 +403,13 @@ async fn a_blank_page_and_a_scan_without_ocr_reach_file_processed_with_no_text()
         let mut ev: serde_json::Value = serde_json::from_str(&genuine).unwrap();
         ev["id"] = uuid::Uuid::new_v4().to_string().into();
         ev["data"][field] = value;
-        bus.publish(docstore_pipeline::bus::Message {
+        bus.publish(docstore_bus::Message {
             topic: "file.uploaded".into(),
             key: blank.document_id.clone(),
             payload: serde_json::to_vec(&ev).unwrap(),
             headers: vec![(
                 "content-type".into(),
-                docstore_pipeline::events::STRUCTURED_CONTENT_TYPE.into(),
+                docstore_events::STRUCTURED_CONTENT_TYPE.into(),
             )],
         })
         .await

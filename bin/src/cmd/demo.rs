@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use docstore::{DocStore, Error, Identity, Kind, PutRequest};
-use docstore_pipeline::local::{LocalConfig, LocalPipeline};
-use docstore_pipeline::search::{SearchIndex, SearchQuery};
-use docstore_pipeline::synthetic::Generator;
+use docstore_search::{SearchIndex, SearchQuery};
+use docstore_tools::local::{LocalConfig, LocalPipeline};
+use docstore_tools::synthetic::Generator;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// `docstore demo`.
@@ -47,11 +47,8 @@ pub(crate) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// The CLI error of a search index failure.
-pub(crate) fn index_err(e: docstore_pipeline::search::SearchError) -> Error {
-    Error::Unavailable {
-        backend: "index".into(),
-        detail: e.to_string(),
-    }
+pub(crate) fn index_err(e: docstore_search::SearchError) -> Error {
+    Error::unavailable_from("index", e.to_string(), e)
 }
 
 pub(crate) async fn demo(
@@ -124,10 +121,10 @@ pub(crate) async fn demo(
             .sum();
         if failed > 0 || processing.elapsed() > a.timeout {
             pipeline.stop().await;
-            return Err(Error::Unavailable {
-                backend: "pipeline".into(),
-                detail: format!("{n} of {total} processed; {failed} dead-lettered (see `docstore audit`)"),
-            });
+            return Err(Error::unavailable(
+                "pipeline",
+                format!("{n} of {total} processed; {failed} dead-lettered (see `docstore audit`)"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -150,7 +147,7 @@ pub(crate) async fn demo(
     let mut results = Vec::new();
     for (label, mut q) in queries {
         q.limit = 3;
-        let r = docstore_pipeline::search::search(&store, &index, &staff, q)
+        let r = docstore_search::search(&store, &index, &staff, q)
             .await
             .map_err(index_err)?;
         results.push((label, r));

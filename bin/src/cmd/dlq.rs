@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use docstore::Error;
-use docstore_pipeline::bus::Delivery;
+use docstore_bus::Delivery;
 use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
 use serde_json::json;
 

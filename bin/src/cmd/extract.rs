@@ -10,7 +10,7 @@ pub(crate) async fn run(
     ocr: bool,
     json_out: bool,
 ) -> Result<(), Error> {
-    use docstore_pipeline::stages::extract::{ExtractLimits, extract_pdf_text};
+    use docstore_stages::extract::{ExtractLimits, extract_pdf_text};
     let limits = ExtractLimits::default();
     let bytes = super::read_limited(file, limits.max_input)?;
     let name = file.display().to_string();
@@ -41,9 +41,9 @@ pub(crate) async fn run(
 #[cfg(feature = "ocr")]
 fn extract_with_ocr(
     bytes: &[u8],
-    limits: &docstore_pipeline::stages::extract::ExtractLimits,
-) -> Result<docstore_pipeline::stages::extract::ExtractedText, String> {
-    use docstore_pipeline::stages::ocr;
+    limits: &docstore_stages::extract::ExtractLimits,
+) -> Result<docstore_stages::extract::ExtractedText, String> {
+    use docstore_stages::ocr;
     let settings = ocr::OcrSettings {
         languages: std::env::var("DOCSTORE_OCR_LANGUAGES").unwrap_or_else(|_| "por+eng".into()),
         ..ocr::OcrSettings::default()
@@ -51,8 +51,7 @@ fn extract_with_ocr(
     if !bytes.starts_with(b"%PDF-") {
         return ocr::ocr_image(bytes, &settings).map_err(|e| e.to_string());
     }
-    let mut text =
-        docstore_pipeline::stages::extract::extract_pdf_text(bytes, limits).map_err(|e| e.to_string())?;
+    let mut text = docstore_stages::extract::extract_pdf_text(bytes, limits).map_err(|e| e.to_string())?;
     ocr::fill_scanned_pages(bytes, &mut text, &settings).map_err(|e| e.to_string())?;
     Ok(text)
 }
@@ -60,7 +59,7 @@ fn extract_with_ocr(
 #[cfg(not(feature = "ocr"))]
 fn extract_with_ocr(
     _: &[u8],
-    _: &docstore_pipeline::stages::extract::ExtractLimits,
-) -> Result<docstore_pipeline::stages::extract::ExtractedText, String> {
+    _: &docstore_stages::extract::ExtractLimits,
+) -> Result<docstore_stages::extract::ExtractedText, String> {
     Err("--ocr: this docstore was built without the `ocr` feature".into())
 }

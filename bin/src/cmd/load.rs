@@ -1,5 +1,5 @@
 //! `docstore load`: a day of exams through the whole pipeline on the configured backends, with
-//! progress bars; prints the figures and writes them as JSON (see `docstore_pipeline::load`).
+//! progress bars; prints the figures and writes them as JSON (see `docstore_tools::load`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 use docstore::{DocStore, Error};
-use docstore_pipeline::bus::{EventBus, open_bus};
-use docstore_pipeline::load::{LoadError, LoadPlan, LoadProgress, LoadReport};
-use docstore_pipeline::search::SearchIndex;
+use docstore_bus::{EventBus, open_bus};
+use docstore_search::SearchIndex;
+use docstore_tools::load::{LoadError, LoadPlan, LoadProgress, LoadReport};
 use indicatif::MultiProgress;
 
 /// `docstore load`.
@@ -78,10 +78,7 @@ fn parse_range(s: &str) -> Result<(usize, usize), String> {
 fn load_err(e: LoadError) -> Error {
     match e {
         LoadError::Store(e) => e,
-        other => Error::Unavailable {
-            backend: "pipeline".into(),
-            detail: other.to_string(),
-        },
+        other => Error::unavailable_from("pipeline", other.to_string(), other),
     }
 }
 
@@ -116,7 +113,7 @@ pub(crate) async fn load(
     };
     let (generated, uploaded, searchable) =
         (bar("generated"), bar("uploaded (encrypted)"), bar("searchable"));
-    let report = docstore_pipeline::load::run(Arc::new(store), Arc::new(index), bus, &plan, |p| match p {
+    let report = docstore_tools::load::run(Arc::new(store), Arc::new(index), bus, &plan, |p| match p {
         LoadProgress::Generated(n, total) => {
             generated.set_length(total as u64);
             generated.set_position(n as u64);
@@ -157,10 +154,10 @@ pub(crate) async fn load(
         print_report(&report, &out);
     }
     if report.failed_documents > 0 || !report.errors.is_empty() {
-        return Err(Error::Unavailable {
-            backend: "pipeline".into(),
-            detail: format!("{} errors (see {})", report.errors.len(), out.display()),
-        });
+        return Err(Error::unavailable(
+            "pipeline",
+            format!("{} errors (see {})", report.errors.len(), out.display()),
+        ));
     }
     Ok(())
 }

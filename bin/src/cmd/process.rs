@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docstore::{DocStore, Error};
-use docstore_pipeline::local::{LocalConfig, LocalPipeline};
-use docstore_pipeline::search::SearchIndex;
+use docstore_search::SearchIndex;
+use docstore_tools::local::{LocalConfig, LocalPipeline};
 
 use crate::cmd::demo::index_err;
 
@@ -96,10 +96,10 @@ pub(crate) async fn process(
     }
     if dead > 0 {
         // The versions stay pending, so the next run tries them again; the WARN lines name them.
-        return Err(Error::Unavailable {
-            backend: "pipeline".into(),
-            detail: format!("{dead} event(s) dead-lettered; see the `dead-lettered` log lines"),
-        });
+        return Err(Error::unavailable(
+            "pipeline",
+            format!("{dead} event(s) dead-lettered; see the `dead-lettered` log lines"),
+        ));
     }
     Ok(())
 }
@@ -108,7 +108,7 @@ async fn run(
     pipeline: &LocalPipeline,
     follow: bool,
     timeout: Duration,
-) -> Result<docstore_pipeline::local::CatchUp, Error> {
+) -> Result<docstore_tools::local::CatchUp, Error> {
     let caught_up = pipeline.catch_up().await?;
     let deadline = Instant::now() + timeout;
     let stop = signalled();
@@ -118,10 +118,10 @@ async fn run(
             return Ok(caught_up);
         }
         if !follow && Instant::now() > deadline {
-            return Err(Error::Unavailable {
-                backend: "pipeline".into(),
-                detail: format!("work not drained after {}", humantime::format_duration(timeout)),
-            });
+            return Err(Error::unavailable(
+                "pipeline",
+                format!("work not drained after {}", humantime::format_duration(timeout)),
+            ));
         }
         tokio::select! {
             _ = &mut stop => return Ok(caught_up),

@@ -81,7 +81,7 @@ fn guess_media_type(path: &Path, head: &[u8]) -> String {
     }
     // Every image format the stages decode, sniffed by the decoder crate's own magic table, so
     // that what is stored as an image is what the stages read as one.
-    if let Some(format) = docstore_pipeline::stages::thumbnail::image_format(head) {
+    if let Some(format) = docstore_stages::thumbnail::image_format(head) {
         return format.to_mime_type().into();
     }
     match path

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use docstore::{DocStore, Error, Identity};
-use docstore_pipeline::search::SearchIndex;
-use docstore_pipeline::stages::index::indexable_versions;
+use docstore_search::SearchIndex;
+use docstore_stages::index::indexable_versions;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::search::{IndexArgs, search_err};
@@ -62,10 +62,7 @@ pub(crate) async fn run(
     for id in &ids {
         let found = indexable_versions(store, who, id, &a.clinic)
             .await
-            .map_err(|e| Error::Unavailable {
-                backend: "store".into(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::unavailable_from("store", e.to_string(), e))?;
         versions += found.len();
         let idx = index.clone();
         let id = id.clone();

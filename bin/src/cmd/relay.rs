@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use docstore::{DocStore, Error};
-use docstore_pipeline::bus::{BusError, EventBus, open_bus};
+use docstore_bus::{BusError, EventBus, open_bus};
 use docstore_pipeline::relay::{OutboxRelay, RelayError};
 use docstore_pipeline::runtime::shutdown_signal;
 use serde_json::json;
@@ -35,10 +35,7 @@ pub(crate) struct RelayArgs {
 pub(crate) fn bus_err(e: BusError) -> Error {
     match e {
         BusError::Config(m) => Error::InvalidInput(m),
-        other => Error::Unavailable {
-            backend: "bus".into(),
-            detail: other.to_string(),
-        },
+        other => Error::unavailable_from("bus", other.to_string(), other),
     }
 }
 
@@ -56,7 +53,7 @@ pub(crate) async fn run(store: &DocStore, a: RelayArgs, json_out: bool) -> Resul
             let n = relay.run_once().await.map_err(|e| match e {
                 RelayError::Store(e) => e,
                 RelayError::Bus(e) => bus_err(e),
-                other => Error::Metadata(other.to_string()),
+                other => Error::unavailable_from("relay", other.to_string(), other),
             })?;
             total += n;
             if n < a.batch {

@@ -1,11 +1,11 @@
-//! `docstore search` and `docstore reindex`: the staff search index (crates/pipeline/src/search.rs).
+//! `docstore search` and `docstore reindex`: the staff search index (crates/search).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use docstore::{DocStore, Error, Identity, Timestamp};
-use docstore_pipeline::search::{SearchError, SearchIndex, SearchQuery, SearchResults, Sort};
+use docstore_search::{SearchError, SearchIndex, SearchQuery, SearchResults, Sort};
 
 /// Where the index lives.
 #[derive(Args, Debug, Clone)]
@@ -68,10 +68,7 @@ pub(crate) struct SearchArgs {
 pub(crate) fn search_err(e: SearchError) -> Error {
     match e {
         SearchError::Query(m) => Error::InvalidInput(format!("search query: {m}")),
-        other => Error::Unavailable {
-            backend: "index".into(),
-            detail: other.to_string(),
-        },
+        other => Error::unavailable_from("index", other.to_string(), other),
     }
 }
 
@@ -92,10 +89,10 @@ pub(crate) async fn search(
     a: SearchArgs,
     json_out: bool,
 ) -> Result<(), Error> {
-    if a.page == 0 || a.per_page == 0 || a.per_page > docstore_pipeline::search::MAX_PAGE {
+    if a.page == 0 || a.per_page == 0 || a.per_page > docstore_search::MAX_PAGE {
         return Err(Error::InvalidInput(format!(
             "--page starts at 1; --per-page is 1..={}",
-            docstore_pipeline::search::MAX_PAGE
+            docstore_search::MAX_PAGE
         )));
     }
     let q = SearchQuery {
@@ -120,7 +117,7 @@ pub(crate) async fn search(
         deadline: None,
     };
     let index = Arc::new(SearchIndex::open_read_only(&a.index.dir(data_dir)).map_err(search_err)?);
-    let results = docstore_pipeline::search::search(store, &index, who, q)
+    let results = docstore_search::search(store, &index, who, q)
         .await
         .map_err(search_err)?;
     if json_out {

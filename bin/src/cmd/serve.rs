@@ -82,10 +82,7 @@ pub(crate) fn server_error(e: impl std::error::Error) -> Error {
         detail.push_str(&format!(": {s}"));
         source = s.source();
     }
-    Error::Unavailable {
-        backend: "server".into(),
-        detail,
-    }
+    Error::unavailable("server", detail)
 }
 
 pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Result<(), Error> {
@@ -103,7 +100,7 @@ pub(crate) async fn serve(store: DocStore, data_dir: &Path, a: ServeArgs) -> Res
         config.tls = Some(docstore_server::tls::TlsFiles { cert, key });
     }
     if let Some(url) = &a.bus {
-        config.exam_bus = Some(docstore_pipeline::bus::open_bus(url).map_err(server_error)?);
+        config.exam_bus = Some(docstore_bus::open_bus(url).map_err(server_error)?);
     }
     let claims = ClaimMapping {
         roles: a.roles_claim,

@@ -7,10 +7,10 @@ use serde_json::json;
 pub(crate) async fn run(
     file: &std::path::Path,
     output: Option<&std::path::Path>,
-    info: docstore_pipeline::stages::stamp::StampInfo,
+    info: docstore_stages::stamp::StampInfo,
     json_out: bool,
 ) -> Result<(), Error> {
-    use docstore_pipeline::stages::stamp::{StampLimits, stamp_pdf};
+    use docstore_stages::stamp::{StampLimits, stamp_pdf};
     let limits = StampLimits::default();
     let bytes = super::read_limited(file, limits.max_input)?;
     let stamped = tokio::task::spawn_blocking(move || stamp_pdf(&bytes, &info, &limits))

@@ -9,9 +9,7 @@ pub(crate) async fn run(
     output: Option<&std::path::Path>,
     json_out: bool,
 ) -> Result<(), Error> {
-    use docstore_pipeline::stages::thumbnail::{
-        ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf,
-    };
+    use docstore_stages::thumbnail::{ThumbnailError, ThumbnailLimits, thumbnail_image, thumbnail_pdf};
     let limits = ThumbnailLimits::default();
     let bytes = super::read_limited(file, limits.max_input)?;
     let thumb = tokio::task::spawn_blocking(move || {

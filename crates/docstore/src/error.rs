@@ -174,10 +174,13 @@ pub enum Error {
         backend: String,
         /// What the client saw (no request content).
         detail: String,
+        /// The client's own error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A metadata backend failed.
     #[error("metadata store: {0}")]
-    Metadata(String),
+    Metadata(#[source] MetadataFailure),
     /// A blob backend failed.
     #[error("blob store ({key}): {source}")]
     Blob {
@@ -204,7 +207,66 @@ pub enum Error {
     },
 }
 
+/// A backend client's error, kept whole as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a metadata backend reported: the driver's or client's own error where there is one, so
+/// `Error::source()` reaches it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataFailure {
+    /// The SQL driver (SQLite, PostgreSQL).
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// Applying the schema migrations.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored JSON column or attribute did not decode, or a value did not encode.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A backend client (DynamoDB's SDK) refused the request; `what` is the operation and the
+    /// service's error code.
+    #[error("{what}")]
+    Client {
+        /// Operation and error code.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A stored record breaks a rule of the store (a missing column, an unknown kind …).
+    #[error("{0}")]
+    Record(String),
+}
+
 impl Error {
+    /// A metadata record that breaks a rule of the store.
+    pub(crate) fn bad_record(what: impl Into<String>) -> Self {
+        Error::Metadata(MetadataFailure::Record(what.into()))
+    }
+
+    /// `backend` could not serve the call; `detail` says how.
+    pub fn unavailable(backend: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Unavailable {
+            backend: backend.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// The same, keeping the client's error as the source.
+    pub fn unavailable_from(
+        backend: impl Into<String>,
+        detail: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Unavailable {
+            backend: backend.into(),
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
@@ -267,10 +329,7 @@ mod tests {
     #[test]
     fn only_backend_and_disk_failures_are_transient() {
         let transient = [
-            Error::Unavailable {
-                backend: "metadata".into(),
-                detail: "connection refused".into(),
-            },
+            Error::unavailable("metadata", "connection refused"),
             Error::io("objects/x", std::io::Error::other("disk")),
             Error::KeyUnavailable {
                 key_id: "alias/x".into(),
@@ -287,7 +346,7 @@ mod tests {
                 version: None,
             },
             Error::Key("unknown key".into()),
-            Error::Metadata("bad row".into()),
+            Error::bad_record("bad row"),
             Error::KeyUnavailable {
                 key_id: "alias/x".into(),
                 failure: KeyFailure::NotAllowed,

@@ -42,7 +42,7 @@ mod model;
 pub mod outbox;
 mod store;
 
-pub use error::{Error, IntegrityError, KeyFailure, Result};
+pub use error::{BoxError, Error, IntegrityError, KeyFailure, MetadataFailure, Result};
 pub use model::{
     DocumentRecord, ExamRelease, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState,
     Rendition, StageResult, Timestamp, VersionRecord, validate_id,

@@ -148,7 +148,7 @@ impl ProcessingState {
             "pending" => Ok(ProcessingState::Pending),
             "processed" => Ok(ProcessingState::Processed),
             "failed" => Ok(ProcessingState::Failed),
-            other => Err(Error::Metadata(format!("unknown processing state {other:?}"))),
+            other => Err(Error::bad_record(format!("unknown processing state {other:?}"))),
         }
     }
 }

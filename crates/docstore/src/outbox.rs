@@ -7,20 +7,16 @@
 
 use std::collections::BTreeMap;
 
+use docstore_events::{CloudEvent, EventType, FileDeleted, FileProcessed, FileUploaded};
+
 use crate::model::{StageResult, VersionRecord};
 
 /// CloudEvents `source` of events produced by the store.
 pub const SOURCE: &str = "urn:docstore:store";
-/// Event type recorded for every committed version.
-pub const FILE_UPLOADED: &str = "file.uploaded";
 
-/// Event type recorded once per version when every configured stage has succeeded.
-pub const FILE_PROCESSED: &str = "file.processed";
-
-/// Event type recorded when a document is deleted (tombstoned), restored or purged, or a version
-/// crypto-shredded; `data.reason` says which (`deleted`, `restored`, `purged`, `shredded`).
-/// Consumers that mirror the store (the search index) re-read the document when they see it.
-pub const FILE_DELETED: &str = "file.deleted";
+/// The event types the store records; their names and data types are the event contract's
+/// (`docstore-events`), shared with every consumer.
+pub use docstore_events::{FILE_DELETED, FILE_PROCESSED, FILE_UPLOADED};
 
 /// A W3C `traceparent` whose trace id is derived from `trace_of` (an event id) and whose span id
 /// from `span_of`: deterministic, so a redelivered event keeps its trace, and `file.processed`
@@ -48,40 +44,27 @@ fn id_of(event_type: &str, version_id: &str) -> String {
 /// write that makes it, under a fresh id.
 pub fn file_deleted(document_id: &str, version: Option<u64>, reason: &str) -> (String, String) {
     let event_id = format!("{FILE_DELETED}:{}", uuid::Uuid::now_v7());
-    let data = serde_json::json!({
-        "document_id": document_id,
-        "version": version,
-        "reason": reason,
-    });
-    let mut event = cloud_event(
+    let data = FileDeleted {
+        document_id: document_id.to_owned(),
+        version,
+        reason: reason.to_owned(),
+    };
+    let event = CloudEvent::new(
         &event_id,
-        FILE_DELETED,
+        SOURCE,
+        EventType::FileDeleted,
         crate::model::Timestamp::now().to_rfc3339(),
         document_id,
-        data,
-    );
-    event["traceparent"] = serde_json::Value::String(traceparent(&event_id, &event_id));
-    (event_id, event.to_string())
+        &data,
+    )
+    .with_traceparent(traceparent(&event_id, &event_id));
+    (event_id, encoded(&event))
 }
 
-/// The structured-mode CloudEvent around `data`, about document `subject`.
-fn cloud_event(
-    id: &str,
-    event_type: &str,
-    time: String,
-    subject: &str,
-    data: serde_json::Value,
-) -> serde_json::Value {
-    serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": SOURCE,
-        "type": event_type,
-        "time": time,
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "data": data,
-    })
+/// The event as the outbox stores it: structured-mode JSON text.
+fn encoded(event: &CloudEvent) -> String {
+    // serde_json writes valid UTF-8.
+    String::from_utf8(event.encode()).expect("JSON is UTF-8")
 }
 
 /// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
@@ -90,25 +73,26 @@ fn cloud_event(
 /// re-recorded event for the same version is recognisably the same event.
 pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
     let event_id = id_of(FILE_UPLOADED, &record.version_id);
-    let data = serde_json::json!({
-        "document_id": record.document_id,
-        "version": record.version,
-        "version_id": record.version_id,
-        "patient_id": record.patient_id,
-        "exam_id": record.exam_id,
-        "kind": record.kind,
-        "media_type": record.media_type,
-        "size": record.size,
-        "sha256": record.sha256,
-    });
-    let event = cloud_event(
+    let data = FileUploaded {
+        document_id: record.document_id.clone(),
+        version: record.version,
+        version_id: record.version_id.clone(),
+        patient_id: record.patient_id.clone(),
+        exam_id: record.exam_id.clone(),
+        kind: record.kind.as_str().to_owned(),
+        media_type: record.media_type.clone(),
+        size: record.size,
+        sha256: record.sha256.clone(),
+    };
+    let event = CloudEvent::new(
         &event_id,
-        FILE_UPLOADED,
+        SOURCE,
+        EventType::FileUploaded,
         record.created_at.to_rfc3339(),
         &record.document_id,
-        data,
+        &data,
     );
-    (event_id, event.to_string())
+    (event_id, encoded(&event))
 }
 
 /// The `file.processed` CloudEvent for a version whose stages all succeeded: event id, JSON.
@@ -121,38 +105,42 @@ pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageRes
     let uploaded_id = id_of(FILE_UPLOADED, &record.version_id);
     let page_count = stages.values().filter_map(|s| s.page_count).max();
     let text_length = stages.values().filter_map(|s| s.text_length).max();
-    let stage_versions: BTreeMap<&str, u32> = stages
-        .iter()
-        .map(|(name, s)| (name.as_str(), s.stage_version))
-        .collect();
-    let data = serde_json::json!({
-        "document_id": record.document_id,
-        "version": record.version,
-        "version_id": record.version_id,
-        "patient_id": record.patient_id,
-        "exam_id": record.exam_id,
-        "kind": record.kind,
-        "sha256": record.sha256,
+    let data = FileProcessed {
+        document_id: record.document_id.clone(),
+        version: record.version,
+        version_id: record.version_id.clone(),
+        patient_id: record.patient_id.clone(),
+        exam_id: record.exam_id.clone(),
+        kind: record.kind.as_str().to_owned(),
+        sha256: record.sha256.clone(),
         // Wrapped keys stay in the store: events name renditions, they do not carry keys.
-        "renditions": record.renditions.iter().map(|r| serde_json::json!({
-            "stage": r.stage,
-            "stage_version": r.stage_version,
-            "blob_key": r.blob_key,
-            "media_type": r.media_type,
-            "size": r.size,
-            "sha256": r.sha256,
-        })).collect::<Vec<_>>(),
-        "page_count": page_count,
-        "text_length": text_length,
-        "stages": stage_versions,
-    });
-    let mut event = cloud_event(
+        renditions: record
+            .renditions
+            .iter()
+            .map(|r| docstore_events::Rendition {
+                stage: r.stage.clone(),
+                stage_version: r.stage_version,
+                blob_key: r.blob_key.clone(),
+                media_type: r.media_type.clone(),
+                size: r.size,
+                sha256: r.sha256.clone(),
+            })
+            .collect(),
+        page_count,
+        text_length,
+        stages: stages
+            .iter()
+            .map(|(name, s)| (name.clone(), s.stage_version))
+            .collect(),
+    };
+    let event = CloudEvent::new(
         &event_id,
-        FILE_PROCESSED,
+        SOURCE,
+        EventType::FileProcessed,
         crate::model::Timestamp::now().to_rfc3339(),
         &record.document_id,
-        data,
-    );
-    event["traceparent"] = serde_json::Value::String(traceparent(&uploaded_id, &event_id));
-    (event_id, event.to_string())
+        &data,
+    )
+    .with_traceparent(traceparent(&uploaded_id, &event_id));
+    (event_id, encoded(&event))
 }

@@ -730,7 +730,7 @@ impl DocStore {
         }
         let opener = self.opener_for(who, &record, &header).await?;
         let expected_digest =
-            hex::decode(&record.sha256).map_err(|_| Error::Metadata("bad stored sha256".into()))?;
+            hex::decode(&record.sha256).map_err(|_| Error::bad_record("bad stored sha256"))?;
         let state = FrameStream {
             stream,
             buf,
@@ -982,6 +982,16 @@ impl DocStore {
                 detail
             };
             Ok((outcome, Some(version), Some(detail)))
+        })
+        .await
+    }
+
+    /// The release of an exam to its patient, if the clinic released it (metadata only; audited
+    /// as `exam_release`, naming the exam in the record's detail).
+    pub async fn exam_release(&self, who: &Identity, exam_id: &str) -> Result<Option<crate::ExamRelease>> {
+        self.audited(who, "exam_release", None, async {
+            let release = self.meta.exam_release(exam_id).await?;
+            Ok((release, None, Some(format!("exam={exam_id}"))))
         })
         .await
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use docstore::{DocStore, Error, Identity, Rendition, StageResult, Timestamp};
 
-use crate::events::{CloudEvent, FileUploaded};
 use crate::runtime::{Stage, StageError};
+use docstore_events::{CloudEvent, FileUploaded};
 
 /// What a processor produced for one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

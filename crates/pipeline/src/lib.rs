@@ -1,23 +1,24 @@
 //! # docstore-pipeline
 //!
-//! The event side of docstore: CloudEvents ([`events`]), the event-bus seam with an in-process
-//! implementation ([`bus`]), and the outbox relay that publishes what the store committed
-//! ([`relay`]), the same bus on Apache Kafka ([`kafka`]), the worker runtime every stage runs in
-//! ([`runtime`]), the `file.processed` join ([`join`]), worker observability ([`observe`]), the
-//! whole pipeline in one process ([`local`]) and the measured day of exams ([`load`]); the
-//! stages themselves, stamp, thumbnail, text (with OCR under the `ocr` feature) and index
-//! ([`stages`]); the staff full-text search over tantivy ([`search`]); and the synthetic lab
-//! reports and exam images the demo and the load upload ([`synthetic`]).
+//! How work moves between the store and the stages: the worker runtime every stage runs in
+//! ([`runtime`]), the outbox relay that publishes what the store committed ([`relay`]), the
+//! `file.processed` join ([`join`]), worker observability ([`observe`]) and the bounded helper
+//! threads third-party parsers run on ([`bounded`]).
+//!
+//! ## Layout
+//! The crates around this one, each along a seam:
+//! - `docstore-events` (crates/events): the event contract, CloudEvents decoded into types;
+//! - `docstore-bus` (crates/bus): the event-bus seam, in-process and (feature `kafka`) Kafka;
+//! - this crate (crates/pipeline): `runtime.rs`, `relay.rs`, `join.rs`, `observe.rs`,
+//!   `bounded.rs`;
+//! - `docstore-stages` (crates/stages): thumbnail, text (OCR), stamp and index, each behind its
+//!   feature with the parsers it needs;
+//! - `docstore-search` (crates/search): the staff full-text search over tantivy;
+//! - `docstore-tools` (crates/tools): the whole pipeline in one process, the measured day of
+//!   exams and the synthetic exam results the demo and the load upload.
 
-pub mod bus;
-pub mod events;
+pub mod bounded;
 pub mod join;
-pub mod kafka;
-pub mod load;
-pub mod local;
 pub mod observe;
 pub mod relay;
 pub mod runtime;
-pub mod search;
-pub mod stages;
-pub mod synthetic;

@@ -201,7 +201,7 @@ impl WorkerMetrics {
             "Unread messages in owned partitions",
             self.lag.clone(),
         );
-        let helpers = crate::stages::helper_threads();
+        let helpers = crate::bounded::helper_threads();
         let alive = Gauge::<i64>::default();
         alive.set(i64::try_from(helpers.alive).unwrap_or(i64::MAX));
         registry.register(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use docstore::meta::MetadataStore;
 
-use crate::bus::{EventBus, Message, Session};
+use docstore_bus::{EventBus, Message, Session};
 
 /// Publishes outbox entries from a metadata store to a bus.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub enum RelayError {
     Store(#[from] docstore::Error),
     /// Publishing failed; the entry stays pending and is retried on the next pass.
     #[error(transparent)]
-    Bus(#[from] crate::bus::BusError),
+    Bus(#[from] docstore_bus::BusError),
     /// The bus holds a checkpoint this relay cannot read.
     #[error("relay checkpoint unreadable: {0}")]
     Checkpoint(String),
@@ -57,13 +57,14 @@ fn message(entry: &docstore::OutboxEntry) -> Message {
     message_of(&entry.event_type, &entry.key, &entry.event_id, &entry.payload)
 }
 
-/// The same for an event not read from the outbox (the in-process catch-up's re-announcements).
-pub(crate) fn message_of(event_type: &str, key: &str, event_id: &str, payload: &str) -> Message {
+/// The bus message of an event not read from the outbox (the in-process catch-up's
+/// re-announcements), built as the relay builds its own.
+pub fn message_of(event_type: &str, key: &str, event_id: &str, payload: &str) -> Message {
     // Structured content mode, said in the header the Kafka binding (§3.1) reads: without it a
     // receiver must take the message as binary mode, and any `ce_` header makes SDKs do so.
     let mut headers = vec![(
         "content-type".to_owned(),
-        crate::events::STRUCTURED_CONTENT_TYPE.to_owned(),
+        docstore_events::STRUCTURED_CONTENT_TYPE.to_owned(),
     )];
     let given = serde_json::from_str::<serde_json::Value>(payload)
         .ok()
@@ -143,7 +144,7 @@ impl OutboxRelay {
                 }
                 // Another relay of this name took over: stand by, and take over again later if
                 // it stops (fencing it right back would starve both).
-                Err(RelayError::Bus(crate::bus::BusError::Fenced(_))) => {
+                Err(RelayError::Bus(docstore_bus::BusError::Fenced(_))) => {
                     tracing::info!(relay = %self.name, "another relay is active; standing by");
                     FENCED_STANDBY
                 }

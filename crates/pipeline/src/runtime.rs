@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::bus::{BusError, Delivery, EventBus, Message, Subscription};
-use crate::events::CloudEvent;
+use docstore_bus::{BusError, Delivery, EventBus, Message, Subscription};
+use docstore_events::CloudEvent;
 
 /// Header names of dead letters.
 pub mod dlq_headers {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use docstore::conformance::request;
 use docstore::{DocStore, Identity};
-use docstore_pipeline::bus::{EventBus, InProcessBus, Message};
-use docstore_pipeline::events::{CloudEvent, EventType};
-use docstore_pipeline::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::{EventBus, InProcessBus, Message};
+use docstore_events::{CloudEvent, EventType};
 use docstore_pipeline::relay::{DEFAULT_RELAY, OutboxRelay};
 
 #[tokio::test]

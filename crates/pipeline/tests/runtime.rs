@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use docstore_pipeline::bus::{EventBus, InProcessBus, Message, Subscription};
-use docstore_pipeline::events::CloudEvent;
-use docstore_pipeline::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::kafka::{KafkaBus, KafkaConfig};
+use docstore_bus::{EventBus, InProcessBus, Message, Subscription};
+use docstore_events::CloudEvent;
 use docstore_pipeline::runtime::{
     RuntimeConfig, Stage, StageError, Worker, dlq_headers, replay_dead_letters,
 };
@@ -395,41 +395,34 @@ impl Subscription for FailsToClose {
         &mut self,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<docstore_pipeline::bus::Delivery>, docstore_pipeline::bus::BusError> {
+    ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
         self.0.poll(max, wait).await
     }
-    async fn ack(
-        &mut self,
-        d: &docstore_pipeline::bus::Delivery,
-    ) -> Result<(), docstore_pipeline::bus::BusError> {
+    async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
         self.0.ack(d).await
     }
-    async fn close(&mut self) -> Result<(), docstore_pipeline::bus::BusError> {
-        Err(docstore_pipeline::bus::BusError::Unavailable(
-            "broker gone".into(),
-        ))
+    async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
+        Err(docstore_bus::BusError::Unavailable("broker gone".into()))
     }
 }
 
 #[async_trait]
 impl EventBus for Blinking {
-    async fn publish(&self, m: Message) -> Result<(), docstore_pipeline::bus::BusError> {
+    async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
         self.inner.publish(m).await
     }
     async fn subscribe(
         &self,
         group: &str,
         topics: &[String],
-    ) -> Result<Box<dyn Subscription>, docstore_pipeline::bus::BusError> {
+    ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
         use std::sync::atomic::Ordering;
         if self
             .refuse
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(docstore_pipeline::bus::BusError::Unavailable(
-                "connection refused".into(),
-            ));
+            return Err(docstore_bus::BusError::Unavailable("connection refused".into()));
         }
         Ok(Box::new(FailsToClose(self.inner.subscribe(group, topics).await?)))
     }

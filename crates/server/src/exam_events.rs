@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use docstore::meta::MetadataStore;
-use docstore_pipeline::events::{CloudEvent, EventType};
+use docstore_events::{CloudEvent, EventType};
 use docstore_pipeline::runtime::{Stage, StageError};
 
 use crate::access::{AccessError, AccessStore};

@@ -53,8 +53,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docstore::DocStore;
-use docstore_pipeline::local::{LocalConfig, LocalPipeline};
-use docstore_pipeline::search::SearchIndex;
+use docstore_search::SearchIndex;
+use docstore_tools::local::{LocalConfig, LocalPipeline};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -91,7 +91,7 @@ pub enum ServerError {
     Access(#[from] access::AccessError),
     /// The search index.
     #[error("search index")]
-    Search(#[source] docstore_pipeline::search::SearchError),
+    Search(#[source] docstore_search::SearchError),
     /// The TLS certificate or key.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -134,7 +134,7 @@ pub struct ServiceConfig {
     pub clinic: String,
     /// A bus carrying the exam service's events (Kafka in production): when set, the service
     /// runs the [`exam_events::ExamEvents`] worker on it, so `exam.result.ready` releases results.
-    pub exam_bus: Option<Arc<dyn docstore_pipeline::bus::EventBus>>,
+    pub exam_bus: Option<Arc<dyn docstore_bus::EventBus>>,
     /// The download links' HMAC key file (default `data_dir/server/link-key`, created on first
     /// use). Servers that share links share this key.
     pub link_key: Option<PathBuf>,

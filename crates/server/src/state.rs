@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use docstore::audit::AuditRecord;
 use docstore::{DocStore, DocumentRecord, Timestamp};
-use docstore_pipeline::search::SearchIndex;
+use docstore_search::SearchIndex;
 
 use crate::access::{AccessError, AccessStore};
 use crate::auth::{TokenVerifier, bearer};

@@ -62,7 +62,7 @@ async fn fresh_postgres(url: &str) -> String {
 
 async fn scenario(h: &Harness) {
     let staff = h.staff();
-    let report = docstore_pipeline::synthetic::Generator::new(11, "Clínica", 2).report();
+    let report = docstore_tools::synthetic::Generator::new(11, "Clínica", 2).report();
     let (patient_id, exam) = (report.patient_id.clone(), report.exam_id.clone());
     let r = h
         .http

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Harness;
-use docstore_pipeline::bus::{EventBus, InProcessBus, Message};
+use docstore_bus::{EventBus, InProcessBus, Message};
 use docstore_pipeline::runtime::{RuntimeConfig, Worker};
 use docstore_server::exam_events::{ExamEvents, TOPICS};
 use docstore_server::policy::Role;

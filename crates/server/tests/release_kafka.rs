@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Harness;
-use docstore_pipeline::bus::{Message, open_bus};
+use docstore_bus::{Message, open_bus};
 use docstore_server::policy::Role;
 
 fn event(kind: &str, id: &str, data: serde_json::Value) -> Message {

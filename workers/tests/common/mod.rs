@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use docstore::DocStore;
 use docstore::aws::AwsSettings;
 use docstore::config::StoreConfig;
-use docstore_pipeline::bus::{EventBus, open_bus};
+use docstore_bus::{EventBus, open_bus};
 use docstore_pipeline::relay::OutboxRelay;
 
 pub(crate) struct WorkerProc {

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::rows::{check_owner, kept_release, next_version};
 use super::{HoldChange, MetadataStore};
-use crate::error::{Error, Result};
+use crate::error::{Error, MetadataFailure, Result};
 use crate::model::{
     DocumentRecord, ExamRelease, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition,
     StageResult, Timestamp, VersionRecord,
@@ -65,32 +65,38 @@ fn version_sk(v: u64) -> String {
     format!("V#{v:020}")
 }
 
-fn ddb_err<E: ProvideErrorMetadata + std::error::Error + 'static>(op: &str, e: SdkError<E>) -> Error {
+fn ddb_err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    op: &str,
+    e: SdkError<E>,
+) -> Error {
     match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            Error::Unavailable {
-                backend: "dynamodb".into(),
-                detail: format!("{op}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)),
-            }
+            let detail = format!("{op}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e));
+            Error::unavailable_from("dynamodb", detail, e)
         }
         _ => match e.code() {
             Some(
                 "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded",
-            ) => Error::Unavailable {
-                backend: "dynamodb".into(),
-                detail: format!("{op}: throttled after retries"),
-            },
-            _ if e.raw_response().is_some_and(|r| r.status().is_server_error()) => Error::Unavailable {
-                backend: "dynamodb".into(),
-                detail: format!("{op}: server error after retries"),
-            },
-            code => Error::Metadata(format!("dynamodb {op}: {}", code.unwrap_or("unknown error"))),
+            ) => Error::unavailable_from("dynamodb", format!("{op}: throttled after retries"), e),
+            _ if e.raw_response().is_some_and(|r| r.status().is_server_error()) => {
+                Error::unavailable_from("dynamodb", format!("{op}: server error after retries"), e)
+            }
+            code => {
+                let what = format!("dynamodb {op}: {}", code.unwrap_or("unknown error"));
+                Error::Metadata(MetadataFailure::Client {
+                    what,
+                    source: Box::new(e),
+                })
+            }
         },
     }
 }
 
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> Error {
-    Error::Metadata(format!("dynamodb request: {e}"))
+    Error::Metadata(MetadataFailure::Client {
+        what: "dynamodb request".into(),
+        source: Box::new(e),
+    })
 }
 
 /// True when a transaction was cancelled by a failed condition or a concurrent transaction.
@@ -110,28 +116,28 @@ fn lost_race(
 fn get_s(item: &Item, k: &str) -> Result<String> {
     match item.get(k) {
         Some(Av::S(v)) => Ok(v.clone()),
-        _ => Err(Error::Metadata(format!("dynamodb item lacks string {k}"))),
+        _ => Err(Error::bad_record(format!("dynamodb item lacks string {k}"))),
     }
 }
 fn opt_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 fn get_n(item: &Item, k: &str) -> Result<i64> {
-    opt_n(item, k)?.ok_or_else(|| Error::Metadata(format!("dynamodb item lacks number {k}")))
+    opt_n(item, k)?.ok_or_else(|| Error::bad_record(format!("dynamodb item lacks number {k}")))
 }
 fn opt_n(item: &Item, k: &str) -> Result<Option<i64>> {
     match item.get(k) {
         Some(Av::N(v)) => v
             .parse()
             .map(Some)
-            .map_err(|_| Error::Metadata(format!("dynamodb item has bad number {k}"))),
+            .map_err(|_| Error::bad_record(format!("dynamodb item has bad number {k}"))),
         _ => Ok(None),
     }
 }
 fn kind_of(item: &Item) -> Result<Kind> {
     get_s(item, "kind")?
         .parse()
-        .map_err(|_| Error::Metadata("dynamodb item has unknown kind".into()))
+        .map_err(|_| Error::bad_record("dynamodb item has unknown kind"))
 }
 
 fn document_from_item(item: &Item) -> Result<DocumentRecord> {
@@ -169,7 +175,7 @@ fn version_from_item(item: &Item) -> Result<VersionRecord> {
         },
         state: ProcessingState::parse(&get_s(item, "state")?)?,
         renditions: serde_json::from_str(&get_s(item, "renditions")?)
-            .map_err(|e| Error::Metadata(e.to_string()))?,
+            .map_err(|e| Error::Metadata(e.into()))?,
     })
 }
 
@@ -251,7 +257,7 @@ impl DynamoMetadata {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(Error::Metadata(format!("table {table} did not become active")))
+        Err(Error::bad_record(format!("table {table} did not become active")))
     }
 
     fn key(pk: String, sk: &str) -> Item {
@@ -577,10 +583,10 @@ impl MetadataStore for DynamoMetadata {
                 Err(e) => return Err(ddb_err("TransactWriteItems", e)),
             }
         }
-        Err(Error::Unavailable {
-            backend: "dynamodb".into(),
-            detail: format!("commit on {} lost {COMMIT_ATTEMPTS} races", new.document_id),
-        })
+        Err(Error::unavailable(
+            "dynamodb",
+            format!("commit on {} lost {COMMIT_ATTEMPTS} races", new.document_id),
+        ))
     }
 
     async fn document(&self, document_id: &str) -> Result<DocumentRecord> {
@@ -963,10 +969,10 @@ impl MetadataStore for DynamoMetadata {
                 }
             }
             if !pending.is_empty() {
-                return Err(Error::Unavailable {
-                    backend: "dynamodb".into(),
-                    detail: "BatchGetItem kept returning unprocessed keys".into(),
-                });
+                return Err(Error::unavailable(
+                    "dynamodb",
+                    "BatchGetItem kept returning unprocessed keys",
+                ));
             }
         }
         Ok(found)
@@ -1114,10 +1120,10 @@ impl MetadataStore for DynamoMetadata {
                 Err(e) => return Err(ddb_err("TransactWriteItems", e)),
             }
         }
-        Err(Error::Unavailable {
-            backend: "dynamodb".into(),
-            detail: format!("stage result for {document_id} v{version} lost {COMMIT_ATTEMPTS} races"),
-        })
+        Err(Error::unavailable(
+            "dynamodb",
+            format!("stage result for {document_id} v{version} lost {COMMIT_ATTEMPTS} races"),
+        ))
     }
 
     async fn record_release(&self, release: &ExamRelease) -> Result<ExamRelease> {

@@ -33,7 +33,7 @@ pub(crate) fn parse(stages_json: &str) -> Result<Stages> {
     if stages_json.is_empty() {
         return Ok(Stages::new());
     }
-    serde_json::from_str(stages_json).map_err(|e| Error::Metadata(format!("stage results: {e}")))
+    serde_json::from_str(stages_json).map_err(|e| Error::Metadata(e.into()))
 }
 
 /// Merges `result` into `version` (whose stored stage results are `stages_json`).
@@ -85,7 +85,7 @@ pub(crate) fn merge(
         done.state = state;
         crate::outbox::file_processed(&done, &stages)
     });
-    let stages_json = serde_json::to_string(&stages).map_err(|e| Error::Metadata(e.to_string()))?;
+    let stages_json = serde_json::to_string(&stages).map_err(|e| Error::Metadata(e.into()))?;
     Ok(Merged {
         stages_json,
         renditions,
@@ -101,7 +101,7 @@ pub(crate) fn merge(
 
 /// The stored form of a version's rendition list.
 pub(crate) fn renditions_json(renditions: &[Rendition]) -> Result<String> {
-    serde_json::to_string(renditions).map_err(|e| Error::Metadata(e.to_string()))
+    serde_json::to_string(renditions).map_err(|e| Error::Metadata(e.into()))
 }
 
 /// A shredded version's rendition list: the descriptors stay, every key block is emptied, so no

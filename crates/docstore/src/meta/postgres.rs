@@ -36,7 +36,7 @@ pub struct PostgresMetadata {
 impl_row_access!(PgRow, |row, col| sqlx::Row::try_get(row, col).map_err(row_err));
 
 fn map_err(e: sqlx::Error) -> Error {
-    Error::Metadata(e.to_string())
+    Error::Metadata(e.into())
 }
 
 impl PostgresMetadata {
@@ -48,10 +48,7 @@ impl PostgresMetadata {
             .connect(url)
             .await
             .map_err(map_err)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| Error::Metadata(e.to_string()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| Error::Metadata(e.into()))?;
         Ok(PostgresMetadata { pool })
     }
 
@@ -482,8 +479,7 @@ impl MetadataStore for PostgresMetadata {
         // the document here, after the version row, could deadlock with it.
         super::join::refuse_if_deleted(&Self::document_in(&mut *tx, document_id, false).await?)?;
         let merged = super::join::merge(&record, &row.text("stages")?, result, required)?;
-        let renditions =
-            serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.to_string()))?;
+        let renditions = serde_json::to_string(&merged.renditions).map_err(|e| Error::Metadata(e.into()))?;
         sqlx::query(
             "UPDATE versions SET stages = $1::jsonb, renditions = $2::jsonb, state = $3 \
              WHERE document_id = $4 AND version = $5",

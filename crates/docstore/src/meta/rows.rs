@@ -56,25 +56,25 @@ impl JsonRow<'_> {
             .iter()
             .position(|c| *c == col)
             .and_then(|i| self.values.get(i))
-            .ok_or_else(|| Error::Metadata(format!("no column {col} in the row")))
+            .ok_or_else(|| Error::bad_record(format!("no column {col} in the row")))
     }
 }
 
 impl RowAccess for JsonRow<'_> {
     fn text(&self, col: &str) -> Result<String> {
         self.opt_text(col)?
-            .ok_or_else(|| Error::Metadata(format!("column {col} is null")))
+            .ok_or_else(|| Error::bad_record(format!("column {col} is null")))
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>> {
         match self.get(col)? {
             serde_json::Value::Null => Ok(None),
             serde_json::Value::String(s) => Ok(Some(s.clone())),
-            _ => Err(Error::Metadata(format!("column {col} is not text"))),
+            _ => Err(Error::bad_record(format!("column {col} is not text"))),
         }
     }
     fn int(&self, col: &str) -> Result<i64> {
         self.opt_int(col)?
-            .ok_or_else(|| Error::Metadata(format!("column {col} is null")))
+            .ok_or_else(|| Error::bad_record(format!("column {col} is null")))
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>> {
         match self.get(col)? {
@@ -82,7 +82,7 @@ impl RowAccess for JsonRow<'_> {
             v => v
                 .as_i64()
                 .map(Some)
-                .ok_or_else(|| Error::Metadata(format!("column {col} is not an integer"))),
+                .ok_or_else(|| Error::bad_record(format!("column {col} is not an integer"))),
         }
     }
     fn flag(&self, col: &str) -> Result<bool> {
@@ -90,7 +90,7 @@ impl RowAccess for JsonRow<'_> {
     }
     fn bytes(&self, col: &str) -> Result<Vec<u8>> {
         // No list carries a blob column: JSON cannot hold one.
-        Err(Error::Metadata(format!(
+        Err(Error::bad_record(format!(
             "column {col} is binary; not in a JSON row"
         )))
     }
@@ -113,17 +113,17 @@ pub(crate) fn found<R: RowAccess, T>(
 }
 
 pub(crate) fn row_err(e: sqlx::Error) -> Error {
-    Error::Metadata(e.to_string())
+    Error::Metadata(e.into())
 }
 
 fn kind(r: &impl RowAccess) -> Result<Kind> {
     let s = r.text("kind")?;
     s.parse()
-        .map_err(|_| Error::Metadata(format!("unknown kind {s:?} in database")))
+        .map_err(|_| Error::bad_record(format!("unknown kind {s:?} in database")))
 }
 
 pub(crate) fn renditions(r: &impl RowAccess) -> Result<Vec<Rendition>> {
-    serde_json::from_str(&r.text("renditions")?).map_err(|e| Error::Metadata(e.to_string()))
+    serde_json::from_str(&r.text("renditions")?).map_err(|e| Error::Metadata(e.into()))
 }
 
 pub(crate) fn document_from_row(r: &impl RowAccess) -> Result<DocumentRecord> {
@@ -200,7 +200,7 @@ pub(crate) fn kept_release(
     asked: &crate::model::ExamRelease,
 ) -> Result<crate::model::ExamRelease> {
     let recorded = recorded.ok_or_else(|| {
-        Error::Metadata(format!(
+        Error::bad_record(format!(
             "exam {}: release not found after recording it",
             asked.exam_id
         ))

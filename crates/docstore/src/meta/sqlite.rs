@@ -53,7 +53,7 @@ impl SqliteMetadata {
             .await
             .map_err(self.err())?;
         let rows: Vec<Vec<serde_json::Value>> =
-            serde_json::from_str(&json).map_err(|e| Error::Metadata(e.to_string()))?;
+            serde_json::from_str(&json).map_err(|e| Error::Metadata(e.into()))?;
         let columns: Vec<&str> = DOCUMENT_COLUMNS.split(", ").collect();
         rows.into_iter()
             .map(|values| {
@@ -100,7 +100,7 @@ impl SqliteMetadata {
     /// An in-memory database (tests, examples).
     pub async fn in_memory() -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|e| Error::Metadata(e.to_string()))?
+            .map_err(|e| Error::Metadata(e.into()))?
             .foreign_keys(true);
         // One connection: each in-memory connection would otherwise be its own database.
         let pool = SqlitePoolOptions::new()
@@ -189,25 +189,20 @@ fn map_err(e: sqlx::Error, path: &str) -> Error {
         if let Some(code) = db.code().and_then(|c| c.parse::<i32>().ok())
             && matches!(code & 0xff, 5 | 6)
         {
-            return Error::Unavailable {
-                backend: "sqlite".into(),
-                detail: db.message().to_owned(),
-            };
+            let detail = db.message().to_owned();
+            return Error::unavailable_from("sqlite", detail, e);
         }
     }
     if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) {
-        return Error::Unavailable {
-            backend: "sqlite".into(),
-            detail: e.to_string(),
-        };
+        return Error::unavailable_from("sqlite", e.to_string(), e);
     }
-    Error::Metadata(e.to_string())
+    Error::Metadata(e.into())
 }
 
 fn migrate_err(e: sqlx::migrate::MigrateError, path: &str) -> Error {
     match e {
         sqlx::migrate::MigrateError::Execute(inner) => map_err(inner, path),
-        other => Error::Metadata(other.to_string()),
+        other => Error::Metadata(other.into()),
     }
 }
 
@@ -277,7 +272,7 @@ impl MetadataStore for SqliteMetadata {
         .await
         .map_err(self.err())?;
         if updated.rows_affected() != 1 {
-            return Err(Error::Metadata("concurrent version commit detected".into()));
+            return Err(Error::bad_record("concurrent version commit detected"));
         }
         let event = crate::outbox::file_uploaded(&record);
         self.outbox_insert(

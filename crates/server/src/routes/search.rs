@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use docstore::Timestamp;
-use docstore_pipeline::search::{SearchError, SearchQuery, SearchResults, Sort};
+use docstore_search::{SearchError, SearchQuery, SearchResults, Sort};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -213,7 +213,7 @@ pub(crate) async fn run(state: &AppState, caller: &Caller, mut p: SearchParams) 
             per_page,
         });
     }
-    let results = docstore_pipeline::search::search(&state.store, &index, &caller.principal.identity(), q)
+    let results = docstore_search::search(&state.store, &index, &caller.principal.identity(), q)
         .await
         .map_err(search_error)?;
     Ok(Found {

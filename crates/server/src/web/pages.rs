@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use docstore::Timestamp;
-use docstore_pipeline::search::HitSnippet;
+use docstore_search::HitSnippet;
 use serde::Deserialize;
 use tower_sessions::Session;
 
