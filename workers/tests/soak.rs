@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{WorkerProc, count_processed, service};
-use docstore::{Identity, Kind, ProcessingState, PutRequest};
+use docstore::{ExamId, Identity, Kind, PatientId, ProcessingState, PutRequest};
 use docstore_bus::open_bus;
 use docstore_pipeline::runtime::replay_dead_letters;
 use docstore_tools::synthetic::Generator;
@@ -178,14 +178,12 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
                 ] {
                     let started = Instant::now();
                     loop {
-                        let req = PutRequest {
-                            document_id: None,
-                            patient_id: r.patient_id.clone(),
-                            exam_id: r.exam_id.clone(),
-                            kind,
-                            media_type: media.into(),
-                            expected_version: None,
-                        };
+                        let req = PutRequest::new(
+                            PatientId::new(r.patient_id.clone()).unwrap(),
+                            ExamId::new(r.exam_id.clone()).unwrap(),
+                        )
+                        .kind(kind)
+                        .media_type(media);
                         match store.put(&who, req, &body[..]).await {
                             Ok(v) => {
                                 ids.push(v.document_id);

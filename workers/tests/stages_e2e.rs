@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{WorkerProc, assert_exactly_once, count_processed, service};
 use docstore::aws::AwsSettings;
 use docstore::meta::dynamodb::DynamoMetadata;
-use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest, VersionRecord};
+use docstore::{DocStore, ExamId, Identity, Kind, PatientId, ProcessingState, PutRequest, VersionRecord};
 use docstore_bus::open_bus;
 use docstore_stages::extract::{ExtractLimits, extract_pdf_text};
 
@@ -25,14 +25,12 @@ const PATIENT: &str = "pac-e2e-7731";
 
 async fn upload(store: &DocStore, path: PathBuf, kind: Kind, media_type: &str) -> VersionRecord {
     let body = std::fs::read(path).unwrap();
-    let req = PutRequest {
-        document_id: None,
-        patient_id: PATIENT.into(),
-        exam_id: "exm-e2e-1".into(),
-        kind,
-        media_type: media_type.into(),
-        expected_version: None,
-    };
+    let req = PutRequest::new(
+        PatientId::new(PATIENT).unwrap(),
+        ExamId::new("exm-e2e-1").unwrap(),
+    )
+    .kind(kind)
+    .media_type(media_type);
     store
         .put(&Identity::new("test:reception"), req, &body[..])
         .await

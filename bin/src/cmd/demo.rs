@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use docstore::{DocStore, Error, Identity, Kind, PutRequest};
+use docstore::{DocStore, Error, ExamId, Identity, Kind, PatientId, PutRequest};
 use docstore_search::{SearchIndex, SearchQuery};
 use docstore_tools::local::{LocalConfig, LocalPipeline};
 use docstore_tools::synthetic::Generator;
@@ -78,14 +78,9 @@ pub(crate) async fn demo(
             (p, e, Kind::Image, "image/jpeg", jpeg)
         };
         bytes += body.len() as u64;
-        let req = PutRequest {
-            document_id: None,
-            patient_id: patient,
-            exam_id: exam,
-            kind,
-            media_type: media_type.into(),
-            expected_version: None,
-        };
+        let req = PutRequest::new(PatientId::new(patient)?, ExamId::new(exam)?)
+            .kind(kind)
+            .media_type(media_type);
         store.put(&who, req, &body[..]).await?;
         up.inc(1);
     }

@@ -30,21 +30,6 @@ pub(crate) struct ProcessArgs {
     timeout: Duration,
 }
 
-async fn signalled() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub(crate) async fn process(
     store: DocStore,
     data_dir: &Path,
@@ -111,7 +96,7 @@ async fn run(
 ) -> Result<docstore_tools::local::CatchUp, Error> {
     let caught_up = pipeline.catch_up().await?;
     let deadline = Instant::now() + timeout;
-    let stop = signalled();
+    let stop = docstore_pipeline::runtime::shutdown_signal();
     tokio::pin!(stop);
     loop {
         if !follow && pipeline.drained().await? {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use docstore::{Error, Kind, PutRequest};
+use docstore::{DocumentId, Error, ExamId, Kind, PatientId, PutRequest};
 
 use super::{Ctx, IO_BUF, progress};
 
@@ -52,14 +52,11 @@ pub(crate) async fn run(ctx: &Ctx, a: PutArgs) -> Result<(), Error> {
         .media_type
         .clone()
         .unwrap_or_else(|| guess_media_type(&a.file, &head));
-    let req = PutRequest {
-        document_id: a.document.clone(),
-        patient_id: a.patient.clone(),
-        exam_id: a.exam.clone(),
-        kind: a.kind,
-        media_type,
-        expected_version: a.expected_version,
-    };
+    let mut req = PutRequest::new(PatientId::new(a.patient.clone())?, ExamId::new(a.exam.clone())?)
+        .kind(a.kind)
+        .media_type(media_type);
+    req.document_id = a.document.clone().map(DocumentId::new).transpose()?;
+    req.expected_version = a.expected_version;
     let bar = progress(len, "put");
     let record = if stdin {
         store.put(who, req, tokio::io::stdin()).await?

@@ -14,7 +14,7 @@ use docstore::audit::MemoryAudit;
 use docstore::blob::{BlobMeta, BlobRead, BlobStore, BlobUpload, ObjectBlobStore};
 use docstore::keys::keyring::Keyring;
 use docstore::meta::sqlite::SqliteMetadata;
-use docstore::{DocStore, Identity, Kind, PutRequest, Result};
+use docstore::{DocStore, ExamId, Identity, PatientId, PutRequest, Result};
 
 /// Bytes written to and read from the inner store.
 #[derive(Debug, Default)]
@@ -98,14 +98,8 @@ async fn main() -> Result<()> {
     let v = store
         .put(
             &who,
-            PutRequest {
-                document_id: None,
-                patient_id: "patient-7".into(),
-                exam_id: "exam-2026-0042".into(),
-                kind: Kind::Report,
-                media_type: "text/plain".into(),
-                expected_version: None,
-            },
+            PutRequest::new(PatientId::new("patient-7")?, ExamId::new("exam-2026-0042")?)
+                .media_type("text/plain"),
             &report[..],
         )
         .await?;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use docstore::{DocStore, Error, Identity, Kind, PutRequest};
+use docstore::{DocStore, Error, ExamId, Identity, PatientId, PutRequest};
 
 /// What the service's callers see: no storage detail, a class they can act on.
 #[derive(Debug)]
@@ -52,14 +52,7 @@ impl Results {
         exam: &str,
         text: &str,
     ) -> Result<String, ResultsError> {
-        let request = PutRequest {
-            document_id: None,
-            patient_id: patient.into(),
-            exam_id: exam.into(),
-            kind: Kind::Report,
-            media_type: "text/plain".into(),
-            expected_version: None,
-        };
+        let request = PutRequest::new(PatientId::new(patient)?, ExamId::new(exam)?).media_type("text/plain");
         Ok(self.store.put(who, request, text.as_bytes()).await?.document_id)
     }
 

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use docstore::config::StoreConfig;
-use docstore::{DocStore, Identity, Kind, PutRequest};
+use docstore::{DocStore, ExamId, Identity, PatientId, PutRequest};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -46,14 +46,10 @@ async fn main() -> docstore::Result<()> {
     let mut puts = Vec::with_capacity(n);
     let mut docs = Vec::with_capacity(n);
     for i in 0..n {
-        let req = PutRequest {
-            document_id: None,
-            patient_id: format!("lat-p{}", i % 50),
-            exam_id: format!("lat-e{i}"),
-            kind: Kind::Report,
-            media_type: "application/pdf".into(),
-            expected_version: None,
-        };
+        let req = PutRequest::new(
+            PatientId::new(format!("lat-p{}", i % 50))?,
+            ExamId::new(format!("lat-e{i}"))?,
+        );
         let t = Instant::now();
         let v = store.put(&who, req, &body[..]).await?;
         puts.push(t.elapsed());

@@ -1,28 +1,23 @@
 //! Store two versions of an exam report in the embedded default and read them back, whole and by
 //! range. Run: `cargo run -p docstore --example put_get`.
 
-use docstore::{DocStore, Identity, Kind, PutRequest};
+use docstore::{DocStore, DocumentId, ExamId, Identity, PatientId, PutRequest};
 
 #[tokio::main]
 async fn main() -> docstore::Result<()> {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = DocStore::init_local(&dir.path().join("data")).await?;
     let who = Identity::new("staff:example");
-    let request = |document_id: Option<String>| PutRequest {
-        document_id,
-        patient_id: "patient-42".into(),
-        exam_id: "exam-2026-0001".into(),
-        kind: Kind::Report,
-        media_type: "text/plain".into(),
-        expected_version: None,
-    };
+    // Ids are checked once, where they are built.
+    let request = PutRequest::new(PatientId::new("patient-42")?, ExamId::new("exam-2026-0001")?)
+        .media_type("text/plain");
     let v1 = store
-        .put(&who, request(None), &b"Hemoglobina: 13,5 g/dL"[..])
+        .put(&who, request.clone(), &b"Hemoglobina: 13,5 g/dL"[..])
         .await?;
     let v2 = store
         .put(
             &who,
-            request(Some(v1.document_id.clone())),
+            request.document(DocumentId::new(&v1.document_id)?),
             &b"Hemoglobina: 13,8 g/dL (revisado)"[..],
         )
         .await?;

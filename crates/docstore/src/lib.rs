@@ -10,17 +10,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> docstore::Result<()> {
-//! use docstore::{DocStore, Identity, Kind, PutRequest};
+//! use docstore::{DocStore, ExamId, Identity, Kind, PatientId, PutRequest};
 //! let store = DocStore::init_local(std::path::Path::new("/tmp/docstore-example")).await?;
 //! let who = Identity::new("staff:ana");
-//! let req = PutRequest {
-//!     document_id: None,
-//!     patient_id: "p-1".into(),
-//!     exam_id: "e-1".into(),
-//!     kind: Kind::Report,
-//!     media_type: "application/pdf".into(),
-//!     expected_version: None,
-//! };
+//! let req = PutRequest::new(PatientId::new("p-1")?, ExamId::new("e-1")?).kind(Kind::Report);
 //! let v1 = store.put(&who, req, &b"%PDF-1.7 ..."[..]).await?;
 //! let bytes = store.get(&who, &v1.document_id, None).await?.read_all().await?;
 //! # Ok(()) }
@@ -44,8 +37,8 @@ mod store;
 
 pub use error::{BoxError, Error, IntegrityError, KeyFailure, MetadataFailure, Result};
 pub use model::{
-    DocumentRecord, ExamRelease, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState,
-    Rendition, StageResult, Timestamp, VersionRecord, validate_id,
+    DocumentId, DocumentRecord, ExamId, ExamRelease, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry,
+    PatientId, ProcessingState, Rendition, StageResult, Timestamp, VersionRecord, validate_id,
 };
 pub use store::{
     BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, DocStoreBuilder, Document, GcReport, LocalLayout,

@@ -81,6 +81,104 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
     }
 }
 
+/// Declares an id type: a string checked by [`validate_id`] once, when it is built, so code that
+/// holds one need not check it again.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id, if it is 1–128 characters of `[A-Za-z0-9._:-]` (and not `.` or `..`);
+            /// otherwise [`Error::InvalidInput`] naming what it is.
+            pub fn new(id: impl Into<String>) -> Result<Self> {
+                let id = id.into();
+                validate_id($what, &id)?;
+                Ok($name(id))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id's text, taken.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = Error;
+            fn try_from(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A document's id: the name of its versions, their blobs' folder and its audit records.
+    DocumentId,
+    "document"
+);
+id_type!(
+    /// A patient's id, as the clinic's systems name the patient.
+    PatientId,
+    "patient"
+);
+id_type!(
+    /// An exam's id, as the clinic's exam system names it.
+    ExamId,
+    "exam"
+);
+
 /// What an exam document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,8 +21,8 @@ use crate::error::{Error, IntegrityError, Result};
 use crate::keys::{self, KeyProvider, keyring::Keyring};
 use crate::meta::{HoldChange, MetadataStore, sqlite::SqliteMetadata};
 use crate::model::{
-    DocumentRecord, Identity, JoinOutcome, Kind, NewVersion, Rendition, StageResult, Timestamp,
-    VersionRecord, validate_id,
+    DocumentId, DocumentRecord, ExamId, Identity, JoinOutcome, Kind, NewVersion, PatientId, Rendition,
+    StageResult, Timestamp, VersionRecord, validate_id,
 };
 
 /// Context key naming the document in every envelope and wrapped key.
@@ -32,21 +32,62 @@ pub const CTX_VERSION_ID: &str = "docstore.version_id";
 /// Prefix under which version envelopes are stored.
 pub const BLOB_PREFIX: &str = "blobs";
 
-/// What to store with a new version.
+/// What to store with a new version: built with [`PutRequest::new`] and its setters, so a new
+/// field with a default does not break callers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PutRequest {
     /// Existing document to add a version to; `None` creates a new document with a fresh id.
-    pub document_id: Option<String>,
+    pub document_id: Option<DocumentId>,
     /// Patient the document belongs to.
-    pub patient_id: String,
+    pub patient_id: PatientId,
     /// Exam the document belongs to.
-    pub exam_id: String,
+    pub exam_id: ExamId,
     /// Document kind.
     pub kind: Kind,
     /// Media type of the body, e.g. `application/pdf`.
     pub media_type: String,
     /// Compare-and-swap: commit only if the latest version is this (0: the document must be new).
     pub expected_version: Option<u64>,
+}
+
+impl PutRequest {
+    /// A new document of `patient`'s `exam`: a report (`application/pdf`) unless the setters say
+    /// otherwise, committed whatever the latest version is.
+    pub fn new(patient: PatientId, exam: ExamId) -> Self {
+        PutRequest {
+            document_id: None,
+            patient_id: patient,
+            exam_id: exam,
+            kind: Kind::Report,
+            media_type: "application/pdf".into(),
+            expected_version: None,
+        }
+    }
+
+    /// Adds the version to `document` instead of creating a document.
+    pub fn document(mut self, document: DocumentId) -> Self {
+        self.document_id = Some(document);
+        self
+    }
+
+    /// The document's kind.
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The body's media type (`type/subtype`).
+    pub fn media_type(mut self, media_type: impl Into<String>) -> Self {
+        self.media_type = media_type.into();
+        self
+    }
+
+    /// Commits only if the document's latest version is `version` (0: only if it is new).
+    pub fn expected_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
 }
 
 /// What a rendition is: which stage (and stage version) made it, and its media type.
@@ -478,7 +519,7 @@ impl DocStore {
         let doc_id = req
             .document_id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), DocumentId::into_string);
         let outcome = self.put_inner(who, &doc_id, req, body).await;
         match outcome {
             Ok(record) => {
@@ -501,9 +542,7 @@ impl DocStore {
         req: PutRequest,
         body: R,
     ) -> Result<VersionRecord> {
-        validate_id("document", doc_id)?;
-        validate_id("patient", &req.patient_id)?;
-        validate_id("exam", &req.exam_id)?;
+        // The ids were checked when they were built (a fresh document id is a UUID).
         if req.media_type.is_empty() || req.media_type.len() > 255 || !req.media_type.contains('/') {
             return Err(Error::InvalidInput(
                 "media type must look like type/subtype".into(),
@@ -518,8 +557,8 @@ impl DocStore {
         let new = NewVersion {
             document_id: doc_id.to_owned(),
             version_id,
-            patient_id: req.patient_id,
-            exam_id: req.exam_id,
+            patient_id: req.patient_id.into_string(),
+            exam_id: req.exam_id.into_string(),
             kind: req.kind,
             media_type: req.media_type,
             size: sealed.size,

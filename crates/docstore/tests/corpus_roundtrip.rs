@@ -3,7 +3,7 @@
 
 mod common;
 
-use docstore::{Identity, Kind, PutRequest};
+use docstore::{ExamId, Identity, Kind, PatientId, PutRequest};
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,18 +32,16 @@ async fn corpus_round_trip_and_ranged_reads() {
         } else {
             "application/octet-stream"
         };
-        let req = PutRequest {
-            document_id: None,
-            patient_id: "p-corpus".into(),
-            exam_id: "e-corpus".into(),
-            kind: if name.ends_with(".pdf") {
-                Kind::Report
-            } else {
-                Kind::Image
-            },
-            media_type: media_type.into(),
-            expected_version: None,
-        };
+        let req = PutRequest::new(
+            PatientId::new("p-corpus").unwrap(),
+            ExamId::new("e-corpus").unwrap(),
+        )
+        .kind(if name.ends_with(".pdf") {
+            Kind::Report
+        } else {
+            Kind::Image
+        })
+        .media_type(media_type);
         let rec = store.put(&who, req, &plain[..]).await.unwrap();
         assert_eq!(rec.sha256, sha, "{name}: recorded digest");
         assert_eq!(rec.size, plain.len() as u64);

@@ -408,18 +408,22 @@ impl Worker {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT: the graceful-shutdown trigger of workers and the relay. Without
-/// signal handlers (a sandbox that forbids them) it never resolves; the process can still be stopped.
+/// Resolves on SIGTERM or SIGINT: the one graceful-shutdown trigger of the workers, the relay,
+/// `docstore process` and the HTTP service. Where signal handlers cannot be installed (a sandbox
+/// that forbids them) it waits for Ctrl-C instead.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // No signal handlers could be installed: Ctrl-C is still an orderly stop.
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -211,24 +211,9 @@ impl RunningService {
 
     /// Runs until SIGTERM or SIGINT, then shuts down.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+        docstore_pipeline::runtime::shutdown_signal().await;
         tracing::info!("shutting down: draining requests in flight");
         self.shutdown().await;
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 

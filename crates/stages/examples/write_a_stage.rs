@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use docstore::{DocStore, Identity, Kind, PutRequest};
+use docstore::{DocStore, ExamId, Identity, PatientId, PutRequest};
 use docstore_bus::{EventBus, InProcessBus};
 use docstore_events::CloudEvent;
 use docstore_pipeline::relay::OutboxRelay;
@@ -51,14 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = DocStore::init_local(&dir.path().join("data")).await?;
     let who = Identity::new("staff:example");
     for (exam, size) in [("exam-1", 100), ("exam-2", 10_000), ("exam-3", 50_000)] {
-        let request = PutRequest {
-            document_id: None,
-            patient_id: "patient-9".into(),
-            exam_id: exam.into(),
-            kind: Kind::Report,
-            media_type: "text/plain".into(),
-            expected_version: None,
-        };
+        let request =
+            PutRequest::new(PatientId::new("patient-9")?, ExamId::new(exam)?).media_type("text/plain");
         store.put(&who, request, &vec![b'x'; size][..]).await?;
     }
 

@@ -15,7 +15,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docstore::{DocStore, Identity, Kind, ProcessingState, PutRequest};
+use docstore::{DocStore, ExamId, Identity, Kind, PatientId, ProcessingState, PutRequest};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -203,7 +203,7 @@ pub async fn run(
     progress: impl Fn(LoadProgress),
 ) -> Result<LoadReport, LoadError> {
     let generating = Instant::now();
-    let uploads = generate(plan, &progress).await;
+    let uploads = generate(plan, &progress).await?;
     if let Some(dir) = &plan.export {
         export(dir, &uploads).map_err(|e| docstore::Error::io(dir.display().to_string(), e))?;
     }
@@ -355,7 +355,7 @@ pub async fn run(
 }
 
 /// Every upload of the run: per exam a report, then its images (sharing its patient and exam).
-async fn generate(plan: &LoadPlan, progress: &impl Fn(LoadProgress)) -> Vec<Upload> {
+async fn generate(plan: &LoadPlan, progress: &impl Fn(LoadProgress)) -> docstore::Result<Vec<Upload>> {
     let total = plan.exams * (1 + plan.images_per_exam);
     let (w, h) = plan.image_size;
     let distinct = if plan.images_per_exam == 0 {
@@ -381,34 +381,23 @@ async fn generate(plan: &LoadPlan, progress: &impl Fn(LoadProgress)) -> Vec<Uplo
     let mut out = Vec::with_capacity(total);
     for e in 0..plan.exams {
         let r = g.report();
+        let (patient, exam) = (PatientId::new(r.patient_id)?, ExamId::new(r.exam_id)?);
         for k in 0..plan.images_per_exam {
             out.push(Upload {
-                request: PutRequest {
-                    document_id: None,
-                    patient_id: r.patient_id.clone(),
-                    exam_id: r.exam_id.clone(),
-                    kind: Kind::Image,
-                    media_type: "image/jpeg".into(),
-                    expected_version: None,
-                },
+                request: PutRequest::new(patient.clone(), exam.clone())
+                    .kind(Kind::Image)
+                    .media_type("image/jpeg"),
                 body: images[(e * plan.images_per_exam + k) % distinct].clone(),
             });
         }
         out.push(Upload {
-            request: PutRequest {
-                document_id: None,
-                patient_id: r.patient_id,
-                exam_id: r.exam_id,
-                kind: Kind::Report,
-                media_type: "application/pdf".into(),
-                expected_version: None,
-            },
+            request: PutRequest::new(patient, exam),
             body: Arc::new(r.pdf),
         });
         progress(LoadProgress::Generated(distinct + out.len(), total + distinct));
     }
     // Reports and images interleaved, as a day's uploads arrive.
-    out
+    Ok(out)
 }
 
 /// Writes each upload as `<exam>-<n>.pdf|jpg` (n counts the exam's documents).

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use docstore::meta::HoldChange;
-use docstore::{DocumentRecord, Kind, PutRequest, Timestamp, VersionRecord};
+use docstore::{DocumentId, DocumentRecord, ExamId, Kind, PatientId, PutRequest, Timestamp, VersionRecord};
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio_util::io::StreamReader;
@@ -159,14 +159,10 @@ pub async fn create(
         ));
     }
     let kind: Kind = q.kind.as_deref().unwrap_or("report").parse()?;
-    let req = PutRequest {
-        document_id: None,
-        patient_id: q.patient,
-        exam_id: q.exam,
-        kind,
-        media_type: media_type(&headers)?,
-        expected_version: Some(0),
-    };
+    let req = PutRequest::new(PatientId::new(q.patient)?, ExamId::new(q.exam)?)
+        .kind(kind)
+        .media_type(media_type(&headers)?)
+        .expected_version(0);
     let v = store_body(&state, &caller, req, &headers, body).await?;
     caller.about(Action::Create, Some(&v.document_id), Some(v.version));
     Ok(created(v))
@@ -217,14 +213,11 @@ pub async fn add_version(
             Some(latest.version)
         }
     };
-    let req = PutRequest {
-        document_id: Some(id),
-        patient_id: doc.patient_id,
-        exam_id: doc.exam_id,
-        kind: doc.kind,
-        media_type: media_type(&headers)?,
-        expected_version: expected,
-    };
+    let mut req = PutRequest::new(PatientId::new(doc.patient_id)?, ExamId::new(doc.exam_id)?)
+        .document(DocumentId::new(id)?)
+        .kind(doc.kind)
+        .media_type(media_type(&headers)?);
+    req.expected_version = expected;
     let v = store_body(&state, &caller, req, &headers, body).await?;
     caller.about(Action::AddVersion, Some(&v.document_id), Some(v.version));
     Ok(created(v))
