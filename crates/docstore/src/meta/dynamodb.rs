@@ -18,7 +18,9 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
-use super::rows::{check_owner, kept_release, next_version};
+use super::rules::{
+    check_expected, check_owner, kept_release, key_block_changed, next_version, tombstone_reason,
+};
 use super::{HoldChange, MetadataStore};
 use crate::error::{Error, MetadataFailure, Result};
 use crate::model::{
@@ -555,15 +557,7 @@ impl MetadataStore for DynamoMetadata {
                 check_owner(d, &new)?;
                 d.ensure_live()?;
             }
-            if let Some(expected) = expected_latest
-                && expected != latest
-            {
-                return Err(Error::Conflict {
-                    document: new.document_id,
-                    expected,
-                    actual: latest,
-                });
-            }
+            check_expected(&new.document_id, expected_latest, latest)?;
             let record = next_version(new.clone(), latest);
             let items = self.commit_items(doc.as_ref(), &record)?;
             match self
@@ -649,7 +643,7 @@ impl MetadataStore for DynamoMetadata {
                     "SET deleted_at = :at, deleted_by = :by",
                     "attribute_exists(pk)",
                     values,
-                    "deleted",
+                    tombstone_reason(true),
                 )
                 .await
             }
@@ -659,7 +653,7 @@ impl MetadataStore for DynamoMetadata {
                     "REMOVE deleted_at, deleted_by",
                     "attribute_exists(pk) AND attribute_not_exists(purging)",
                     HashMap::new(),
-                    "restored",
+                    tombstone_reason(false),
                 )
                 .await
             }
@@ -779,10 +773,7 @@ impl MetadataStore for DynamoMetadata {
         expected: &[u8],
         new: &[u8],
     ) -> Result<()> {
-        let changed = || Error::Refused {
-            document: document_id.to_owned(),
-            reason: format!("v{version}: key block changed concurrently or version missing"),
-        };
+        let changed = || key_block_changed(document_id, version);
         if new.is_empty() {
             // A shred: the version's and its renditions' key blocks are emptied, the document's
             // hold and retention checked, and file.deleted announced, in one transaction.

@@ -17,6 +17,8 @@ mod join;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
+mod rules;
+mod sql;
 pub mod sqlite;
 
 /// Changes to retention settings; `None` leaves a field as it is.

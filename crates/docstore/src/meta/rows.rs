@@ -123,7 +123,12 @@ fn kind(r: &impl RowAccess) -> Result<Kind> {
 }
 
 pub(crate) fn renditions(r: &impl RowAccess) -> Result<Vec<Rendition>> {
-    serde_json::from_str(&r.text("renditions")?).map_err(|e| Error::Metadata(e.into()))
+    renditions_from_json(&r.text("renditions")?)
+}
+
+/// A `renditions` column's JSON.
+pub(crate) fn renditions_from_json(text: &str) -> Result<Vec<Rendition>> {
+    serde_json::from_str(text).map_err(|e| Error::Metadata(e.into()))
 }
 
 pub(crate) fn document_from_row(r: &impl RowAccess) -> Result<DocumentRecord> {
@@ -172,17 +177,6 @@ pub(crate) fn outbox_from_row(r: &impl RowAccess) -> Result<OutboxEntry> {
     })
 }
 
-/// Refuses a new version whose owner differs from the document's.
-pub(crate) fn check_owner(doc: &DocumentRecord, new: &crate::model::NewVersion) -> Result<()> {
-    if doc.patient_id != new.patient_id || doc.exam_id != new.exam_id || doc.kind != new.kind {
-        return Err(Error::InvalidInput(format!(
-            "document {} belongs to another patient, exam or kind; a new version must keep them",
-            doc.document_id
-        )));
-    }
-    Ok(())
-}
-
 /// An `exam_releases` row.
 pub(crate) fn release_from_row(row: &impl RowAccess) -> Result<crate::model::ExamRelease> {
     Ok(crate::model::ExamRelease {
@@ -191,46 +185,4 @@ pub(crate) fn release_from_row(row: &impl RowAccess) -> Result<crate::model::Exa
         released_at: crate::model::Timestamp(row.int("released_at")?),
         released_by: row.text("released_by")?,
     })
-}
-
-/// The release a store keeps when `asked` was recorded unless one already was: the one it
-/// reads back (`recorded`), unless that names another patient.
-pub(crate) fn kept_release(
-    recorded: Option<crate::model::ExamRelease>,
-    asked: &crate::model::ExamRelease,
-) -> Result<crate::model::ExamRelease> {
-    let recorded = recorded.ok_or_else(|| {
-        Error::bad_record(format!(
-            "exam {}: release not found after recording it",
-            asked.exam_id
-        ))
-    })?;
-    if recorded.patient_id != asked.patient_id {
-        return Err(Error::InvalidInput(format!(
-            "exam {} belongs to another patient",
-            asked.exam_id
-        )));
-    }
-    Ok(recorded)
-}
-
-/// The record a commit inserts as version `latest + 1`.
-pub(crate) fn next_version(new: crate::model::NewVersion, latest: u64) -> VersionRecord {
-    VersionRecord {
-        document_id: new.document_id,
-        version: latest + 1,
-        version_id: new.version_id,
-        patient_id: new.patient_id,
-        exam_id: new.exam_id,
-        kind: new.kind,
-        media_type: new.media_type,
-        size: new.size,
-        sha256: hex::encode(new.sha256),
-        created_at: new.created_at,
-        created_by: new.created_by,
-        blob_key: new.blob_key,
-        key_block: new.key_block,
-        state: ProcessingState::Pending,
-        renditions: Vec::new(),
-    }
 }

@@ -1,0 +1,81 @@
+//! The domain rules of every metadata backend (SQLite, PostgreSQL and DynamoDB alike), written
+//! once: who may add a version, when a commit conflicts, what a commit inserts, which release is
+//! kept, what a tombstone change announces. The backends differ only in how they read and write.
+
+use crate::error::{Error, Result};
+use crate::model::{DocumentRecord, ExamRelease, NewVersion, ProcessingState, VersionRecord};
+
+/// Refuses a new version whose owner differs from the document's.
+pub(crate) fn check_owner(doc: &DocumentRecord, new: &NewVersion) -> Result<()> {
+    if doc.patient_id != new.patient_id || doc.exam_id != new.exam_id || doc.kind != new.kind {
+        return Err(Error::InvalidInput(format!(
+            "document {} belongs to another patient, exam or kind; a new version must keep them",
+            doc.document_id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a compare-and-swap commit whose expected latest version is not the document's.
+pub(crate) fn check_expected(document_id: &str, expected: Option<u64>, latest: u64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != latest => Err(Error::Conflict {
+            document: document_id.to_owned(),
+            expected,
+            actual: latest,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The record a commit inserts as version `latest + 1`.
+pub(crate) fn next_version(new: NewVersion, latest: u64) -> VersionRecord {
+    VersionRecord {
+        document_id: new.document_id,
+        version: latest + 1,
+        version_id: new.version_id,
+        patient_id: new.patient_id,
+        exam_id: new.exam_id,
+        kind: new.kind,
+        media_type: new.media_type,
+        size: new.size,
+        sha256: hex::encode(new.sha256),
+        created_at: new.created_at,
+        created_by: new.created_by,
+        blob_key: new.blob_key,
+        key_block: new.key_block,
+        state: ProcessingState::Pending,
+        renditions: Vec::new(),
+    }
+}
+
+/// The release a store keeps when `asked` was recorded unless one already was: the one it
+/// reads back (`recorded`), unless that names another patient.
+pub(crate) fn kept_release(recorded: Option<ExamRelease>, asked: &ExamRelease) -> Result<ExamRelease> {
+    let recorded = recorded.ok_or_else(|| {
+        Error::bad_record(format!(
+            "exam {}: release not found after recording it",
+            asked.exam_id
+        ))
+    })?;
+    if recorded.patient_id != asked.patient_id {
+        return Err(Error::InvalidInput(format!(
+            "exam {} belongs to another patient",
+            asked.exam_id
+        )));
+    }
+    Ok(recorded)
+}
+
+/// What a tombstone change announces in `file.deleted`'s `reason`.
+pub(crate) fn tombstone_reason(deleted: bool) -> &'static str {
+    if deleted { "deleted" } else { "restored" }
+}
+
+/// The refusal of a key-block swap whose expected block is no longer there.
+pub(crate) fn key_block_changed(document_id: &str, version: u64) -> Error {
+    Error::Refused {
+        document: document_id.to_owned(),
+        reason: format!("v{version}: key block changed concurrently or version missing"),
+    }
+}
