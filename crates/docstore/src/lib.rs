@@ -18,6 +18,19 @@
 //! let bytes = store.get(&who, &v1.document_id, None).await?.read_all().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Layout
+//! - `store.rs`: [`DocStore`] and its builder: the write order, the read path, re-wrap, shred, gc;
+//! - `model.rs`: ids (checked where they are built), records, kinds, timestamps; `error.rs`: [`Error`];
+//! - [`envelope`]: the framed format, sealing and opening frames;
+//! - [`keys`]: the key-provider seam, the local keyring, AWS KMS, the data-key cache;
+//! - [`blob`]: the blob seam over `object_store` (local folder, memory, S3);
+//! - [`meta`]: the metadata seam; the rules every backend applies (`rules.rs`), the SQL
+//!   backends' flows written once (`sql.rs`), SQLite, PostgreSQL and DynamoDB;
+//! - [`outbox`]: the events the metadata commit records, built from `docstore-events`' types;
+//! - [`audit`]: audit records and their sinks; [`config`]: backends from settings; `aws.rs`: AWS
+//!   client settings; `failpoint.rs`: crash-test pause points;
+//! - `conformance` (feature `conformance`): the one suite every backend runs.
 
 pub mod audit;
 #[cfg(feature = "aws")]

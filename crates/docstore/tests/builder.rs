@@ -1,4 +1,6 @@
-//! `DocStore::builder()`: every seam must be named; a built store stores and reads back.
+//! The embedding API: `DocStore::builder()` (every seam must be named; a built store stores and
+//! reads back), and ids checked once, where they are built (a bad one never reaches the store,
+//! from code or from JSON, and the error names what it is), with `PutRequest::new` and setters.
 
 use std::sync::Arc;
 
@@ -7,7 +9,7 @@ use docstore::blob::ObjectBlobStore;
 use docstore::conformance::request;
 use docstore::keys::keyring::Keyring;
 use docstore::meta::sqlite::SqliteMetadata;
-use docstore::{DocStore, Error, Identity};
+use docstore::{DocStore, DocumentId, Error, ExamId, Identity, Kind, PatientId, PutRequest};
 
 #[tokio::test]
 async fn a_built_store_works_and_a_missing_seam_is_named() {
@@ -59,4 +61,57 @@ async fn a_built_store_works_and_a_missing_seam_is_named() {
         .await
         .unwrap();
     assert_eq!(back[..], body[..]);
+}
+
+#[test]
+fn good_ids_are_kept_as_given() {
+    for id in ["p-1", "exm_2026.001", "urn:clinic:7", &"x".repeat(128)] {
+        assert_eq!(PatientId::new(id).unwrap().as_str(), id);
+        assert_eq!(id.parse::<ExamId>().unwrap().to_string(), id);
+        assert_eq!(String::from(DocumentId::new(id).unwrap()), id);
+    }
+}
+
+#[test]
+fn bad_ids_are_refused_naming_what_they_are() {
+    for id in ["", ".", "..", "a/b", "../x", "a b", "é", &"x".repeat(129), "a\0b"] {
+        match PatientId::new(id) {
+            Err(Error::InvalidInput(m)) => assert!(m.starts_with("patient id"), "{m}"),
+            other => panic!("{id:?}: {other:?}"),
+        }
+        assert!(matches!(ExamId::new(id), Err(Error::InvalidInput(m)) if m.starts_with("exam id")));
+        assert!(matches!(DocumentId::new(id), Err(Error::InvalidInput(m)) if m.starts_with("document id")));
+    }
+}
+
+#[test]
+fn json_holds_the_bare_string_and_refuses_a_bad_one() {
+    let id = PatientId::new("p-1").unwrap();
+    assert_eq!(serde_json::to_string(&id).unwrap(), r#""p-1""#);
+    assert_eq!(serde_json::from_str::<PatientId>(r#""p-1""#).unwrap(), id);
+    assert!(serde_json::from_str::<PatientId>(r#""../etc""#).is_err());
+}
+
+#[test]
+fn a_put_request_defaults_to_a_new_report_and_takes_setters() {
+    let req = PutRequest::new(PatientId::new("p").unwrap(), ExamId::new("e").unwrap());
+    assert_eq!(
+        (
+            &req.document_id,
+            req.kind,
+            req.media_type.as_str(),
+            req.expected_version
+        ),
+        (&None, Kind::Report, "application/pdf", None)
+    );
+    let req = req
+        .document(DocumentId::new("d").unwrap())
+        .kind(Kind::Image)
+        .media_type("image/png")
+        .expected_version(3);
+    assert_eq!(req.document_id.as_ref().map(DocumentId::as_str), Some("d"));
+    assert_eq!(
+        (req.kind, req.media_type.as_str(), req.expected_version),
+        (Kind::Image, "image/png", Some(3))
+    );
 }
