@@ -9,6 +9,7 @@
 #
 #   scripts/mutants.sh                 # every module below (hours on 2 cores)
 #   scripts/mutants.sh rules join      # some of them, by the names below
+#   MUTANTS_ITERATE=1 scripts/mutants.sh keys   # again, only what the last run missed
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -40,11 +41,12 @@ for m in "${modules[@]}"; do
   mkdir -p "$out"
   args=(--package "$package" --file "$file" --output "$out" --timeout-multiplier 3 --no-shuffle)
   [ -n "$features" ] && args+=(--features "$features")
+  [ -n "${MUTANTS_ITERATE:-}" ] && args+=(--iterate)
   for t in $tests; do args+=(--cargo-test-arg="$t"); done
   echo "== $name ($file)" >&2
   # cargo-mutants exits non-zero when a mutant is missed; the lists say which.
   cargo mutants "${args[@]}" >"$out/log.txt" 2>&1 || true
   dir=$out/mutants.out
-  count() { [ -f "$dir/$1.txt" ] && grep -c . "$dir/$1.txt" || echo 0; }
+  count() { local n; n=$(grep -c . "$dir/$1.txt" 2>/dev/null || true); echo "${n:-0}"; }
   echo "$name: caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable)"
 done

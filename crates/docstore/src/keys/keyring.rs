@@ -320,6 +320,33 @@ mod tests {
         }
     }
 
+    /// New data keys go under the primary, which must be there and enabled: a keyring whose
+    /// primary is disabled is refused even when another key is enabled.
+    #[test]
+    fn the_primary_must_exist_and_be_enabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let ring = Keyring::create(&path).unwrap();
+        let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let id = good["keys"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(ring.primary_key_id(), id);
+        let shown = format!("{ring:?}");
+        assert!(shown.contains(&id) && shown.contains("keys: 1"), "{shown}");
+        let material = good["keys"][0]["material"].as_str().unwrap();
+        assert!(!shown.contains(material), "{shown}");
+
+        let mut v = good.clone();
+        let mut spare = v["keys"][0].clone();
+        spare["id"] = "spare".into();
+        v["keys"][0]["enabled"] = false.into();
+        v["keys"].as_array_mut().unwrap().push(spare);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        match Keyring::open(&path) {
+            Err(Error::Key(msg)) => assert!(msg.contains("primary key missing or disabled"), "{msg}"),
+            other => panic!("opened {:?}", other.map(|_| ())),
+        }
+    }
+
     #[test]
     fn refuses_group_readable_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -155,4 +155,34 @@ mod tests {
         extra.push(0);
         assert!(decode_key_block(&extra).is_err());
     }
+
+    /// A block holds one to sixteen wrapped keys: none, or more than sixteen, is malformed.
+    #[test]
+    fn key_block_counts_are_bounded() {
+        let k = |i: usize| WrappedKey {
+            provider: "keyring".into(),
+            key_id: format!("k{i}"),
+            ciphertext: vec![i as u8],
+        };
+        let keys = |n: usize| (0..n).map(k).collect::<Vec<_>>();
+        assert_eq!(decode_key_block(&encode_key_block(&keys(16))).unwrap().len(), 16);
+        assert!(decode_key_block(&encode_key_block(&keys(17))).is_err());
+        assert!(decode_key_block(&encode_key_block(&[])).is_err());
+    }
+
+    /// Debug output names the provider and key id, never the wrapped key's bytes.
+    #[test]
+    fn debug_names_the_key_not_its_ciphertext() {
+        let k = WrappedKey {
+            provider: "kms".into(),
+            key_id: "alias/clinic".into(),
+            ciphertext: vec![0xAB; 4],
+        };
+        let shown = format!("{k:?}");
+        assert!(shown.contains("kms") && shown.contains("alias/clinic"), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+            "{shown}"
+        );
+    }
 }

@@ -79,3 +79,55 @@ pub(crate) fn key_block_changed(document_id: &str, version: u64) -> Error {
         reason: format!("v{version}: key block changed concurrently or version missing"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Timestamp};
+
+    fn doc() -> DocumentRecord {
+        DocumentRecord {
+            document_id: "d".into(),
+            patient_id: "p".into(),
+            exam_id: "e".into(),
+            kind: Kind::Report,
+            latest_version: 1,
+            created_at: Timestamp(0),
+            deleted_at: None,
+            deleted_by: None,
+            legal_hold: false,
+            retain_until: None,
+        }
+    }
+
+    fn new(patient: &str, exam: &str, kind: Kind) -> NewVersion {
+        NewVersion {
+            document_id: "d".into(),
+            version_id: "v".into(),
+            patient_id: patient.into(),
+            exam_id: exam.into(),
+            kind,
+            media_type: "application/pdf".into(),
+            size: 1,
+            sha256: [0; 32],
+            created_at: Timestamp(0),
+            created_by: "t".into(),
+            blob_key: "k".into(),
+            key_block: vec![],
+        }
+    }
+
+    /// A new version keeps its document's patient, exam and kind: each one changed alone is
+    /// refused.
+    #[test]
+    fn a_version_keeps_every_owner_field() {
+        assert!(check_owner(&doc(), &new("p", "e", Kind::Report)).is_ok());
+        for other in [
+            new("q", "e", Kind::Report),
+            new("p", "f", Kind::Report),
+            new("p", "e", Kind::Image),
+        ] {
+            assert!(matches!(check_owner(&doc(), &other), Err(Error::InvalidInput(_))));
+        }
+    }
+}
