@@ -58,13 +58,7 @@ pub fn file_deleted(document_id: &str, version: Option<u64>, reason: &str) -> (S
         &data,
     )
     .with_traceparent(traceparent(&event_id, &event_id));
-    (event_id, encoded(&event))
-}
-
-/// The event as the outbox stores it: structured-mode JSON text.
-fn encoded(event: &CloudEvent) -> String {
-    // serde_json writes valid UTF-8.
-    String::from_utf8(event.encode()).expect("JSON is UTF-8")
+    (event_id, event.to_json())
 }
 
 /// The `file.uploaded` CloudEvent (structured JSON mode) for a committed version: event id, JSON.
@@ -92,7 +86,7 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
         &record.document_id,
         &data,
     );
-    (event_id, encoded(&event))
+    (event_id, event.to_json())
 }
 
 /// The `file.processed` CloudEvent for a version whose stages all succeeded: event id, JSON.
@@ -142,7 +136,7 @@ pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageRes
         &data,
     )
     .with_traceparent(traceparent(&uploaded_id, &event_id));
-    (event_id, encoded(&event))
+    (event_id, event.to_json())
 }
 
 /// The store writes the events its outbox holds with the contract's types; the consumers'

@@ -390,7 +390,13 @@ impl CloudEvent {
 
     /// Encodes the event as structured-mode JSON.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("serializable")
+        self.to_json().into_bytes()
+    }
+
+    /// The same JSON as text (what the store's outbox keeps).
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and maps with string keys: serialization cannot fail.
+        serde_json::to_string(self).expect("serializable")
     }
 }
 

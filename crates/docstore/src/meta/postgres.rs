@@ -58,19 +58,6 @@ impl PostgresMetadata {
         map_err
     }
 
-    async fn document_in<'e>(on: impl sqlx::PgExecutor<'e>, id: &str, lock: bool) -> Result<DocumentRecord> {
-        let sql = format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = $1{}",
-            if lock { " FOR UPDATE" } else { "" }
-        );
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(on)
-            .await
-            .map_err(map_err)?;
-        found(row, document_from_row, id, None)
-    }
-
     async fn documents_where(&self, column: &str, value: &str) -> Result<Vec<DocumentRecord>> {
         let sql = format!(
             "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE {column} = $1 ORDER BY created_at, document_id"
@@ -88,7 +75,12 @@ impl PostgresMetadata {
 impl PostgresMetadata {
     async fn read_document(&self, document_id: &str) -> Result<DocumentRecord> {
         // One statement reads one snapshot: no transaction, so one round trip instead of three.
-        Self::document_in(&self.pool, document_id, false).await
+        let row = sqlx::query(&STATEMENTS.select_document)
+            .bind(document_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        found(row, document_from_row, document_id, None)
     }
 
     async fn write_hold(&self, document_id: &str, change: HoldChange) -> Result<DocumentRecord> {

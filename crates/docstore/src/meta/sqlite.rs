@@ -142,19 +142,15 @@ impl SqliteMetadata {
         })
     }
 
+    /// A document row, outside the shared flows (the plain read, the hold change).
     async fn document_in<'e>(&self, on: impl sqlx::SqliteExecutor<'e>, id: &str) -> Result<DocumentRecord> {
-        document_in(on, id, &self.path).await
+        let row = sqlx::query(&STATEMENTS.select_document)
+            .bind(id)
+            .fetch_optional(on)
+            .await
+            .map_err(self.err())?;
+        found(row, document_from_row, id, None)
     }
-}
-
-async fn document_in<'e>(on: impl sqlx::SqliteExecutor<'e>, id: &str, path: &str) -> Result<DocumentRecord> {
-    let sql = format!("SELECT {DOCUMENT_COLUMNS} FROM documents WHERE document_id = ?");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(on)
-        .await
-        .map_err(|e| map_err(e, path))?;
-    found(row, document_from_row, id, None)
 }
 
 /// One SQLite transaction. Every flow's first statement is a write, so the transaction holds
