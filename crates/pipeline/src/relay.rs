@@ -32,6 +32,33 @@ pub struct OutboxRelay {
 
 /// How long a fenced relay waits before opening a new session.
 const FENCED_STANDBY: Duration = Duration::from_secs(5);
+/// The first wait after a failed pass; it doubles per failure up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long [`OutboxRelay::run`] waits after a pass: not at all after a full batch (more may be
+/// pending), `idle` after a short one, the standby after being fenced (another relay of this
+/// name took over: fencing it right back would starve both), and a doubling `backoff` while the
+/// store or the bus fails. A pass that succeeds resets the backoff.
+fn pause_after(
+    outcome: &Result<usize, RelayError>,
+    batch: usize,
+    idle: Duration,
+    backoff: &mut Duration,
+) -> Duration {
+    match outcome {
+        Ok(n) if *n >= batch => Duration::ZERO,
+        Ok(_) => {
+            *backoff = BACKOFF_FIRST;
+            idle
+        }
+        Err(RelayError::Bus(docstore_bus::BusError::Fenced(_))) => FENCED_STANDBY,
+        Err(_) => {
+            *backoff = (*backoff * 2).min(BACKOFF_MAX);
+            *backoff
+        }
+    }
+}
 
 /// Default relay name (the Kafka transactional id, under the bus's topic prefix).
 pub const DEFAULT_RELAY: &str = "docstore-outbox";
@@ -134,30 +161,65 @@ impl OutboxRelay {
     /// off (up to 30 s) while the store or the bus fails.
     pub async fn run(&self, idle: Duration, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = BACKOFF_FIRST;
         loop {
-            let pause = match self.run_once().await {
-                Ok(n) if n >= self.batch => Duration::ZERO,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    idle
+            let outcome = self.run_once().await;
+            if let Err(e) = &outcome {
+                match e {
+                    RelayError::Bus(docstore_bus::BusError::Fenced(_)) => {
+                        tracing::info!(relay = %self.name, "another relay is active; standing by")
+                    }
+                    e => tracing::warn!(error = %e, "outbox relay pass failed; retrying"),
                 }
-                // Another relay of this name took over: stand by, and take over again later if
-                // it stops (fencing it right back would starve both).
-                Err(RelayError::Bus(docstore_bus::BusError::Fenced(_))) => {
-                    tracing::info!(relay = %self.name, "another relay is active; standing by");
-                    FENCED_STANDBY
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay pass failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    backoff
-                }
-            };
+            }
+            let pause = pause_after(&outcome, self.batch, idle, &mut backoff);
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_full_batch_goes_on_at_once_and_a_short_one_waits() {
+        let mut backoff = BACKOFF_FIRST;
+        assert_eq!(pause_after(&Ok(10), 10, IDLE, &mut backoff), Duration::ZERO);
+        assert_eq!(pause_after(&Ok(9), 10, IDLE, &mut backoff), IDLE);
+        assert_eq!(pause_after(&Ok(0), 10, IDLE, &mut backoff), IDLE);
+    }
+
+    #[test]
+    fn failures_back_off_doubling_to_a_cap_and_success_resets() {
+        let failed = || Err(RelayError::Checkpoint("unreadable".into()));
+        let mut backoff = BACKOFF_FIRST;
+        let waits: Vec<Duration> = (0..12)
+            .map(|_| pause_after(&failed(), 10, IDLE, &mut backoff))
+            .collect();
+        assert_eq!(waits[..3], [200, 400, 800].map(Duration::from_millis));
+        assert_eq!(waits[11], BACKOFF_MAX, "capped");
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        pause_after(&Ok(1), 10, IDLE, &mut backoff);
+        assert_eq!(backoff, BACKOFF_FIRST, "a pass that works resets the backoff");
+        assert_eq!(
+            pause_after(&failed(), 10, IDLE, &mut backoff),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn a_fenced_relay_stands_by() {
+        let mut backoff = BACKOFF_FIRST;
+        let fenced = Err(RelayError::Bus(docstore_bus::BusError::Fenced(
+            "newer session".into(),
+        )));
+        assert_eq!(pause_after(&fenced, 10, IDLE, &mut backoff), FENCED_STANDBY);
+        assert_eq!(backoff, BACKOFF_FIRST, "standing by is not a failure");
     }
 }

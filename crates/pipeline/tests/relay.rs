@@ -34,15 +34,15 @@ async fn relays_every_committed_version_in_order() {
     }
     let bus = Arc::new(InProcessBus::new(4));
     let relay = OutboxRelay::new(store.metadata().clone(), bus.clone(), 2);
-    let mut total = 0;
-    loop {
+    let mut passes = Vec::new();
+    for _ in 0..10 {
         let n = relay.run_once().await.unwrap();
-        total += n;
+        passes.push(n);
         if n == 0 {
             break;
         }
     }
-    assert_eq!(total, 6);
+    assert_eq!(passes, [2, 2, 2, 0], "batches of 2, then an empty pass");
     assert_eq!(
         relay.run_once().await.unwrap(),
         0,
@@ -68,6 +68,46 @@ async fn relays_every_committed_version_in_order() {
             "per-document order"
         );
     }
+}
+
+/// `run` goes on at once after a full batch (a short one waits `idle`, here longer than the
+/// test), and returns when told to stop.
+#[tokio::test]
+async fn run_drains_in_full_batches_and_stops_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::init_local(&dir.path().join("data")).await.unwrap();
+    let ids = upload(&store, 5).await;
+    let bus = Arc::new(InProcessBus::new(4));
+    let relay = OutboxRelay::new(store.metadata().clone(), bus.clone(), 2);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        relay
+            .run(Duration::from_secs(600), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut sub = bus.subscribe("test", &["file.uploaded".into()]).await.unwrap();
+    let mut seen = Vec::new();
+    let start = std::time::Instant::now();
+    while seen.len() < ids.len() && start.elapsed() < Duration::from_secs(30) {
+        for d in sub.poll(100, Duration::from_millis(100)).await.unwrap() {
+            seen.push(d.message.key.clone());
+        }
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "all five published without waiting `idle` between batches"
+    );
+    assert!(store.metadata().outbox_pending(10).await.unwrap().is_empty());
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run stops when told")
+        .unwrap();
 }
 
 /// Two buses on the same topics (on Kafka: two clients, as two processes would have), or `None`.

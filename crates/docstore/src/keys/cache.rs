@@ -7,7 +7,7 @@
 //! process's memory (zeroized on eviction). Keep the limits small.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -34,11 +34,15 @@ struct Entry {
     uses: u64,
 }
 
+/// Where the cache reads the time: `Instant::now`, or a clock a unit test moves.
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Caches unwrapped data keys of an inner provider within [`CacheLimits`].
 pub struct CachingKeyProvider<P> {
     inner: P,
     limits: CacheLimits,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+    clock: Clock,
 }
 
 impl<P: std::fmt::Debug> std::fmt::Debug for CachingKeyProvider<P> {
@@ -57,7 +61,13 @@ impl<P> CachingKeyProvider<P> {
             inner,
             limits,
             entries: Mutex::new(HashMap::new()),
+            clock: Arc::new(Instant::now),
         }
+    }
+
+    /// Whether an entry born at `born` is still within `max_age` at `now`.
+    fn fresh(&self, born: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(born) < self.limits.max_age
     }
 
     fn slot(wrapped: &WrappedKey, context: &EncryptionContext) -> [u8; 32] {
@@ -104,7 +114,7 @@ impl<P: KeyProvider> KeyProvider for CachingKeyProvider<P> {
         {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = entries.get_mut(&slot) {
-                if e.born.elapsed() < self.limits.max_age && e.uses < self.limits.max_uses {
+                if self.fresh(e.born, (self.clock)()) && e.uses < self.limits.max_uses {
                     e.uses += 1;
                     return Ok(e.key.clone());
                 }
@@ -114,7 +124,8 @@ impl<P: KeyProvider> KeyProvider for CachingKeyProvider<P> {
         let key = self.inner.decrypt_data_key(wrapped, context).await?;
         if self.limits.max_entries > 0 && self.limits.max_uses > 0 {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            entries.retain(|_, e| e.born.elapsed() < self.limits.max_age);
+            let now = (self.clock)();
+            entries.retain(|_, e| self.fresh(e.born, now));
             while entries.len() >= self.limits.max_entries {
                 let oldest = entries.iter().min_by_key(|(_, e)| e.born).map(|(k, _)| *k);
                 match oldest {
@@ -126,7 +137,7 @@ impl<P: KeyProvider> KeyProvider for CachingKeyProvider<P> {
                 slot,
                 Entry {
                     key: key.clone(),
-                    born: Instant::now(),
+                    born: now,
                     uses: 1,
                 },
             );
@@ -189,5 +200,145 @@ mod tests {
         let (_, w2) = cache.generate_data_key(&ctx).await.unwrap();
         cache.decrypt_data_key(&w2, &ctx).await.unwrap();
         assert_eq!(cache.len(), 1, "max_entries = 1");
+    }
+
+    /// A cache whose clock the test moves, over a counting keyring.
+    fn moved_by_hand(
+        dir: &std::path::Path,
+        limits: CacheLimits,
+    ) -> (CachingKeyProvider<Counting>, Arc<Mutex<Instant>>) {
+        let ring = Keyring::create(&dir.join("k")).unwrap();
+        let mut cache = CachingKeyProvider::new(Counting(ring, Default::default()), limits);
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let clock = now.clone();
+        cache.clock = Arc::new(move || *clock.lock().unwrap());
+        (cache, now)
+    }
+
+    fn calls(cache: &CachingKeyProvider<Counting>) -> u64 {
+        cache.inner.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn advance(now: &Mutex<Instant>, by: Duration) {
+        let mut t = now.lock().unwrap();
+        *t += by;
+    }
+
+    const AGE: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn an_entry_expires_at_max_age_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CacheLimits {
+            max_entries: 8,
+            max_age: AGE,
+            max_uses: 100,
+        };
+        let (cache, now) = moved_by_hand(dir.path(), limits);
+        let ctx = EncryptionContext::new([("a", "1")]);
+        let (_, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
+        cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 1);
+        advance(&now, AGE - Duration::from_millis(1));
+        cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 1, "just under max_age: served from the cache");
+        advance(&now, Duration::from_millis(1));
+        cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 2, "at max_age: the provider is asked again");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_leave_when_another_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CacheLimits {
+            max_entries: 8,
+            max_age: AGE,
+            max_uses: 100,
+        };
+        let (cache, now) = moved_by_hand(dir.path(), limits);
+        let ctx = EncryptionContext::new([("a", "1")]);
+        let (_, old) = cache.generate_data_key(&ctx).await.unwrap();
+        let (_, middle) = cache.generate_data_key(&ctx).await.unwrap();
+        let (_, new) = cache.generate_data_key(&ctx).await.unwrap();
+        cache.decrypt_data_key(&old, &ctx).await.unwrap();
+        advance(&now, AGE / 2);
+        cache.decrypt_data_key(&middle, &ctx).await.unwrap();
+        assert_eq!(cache.len(), 2);
+        assert!(!cache.is_empty());
+        // `old` is now exactly max_age old: adding `new` drops it and keeps `middle`.
+        advance(&now, AGE / 2);
+        cache.decrypt_data_key(&new, &ctx).await.unwrap();
+        assert_eq!(cache.len(), 2, "the expired entry left, the fresh one stayed");
+        assert_eq!(calls(&cache), 3);
+        cache.decrypt_data_key(&middle, &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 3, "the fresh entry still serves");
+    }
+
+    #[tokio::test]
+    async fn the_oldest_entry_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CacheLimits {
+            max_entries: 2,
+            max_age: AGE,
+            max_uses: 100,
+        };
+        let (cache, now) = moved_by_hand(dir.path(), limits);
+        let ctx = EncryptionContext::new([("a", "1")]);
+        let mut wrapped = Vec::new();
+        for _ in 0..3 {
+            wrapped.push(cache.generate_data_key(&ctx).await.unwrap().1);
+        }
+        for w in &wrapped {
+            cache.decrypt_data_key(w, &ctx).await.unwrap();
+            advance(&now, Duration::from_secs(1));
+        }
+        assert_eq!(cache.len(), 2);
+        assert_eq!(calls(&cache), 3);
+        cache.decrypt_data_key(&wrapped[2], &ctx).await.unwrap();
+        cache.decrypt_data_key(&wrapped[1], &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 3, "the two newest are cached");
+        cache.decrypt_data_key(&wrapped[0], &ctx).await.unwrap();
+        assert_eq!(calls(&cache), 4, "the oldest was evicted");
+    }
+
+    #[tokio::test]
+    async fn no_room_or_no_uses_caches_nothing() {
+        for (max_entries, max_uses) in [(0, 100), (8, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let limits = CacheLimits {
+                max_entries,
+                max_age: AGE,
+                max_uses,
+            };
+            let (cache, _) = moved_by_hand(dir.path(), limits);
+            let ctx = EncryptionContext::new([("a", "1")]);
+            let (key, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
+            for _ in 0..2 {
+                assert_eq!(*cache.decrypt_data_key(&wrapped, &ctx).await.unwrap(), *key);
+            }
+            assert!(cache.is_empty(), "{max_entries} entries, {max_uses} uses");
+            assert_eq!(cache.len(), 0);
+            assert_eq!(calls(&cache), 2, "every read goes to the provider");
+        }
+    }
+
+    #[tokio::test]
+    async fn named_and_shown_as_its_provider_without_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = CacheLimits {
+            max_entries: 8,
+            max_age: AGE,
+            max_uses: 100,
+        };
+        let (cache, _) = moved_by_hand(dir.path(), limits);
+        assert_eq!(cache.name(), cache.inner.0.name());
+        assert!(!cache.name().is_empty());
+        let ctx = EncryptionContext::new([("a", "1")]);
+        let (key, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
+        cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
+        let shown = format!("{cache:?}");
+        assert!(shown.starts_with("CachingKeyProvider"), "{shown}");
+        assert!(shown.contains("max_entries: 8"), "{shown}");
+        assert!(!shown.contains(&hex::encode(&key[..])), "no key bytes in Debug");
     }
 }
