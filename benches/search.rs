@@ -94,7 +94,12 @@ fn report(name: &str, n: usize, index_secs: f64, p50: f64, p99: f64) {
 
 fn tantivy_bench(c: &mut Criterion, n: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let index = SearchIndex::open(&dir.path().join("index")).unwrap();
+    // Sealed under a local keyring, as `docstore` seals it under the store's key provider.
+    let ring = docstore::keys::keyring::Keyring::create(&dir.path().join("keyring")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let index = rt
+        .block_on(SearchIndex::open(&dir.path().join("index"), &ring))
+        .unwrap();
     let start = Instant::now();
     for_each_doc(n, |v| {
         let id = v.document_id.clone();

@@ -102,8 +102,10 @@ fn not_built(stage: &str) -> String {
 /// The index stage: follows file.processed (text ready) and file.deleted; it is not part of
 /// the join that produces file.processed.
 #[cfg(feature = "index")]
-fn index_stage(args: &Args, store: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
-    let index = docstore_search::SearchIndex::open(&args.index).map_err(|e| e.to_string())?;
+async fn index_stage(args: &Args, store: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
+    let index = docstore_search::SearchIndex::open(&args.index, store.keys().as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(docstore_stages::index::Indexer::new(
         store,
         Arc::new(index),
@@ -112,7 +114,7 @@ fn index_stage(args: &Args, store: Arc<docstore::DocStore>) -> Result<Arc<dyn St
 }
 
 #[cfg(not(feature = "index"))]
-fn index_stage(_: &Args, _: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
+async fn index_stage(_: &Args, _: Arc<docstore::DocStore>) -> Result<Arc<dyn Stage>, String> {
     Err(not_built("index"))
 }
 
@@ -161,7 +163,7 @@ async fn run(args: Args) -> Result<(), String> {
     let store = Arc::new(config.open(false).await.map_err(|e| e.to_string())?);
     let (stage, topics): (Arc<dyn Stage>, Vec<&str>) = if args.stage == "index" {
         (
-            index_stage(&args, store)?,
+            index_stage(&args, store).await?,
             vec![docstore::outbox::FILE_PROCESSED, "file.deleted"],
         )
     } else {

@@ -279,7 +279,9 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         .count();
 
     // Searchable once each: the index holds exactly the uploaded documents.
-    let index = docstore_search::SearchIndex::open_read_only(&index_dir).unwrap();
+    let index = docstore_search::SearchIndex::open_read_only(&index_dir, store.keys().as_ref())
+        .await
+        .unwrap();
     let start = Instant::now();
     while index.len() < total as u64 && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(500)).await;

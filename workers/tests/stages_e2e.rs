@@ -98,12 +98,18 @@ async fn rendition(store: &DocStore, v: &VersionRecord, stage: &str) -> Vec<u8> 
 /// Polls the search index (read-only, beside the index worker that writes it) until `query` finds
 /// `document`; returns how long after `since` that was. Bounded (a liveness check, not a timing
 /// assertion: the time is reported).
-async fn searchable_after(dir: &std::path::Path, query: &str, document: &str, since: Instant) -> Duration {
+async fn searchable_after(
+    store: &DocStore,
+    dir: &std::path::Path,
+    query: &str,
+    document: &str,
+    since: Instant,
+) -> Duration {
     use docstore_search::{SearchIndex, SearchQuery};
     let mut index = None;
     loop {
         if index.is_none() {
-            index = SearchIndex::open_read_only(dir).ok();
+            index = SearchIndex::open_read_only(dir, store.keys().as_ref()).await.ok();
         }
         if let Some(ix) = &index {
             ix.refresh().unwrap();
@@ -197,6 +203,7 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
         None
     };
     let searchable = searchable_after(
+        &store,
         &index_dir,
         "\"two column example\"",
         &report.document_id,
@@ -249,7 +256,14 @@ async fn a_report_and_an_image_get_encrypted_renditions_and_one_file_processed_e
         "application/pdf",
     )
     .await;
-    let took = searchable_after(&index_dir, "misfits troublemakers", &second.document_id, warm).await;
+    let took = searchable_after(
+        &store,
+        &index_dir,
+        "misfits troublemakers",
+        &second.document_id,
+        warm,
+    )
+    .await;
     eprintln!("warm pipeline: report searchable {took:?} after its upload");
     wait_processed(&store, &[&second], Duration::from_secs(60)).await;
     all.push(&second);

@@ -61,7 +61,11 @@ pub(crate) async fn demo(
     let store = Arc::new(store);
     let quiet = json_out || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let who = Identity::new("demo:reception");
-    let index = Arc::new(SearchIndex::open(&data_dir.join("index")).map_err(index_err)?);
+    let index = Arc::new(
+        SearchIndex::open(&data_dir.join("index"), store.keys().as_ref())
+            .await
+            .map_err(index_err)?,
+    );
     let before = index.len();
 
     // 1. Generate and upload.

@@ -90,7 +90,9 @@ pub(crate) async fn load(
 ) -> Result<(), Error> {
     let bus: Arc<dyn EventBus> = open_bus(&a.bus).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let index_dir = a.index.clone().unwrap_or_else(|| data_dir.join("index"));
-    let index = SearchIndex::open(&index_dir).map_err(crate::cmd::demo::index_err)?;
+    let index = SearchIndex::open(&index_dir, store.keys().as_ref())
+        .await
+        .map_err(crate::cmd::demo::index_err)?;
     let plan = LoadPlan {
         exams: a.exams,
         images_per_exam: a.images_per_exam,

@@ -39,7 +39,11 @@ pub(crate) async fn process(
     let started = Instant::now();
     let store = Arc::new(store);
     let index_dir = a.index.unwrap_or_else(|| data_dir.join("index"));
-    let index = Arc::new(SearchIndex::open(&index_dir).map_err(index_err)?);
+    let index = Arc::new(
+        SearchIndex::open(&index_dir, store.keys().as_ref())
+            .await
+            .map_err(index_err)?,
+    );
     let pipeline = LocalPipeline::start(
         store,
         index,

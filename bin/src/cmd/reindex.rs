@@ -36,7 +36,11 @@ pub(crate) async fn run(
     json_out: bool,
 ) -> Result<(), Error> {
     // An index of an older schema is replaced: it is rebuilt from the store below anyway.
-    let index = Arc::new(SearchIndex::open_or_replace(&a.index.dir(data_dir)).map_err(search_err)?);
+    let index = Arc::new(
+        SearchIndex::open_or_replace(&a.index.dir(data_dir), store.keys().as_ref())
+            .await
+            .map_err(search_err)?,
+    );
     // Ids first (a page at a time), so the bar knows its length.
     let mut ids = Vec::new();
     let mut after: Option<String> = None;

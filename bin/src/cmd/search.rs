@@ -116,7 +116,11 @@ pub(crate) async fn search(
         snippet_chars: 160,
         deadline: None,
     };
-    let index = Arc::new(SearchIndex::open_read_only(&a.index.dir(data_dir)).map_err(search_err)?);
+    let index = Arc::new(
+        SearchIndex::open_read_only(&a.index.dir(data_dir), store.keys().as_ref())
+            .await
+            .map_err(search_err)?,
+    );
     let results = docstore_search::search(store, &index, who, q)
         .await
         .map_err(search_err)?;

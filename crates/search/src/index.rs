@@ -20,7 +20,10 @@ use crate::query::{
     requires_latest_text, rewrite_for_pairs,
 };
 use crate::schema::{Fields, IndexedVersion, schema};
+use crate::sealed::{IndexKey, SealedDirectory, is_plaintext_index};
 use crate::{DEFAULT_DEADLINE, MAX_PAGE, MAX_SNIPPET_CHARS, SearchError, locked_at};
+use docstore::keys::KeyProvider;
+use tantivy::directory::Directory;
 
 /// Heap of the single index writer.
 pub(crate) const WRITER_HEAP: usize = 64 << 20;
@@ -48,41 +51,45 @@ impl std::fmt::Debug for SearchIndex {
 }
 
 impl SearchIndex {
-    /// Opens the index in `dir` for writing, creating it (mode 0700) if absent. Fails with
-    /// [`SearchError::Locked`] if another process has it open for writing.
-    pub fn open(dir: &Path) -> Result<SearchIndex, SearchError> {
-        Self::open_dir(dir, true)
+    /// Opens the index in `dir` for writing, creating it (mode 0700) if absent, its files sealed
+    /// under its index key (unwrapped with `keys`, or made with it for a new index; see
+    /// [`IndexKey`]). Fails with [`SearchError::Locked`] if another process has it open for
+    /// writing, and with [`SearchError::Outdated`] if it was built by another docstore version.
+    pub async fn open(dir: &Path, keys: &dyn KeyProvider) -> Result<SearchIndex, SearchError> {
+        Self::check_dir(dir, true)?;
+        let key = IndexKey::load_or_create(dir, keys).await?;
+        Self::open_dir(dir, &key, true)
     }
 
     /// Opens an existing index for searching only (beside a worker that writes it): sees what
     /// was committed when it opened and after each [`SearchIndex::refresh`].
-    pub fn open_read_only(dir: &Path) -> Result<SearchIndex, SearchError> {
-        Self::open_dir(dir, false)
+    pub async fn open_read_only(dir: &Path, keys: &dyn KeyProvider) -> Result<SearchIndex, SearchError> {
+        Self::check_dir(dir, false)?;
+        let key = IndexKey::load(dir, keys).await?;
+        Self::open_dir(dir, &key, false)
     }
 
-    fn open_dir(dir: &Path, write: bool) -> Result<SearchIndex, SearchError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    /// Refuses a directory others may read; a missing one is [`SearchError::Missing`] unless
+    /// it is to be created.
+    fn check_dir(dir: &Path, create: bool) -> Result<(), SearchError> {
+        use std::os::unix::fs::PermissionsExt;
         let place = dir.display().to_string();
-        if !dir.exists() {
-            if !write {
-                return Err(SearchError::Missing(place));
-            }
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
+        match std::fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(SearchError::Permissions(place)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SearchError::Missing(place)),
+            Err(e) => Err(SearchError::Index(format!("{place}: {e}"))),
         }
-        let mode = std::fs::metadata(dir)
-            .map_err(|e| SearchError::Index(format!("{place}: {e}")))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(SearchError::Permissions(place));
+    }
+
+    fn open_dir(dir: &Path, key: &IndexKey, write: bool) -> Result<SearchIndex, SearchError> {
+        let place = dir.display().to_string();
+        if is_plaintext_index(dir) {
+            return Err(SearchError::Outdated(place));
         }
         let (schema, fields) = schema();
-        let directory = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
+        let directory = SealedDirectory::open(dir, key)?;
         let index = if write {
             Index::open_or_create(directory, schema).map_err(|e| match e {
                 tantivy::TantivyError::SchemaError(_) => SearchError::Outdated(place.clone()),
@@ -101,25 +108,27 @@ impl SearchIndex {
         Self::with_index(index, fields, place, write)
     }
 
-    /// Opens the index in `dir` for writing, replacing it with an empty one if it was built with
-    /// another schema ([`SearchError::Outdated`]): for `docstore reindex`, which then rebuilds
-    /// it from the store. Only a directory that holds a tantivy index is removed.
-    pub fn open_or_replace(dir: &Path) -> Result<SearchIndex, SearchError> {
-        match Self::open(dir) {
+    /// Opens the index in `dir` for writing, replacing it with an empty one if it was built by
+    /// another docstore version ([`SearchError::Outdated`]: another schema, files not sealed, or
+    /// its key file gone): for `docstore reindex`, which then rebuilds it from the store. Only a
+    /// directory that holds a tantivy index, and whose writer lock no other process holds, is
+    /// removed.
+    pub async fn open_or_replace(dir: &Path, keys: &dyn KeyProvider) -> Result<SearchIndex, SearchError> {
+        match Self::open(dir, keys).await {
             Err(SearchError::Outdated(place)) => {
                 let index_err = |e: std::io::Error| SearchError::Index(format!("{place}: {e}"));
-                // Opening it under its own schema proves it is an index (not a directory given
-                // by mistake), and its writer lock that no other process writes it.
-                let directory = tantivy::directory::MmapDirectory::open(dir)
+                if !dir.join("meta.json").exists() {
+                    return Err(SearchError::Index(format!("{place}: not a search index")));
+                }
+                let plain = tantivy::directory::MmapDirectory::open(dir)
                     .map_err(|e| SearchError::Index(format!("{place}: {e}")))?;
-                let old = Index::open(directory)?;
-                let lock = old
-                    .writer_with_num_threads::<TantivyDocument>(1, 15 << 20)
-                    .map_err(locked_at(&place))?;
+                let lock = plain
+                    .acquire_lock(&tantivy::directory::INDEX_WRITER_LOCK)
+                    .map_err(|_| SearchError::Locked(place.clone()))?;
                 drop(lock);
-                drop(old);
+                drop(plain);
                 std::fs::remove_dir_all(dir).map_err(index_err)?;
-                Self::open(dir)
+                Self::open(dir, keys).await
             }
             other => other,
         }

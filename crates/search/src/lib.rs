@@ -15,9 +15,10 @@
 //!   [`SearchIndex::commit`], which reloads the reader before returning: no stale read after an
 //!   acknowledged commit. Concurrent callers share commits (group commit).
 //!
-//! The index holds patient data (the text of reports, stored for snippets): its directory is
-//! created 0700 and refused if group- or world-accessible; see docs/search.md for how it is
-//! protected at rest and who may query it. Searches are audited by [`search`].
+//! The index holds patient data (the text of reports, stored for snippets): every file of it is
+//! sealed in the envelope format (`sealed.rs`), its directory is created 0700 and refused if
+//! group- or world-accessible; see docs/search.md for how it is protected at rest and who may
+//! query it. Searches are audited by [`search`].
 //!
 //! ## Layout
 //! - `lib.rs`: the bounds every search runs under, [`SearchError`], and [`search`], the audited
@@ -28,13 +29,16 @@
 //!   tantivy parses it, and the rewrite of phrases onto word pairs;
 //! - `collect.rs`: counts by kind in the pass that finds the top hits, and the search deadline;
 //! - `index.rs`: [`SearchIndex`], the index directory, its single writer with group commit, and
-//!   its searches.
+//!   its searches;
+//! - `sealed.rs`: the index at rest, every file sealed in the envelope format under an
+//!   [`IndexKey`] wrapped by the store's key provider ([`SealedDirectory`]).
 
 mod analysis;
 mod collect;
 mod index;
 mod query;
 mod schema;
+mod sealed;
 
 use docstore::Timestamp;
 
@@ -42,6 +46,7 @@ pub use analysis::{PAIR_ANALYZER, PT_ANALYZER};
 pub use index::SearchIndex;
 pub use query::{Hit, HitSnippet, SearchQuery, SearchResults, Sort};
 pub use schema::IndexedVersion;
+pub use sealed::{FRAME_CACHE_BYTES, FRAME_SIZE, IndexKey, KEY_FILE, SealedDirectory};
 
 /// Most hits one page may ask for.
 pub const MAX_PAGE: usize = 1_000;
@@ -88,6 +93,9 @@ pub enum SearchError {
     /// rebuilds it.
     #[error("the index at {0} was built by another docstore version: rebuild it with `docstore reindex`")]
     Outdated(String),
+    /// The index key could not be made or unwrapped (the key provider refused or failed).
+    #[error("index key: {0}")]
+    Key(#[source] docstore::Error),
     /// The index itself failed (I/O, corruption).
     #[error("index: {0}")]
     Index(String),

@@ -243,20 +243,24 @@ fn latest_version_by_default_replacement_and_removal() {
     assert!(!idx.contains("doc").unwrap());
 }
 
-#[test]
-fn one_writer_per_index_readers_see_commits_and_permissions_are_checked() {
+#[tokio::test]
+async fn one_writer_per_index_readers_see_commits_and_permissions_are_checked() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(dir.path());
     let path = dir.path().join("index");
     assert!(matches!(
-        SearchIndex::open_read_only(&path),
+        SearchIndex::open_read_only(&path, &keys).await,
         Err(SearchError::Missing(_))
     ));
-    let writer = SearchIndex::open(&path).unwrap();
+    let writer = SearchIndex::open(&path, &keys).await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
-    assert!(matches!(SearchIndex::open(&path), Err(SearchError::Locked(_))));
-    let reader = SearchIndex::open_read_only(&path).unwrap();
+    assert!(matches!(
+        SearchIndex::open(&path, &keys).await,
+        Err(SearchError::Locked(_))
+    ));
+    let reader = SearchIndex::open_read_only(&path, &keys).await.unwrap();
     assert!(matches!(
         reader.replace_document("x", &[]),
         Err(SearchError::ReadOnly(_))
@@ -274,7 +278,7 @@ fn one_writer_per_index_readers_see_commits_and_permissions_are_checked() {
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(matches!(
-        SearchIndex::open(&path),
+        SearchIndex::open(&path, &keys).await,
         Err(SearchError::Permissions(_))
     ));
 }
@@ -474,10 +478,11 @@ fn field_queries_keep_to_latest_and_prior_versions_have_snippets() {
 
 /// An index written under another schema is refused with a typed error; `open_or_replace`
 /// (what `docstore reindex` uses) starts it afresh, and refuses while a writer holds it.
-#[test]
-fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
+#[tokio::test]
+async fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(dir.path());
     let path = dir.path().join("index");
     std::fs::create_dir(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -489,18 +494,21 @@ fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
         w.add_document(tantivy::doc!(text => "hemoglobina antiga"))
             .unwrap();
         w.commit().unwrap();
-        assert!(matches!(SearchIndex::open(&path), Err(SearchError::Outdated(_))));
         assert!(matches!(
-            SearchIndex::open_read_only(&path),
+            SearchIndex::open(&path, &keys).await,
             Err(SearchError::Outdated(_))
         ));
         assert!(matches!(
-            SearchIndex::open_or_replace(&path),
+            SearchIndex::open_read_only(&path, &keys).await,
+            Err(SearchError::Outdated(_))
+        ));
+        assert!(matches!(
+            SearchIndex::open_or_replace(&path, &keys).await,
             Err(SearchError::Locked(_))
         ));
         assert!(path.join("meta.json").exists(), "a locked index was removed");
     }
-    let idx = SearchIndex::open_or_replace(&path).unwrap();
+    let idx = SearchIndex::open_or_replace(&path, &keys).await.unwrap();
     assert!(idx.is_empty());
     idx.upsert(v("n", 1, "pac-1", "report", 0, "hemoglobina nova"))
         .unwrap();
@@ -511,10 +519,11 @@ fn an_index_of_another_schema_is_outdated_and_replaced_on_reindex() {
 }
 
 /// The end of a bulk load: merges awaited, the index then serves searches and refuses writes.
-#[test]
-fn finish_writing_leaves_a_read_only_index_with_everything_committed() {
+#[tokio::test]
+async fn finish_writing_leaves_a_read_only_index_with_everything_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = SearchIndex::open(&dir.path().join("index")).unwrap();
+    let keys = keyring(dir.path());
+    let idx = SearchIndex::open(&dir.path().join("index"), &keys).await.unwrap();
     for i in 0..50 {
         let id = format!("d{i}");
         idx.replace_document(&id, &[v(&id, 1, "pac-1", "report", i, "glicemia de controle")])
@@ -536,7 +545,7 @@ fn finish_writing_leaves_a_read_only_index_with_everything_committed() {
     ));
     // The writer lock is released: another writer may open it.
     drop(idx);
-    SearchIndex::open(&dir.path().join("index")).unwrap();
+    SearchIndex::open(&dir.path().join("index"), &keys).await.unwrap();
 }
 
 /// Every limit is a typed `Limit` naming the limit, never the query (which can name a patient);
@@ -630,4 +639,192 @@ fn limits_are_typed_and_never_echo_the_query() {
         "{}",
         fragment.len()
     );
+}
+
+/// A local keyring to seal a test index under (the store's key provider in production).
+fn keyring(dir: &std::path::Path) -> docstore::keys::keyring::Keyring {
+    docstore::keys::keyring::Keyring::create(&dir.join("keyring")).unwrap()
+}
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+/// Words of the texts, 6 letters or more (shorter ones match by chance in random bytes).
+fn words(texts: &[String]) -> std::collections::BTreeSet<String> {
+    texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !c.is_alphanumeric()))
+        .filter(|w| w.len() >= 6)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After a bulk load (commits, merges), no word of the synthetic reports is found in any file
+/// under the index directory, though searches find them. The same grep over a plain tantivy
+/// index of the same texts finds them: the check can fail.
+#[tokio::test]
+async fn a_sealed_index_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(dir.path());
+    let path = dir.path().join("index");
+    let mut generator = docstore_tools::synthetic::Generator::new(7, "Clínica São Lucas", 20);
+    let idx = SearchIndex::open(&path, &keys).await.unwrap();
+    let mut texts = Vec::new();
+    for i in 0..200 {
+        let (patient, _, text) = generator.report_text();
+        let id = format!("doc-{i}");
+        idx.replace_document(&id, &[v(&id, 1, &patient, "report", i, &text)])
+            .unwrap();
+        texts.push(text);
+        if i % 40 == 39 {
+            idx.commit().unwrap();
+        }
+    }
+    let idx = idx.finish_writing().unwrap();
+    let words = words(&texts);
+    assert!(words.len() > 50, "{} distinct words", words.len());
+    let probe = words
+        .iter()
+        .find(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .unwrap();
+    assert!(idx.search(&q(probe)).unwrap().total > 0, "{probe} is searchable");
+    drop(idx);
+    let files = files_under(&path);
+    assert!(files.len() > 5, "{} files", files.len());
+    for (file, bytes) in &files {
+        for w in &words {
+            assert!(
+                !bytes.windows(w.len()).any(|b| b == w.as_bytes()),
+                "{w:?} in the clear in {}",
+                file.display()
+            );
+        }
+    }
+
+    // The control: tantivy's own directory, same texts, same grep.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let mut b = tantivy::schema::Schema::builder();
+    let text = b.add_text_field("text", tantivy::schema::TEXT | tantivy::schema::STORED);
+    let index = tantivy::Index::create_in_dir(&plain, b.build()).unwrap();
+    let mut w = index.writer_with_num_threads(1, 15 << 20).unwrap();
+    for t in &texts {
+        w.add_document(tantivy::doc!(text => t.as_str())).unwrap();
+    }
+    w.commit().unwrap();
+    let plain_files = files_under(&plain);
+    let found = words
+        .iter()
+        .filter(|w| {
+            plain_files
+                .iter()
+                .any(|(_, b)| b.windows(w.len()).any(|x| x == w.as_bytes()))
+        })
+        .count();
+    assert!(
+        found > words.len() / 4,
+        "the grep finds {found} of {} words in a plain index",
+        words.len()
+    );
+}
+
+/// The sealed index refuses what it did not write: a flipped byte, a file moved over another,
+/// another key provider, a missing key file. Each is a typed error, never a panic or a wrong
+/// answer.
+#[tokio::test]
+async fn a_sealed_index_refuses_altered_files_and_other_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(dir.path());
+    let path = dir.path().join("index");
+    let idx = SearchIndex::open(&path, &keys).await.unwrap();
+    for d in lab() {
+        idx.replace_document(&d.document_id.clone(), &[d]).unwrap();
+    }
+    idx.commit().unwrap();
+    drop(idx.finish_writing().unwrap());
+    let search = |idx: &SearchIndex| idx.search(&q("hemoglobina")).map(|r| r.total);
+    let reopened = SearchIndex::open_read_only(&path, &keys).await.unwrap();
+    assert_eq!(search(&reopened).unwrap(), 1);
+    drop(reopened);
+
+    // Another provider's key cannot unwrap the index key.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = keyring(other_dir.path());
+    assert!(matches!(
+        SearchIndex::open_read_only(&path, &other).await,
+        Err(SearchError::Key(_))
+    ));
+
+    let segment_files: Vec<std::path::PathBuf> = files_under(&path)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            !name.starts_with('.') && name != "meta.json" && name != docstore_search::KEY_FILE
+        })
+        .collect();
+    assert!(segment_files.len() >= 2);
+    // Fails to open or to search: either way an error.
+    let refused = async |keys: &docstore::keys::keyring::Keyring| match SearchIndex::open_read_only(
+        &path, keys,
+    )
+    .await
+    {
+        Err(e) => e.to_string(),
+        Ok(idx) => match search(&idx) {
+            Err(e) => e.to_string(),
+            Ok(n) => panic!("an altered index answered {n} hits"),
+        },
+    };
+
+    // A flipped byte in each segment file in turn.
+    for file in &segment_files {
+        let good = std::fs::read(file).unwrap();
+        let mut bad = good.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x20;
+        std::fs::write(file, &bad).unwrap();
+        let why = refused(&keys).await;
+        assert!(
+            why.contains("sealed index file") || why.contains("frame"),
+            "{}: {why}",
+            file.display()
+        );
+        std::fs::write(file, &good).unwrap();
+    }
+    // One sealed file moved over another: its name is in its encryption context.
+    let (a, b) = (&segment_files[0], &segment_files[1]);
+    let b_bytes = std::fs::read(b).unwrap();
+    std::fs::copy(a, b).unwrap();
+    let why = refused(&keys).await;
+    assert!(why.contains("sealed index file"), "{why}");
+    std::fs::write(b, &b_bytes).unwrap();
+    assert_eq!(
+        search(&SearchIndex::open_read_only(&path, &keys).await.unwrap()).unwrap(),
+        1
+    );
+
+    // Without its key file the index cannot be read: it must be rebuilt.
+    std::fs::remove_file(path.join(docstore_search::KEY_FILE)).unwrap();
+    assert!(matches!(
+        SearchIndex::open_read_only(&path, &keys).await,
+        Err(SearchError::Outdated(_))
+    ));
+    assert!(matches!(
+        SearchIndex::open(&path, &keys).await,
+        Err(SearchError::Outdated(_))
+    ));
+    let idx = SearchIndex::open_or_replace(&path, &keys).await.unwrap();
+    assert!(idx.is_empty(), "reindex starts afresh");
 }

@@ -231,17 +231,23 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         Some(url) => access::AccessStore::connect(url, 8).await?,
         None => access::AccessStore::sqlite(&config.data_dir.join("server").join("access.sqlite")).await?,
     };
+    let keys = store.keys().as_ref();
     let index = match &config.index_dir {
         None => None,
-        Some(dir) if config.pipeline => Some(Arc::new(SearchIndex::open(dir).map_err(ServerError::Search)?)),
+        Some(dir) if config.pipeline => Some(Arc::new(
+            SearchIndex::open(dir, keys).await.map_err(ServerError::Search)?,
+        )),
         // Another process (the index worker) writes it; create it empty if it is not there yet.
         Some(dir) if !dir.exists() => Some(Arc::new(
-            SearchIndex::open(dir)
+            SearchIndex::open(dir, keys)
+                .await
                 .and_then(SearchIndex::finish_writing)
                 .map_err(ServerError::Search)?,
         )),
         Some(dir) => Some(Arc::new(
-            SearchIndex::open_read_only(dir).map_err(ServerError::Search)?,
+            SearchIndex::open_read_only(dir, keys)
+                .await
+                .map_err(ServerError::Search)?,
         )),
     };
     if let (Some(index), false) = (&index, config.pipeline) {

@@ -173,7 +173,11 @@ async fn text_then_index_follows_versions_and_deletes() {
     let store = Arc::new(DocStore::init_local(&dir.path().join("data")).await.unwrap());
     let who = Identity::new("staff:index");
     let text = Joined::new(Extractor::default(), store.clone(), vec!["text".into()]);
-    let index = Arc::new(SearchIndex::open(&dir.path().join("index")).unwrap());
+    let index = Arc::new(
+        SearchIndex::open(&dir.path().join("index"), store.keys().as_ref())
+            .await
+            .unwrap(),
+    );
     let indexer = Indexer::new(store.clone(), index.clone(), "Clínica");
     let processed_event = |doc: String| {
         let store = store.clone();

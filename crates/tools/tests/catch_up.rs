@@ -17,7 +17,11 @@ async fn catch_up_during_puts_announces_nothing_twice() {
     let index_dir = tmp.path().join("index");
     std::fs::create_dir(&index_dir).unwrap();
     std::fs::set_permissions(&index_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let index = Arc::new(SearchIndex::open(&index_dir).unwrap());
+    let index = Arc::new(
+        SearchIndex::open(&index_dir, store.keys().as_ref())
+            .await
+            .unwrap(),
+    );
     let pipeline = LocalPipeline::start(store.clone(), index, LocalConfig::default());
     let pdf = docstore_tools::synthetic::Generator::new(1, "Clínica", 1)
         .report()

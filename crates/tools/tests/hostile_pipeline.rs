@@ -23,7 +23,11 @@ async fn hostile_files_are_dead_lettered_and_the_pipeline_keeps_going() {
     let index_dir = tmp.path().join("index");
     std::fs::create_dir(&index_dir).unwrap();
     std::fs::set_permissions(&index_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let index = Arc::new(SearchIndex::open(&index_dir).unwrap());
+    let index = Arc::new(
+        SearchIndex::open(&index_dir, store.keys().as_ref())
+            .await
+            .unwrap(),
+    );
     let who = Identity::new("staff:hostile");
     let hostile = files(&dir, "hostile-", &[".pdf", ".jpg", ".png", ".gif", ".webp"]);
     // Every hostile file the corpus lists, so that a renamed or unreadable one cannot drop out.
