@@ -176,8 +176,7 @@ impl Worker {
     /// and the service share, so none of them polls a finished shutdown future or gives up on a
     /// broker that blinked.
     pub async fn run_until_cancelled(&self, stop: &tokio_util::sync::CancellationToken) {
-        const FIRST: Duration = Duration::from_millis(500);
-        let mut backoff = FIRST;
+        let mut backoff = REJOIN_FIRST;
         loop {
             let started = Instant::now();
             match self.run(stop.cancelled()).await {
@@ -189,15 +188,12 @@ impl Worker {
                 }
                 Err(e) => {
                     self.metrics.rejoins.inc();
-                    if started.elapsed() >= Duration::from_secs(60) {
-                        backoff = FIRST;
-                    }
                     tracing::warn!(stage = self.stage.name(), error = %e, "bus failure; rejoining");
+                    let wait = rejoin_wait(&mut backoff, started.elapsed());
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(jitter(wait)) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
@@ -434,6 +430,24 @@ fn trace_id(headers: &[(String, String)]) -> Option<&str> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
+/// The first wait before rejoining after a bus failure; it doubles per failure up to
+/// [`REJOIN_MAX`].
+const REJOIN_FIRST: Duration = Duration::from_millis(500);
+const REJOIN_MAX: Duration = Duration::from_secs(30);
+/// A run this long was healthy: the next failure waits [`REJOIN_FIRST`] again.
+const REJOIN_HEALTHY: Duration = Duration::from_secs(60);
+
+/// How long to wait before rejoining after a run of `ran_for` that ended in a bus failure, and
+/// the next backoff: doubling to a cap, back to the first after a healthy run.
+fn rejoin_wait(backoff: &mut Duration, ran_for: Duration) -> Duration {
+    if ran_for >= REJOIN_HEALTHY {
+        *backoff = REJOIN_FIRST;
+    }
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(REJOIN_MAX);
+    wait
+}
+
 /// ±20 % jitter, so workers that failed together do not retry together.
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis() as u64;
@@ -501,4 +515,124 @@ pub async fn replay_dead_letters(
         }
     }
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejoining_backs_off_doubling_to_a_cap_and_resets_after_a_healthy_run() {
+        let short = Duration::from_secs(1);
+        let mut backoff = REJOIN_FIRST;
+        let waits: Vec<Duration> = (0..10).map(|_| rejoin_wait(&mut backoff, short)).collect();
+        assert_eq!(waits[..4], [500, 1000, 2000, 4000].map(Duration::from_millis));
+        assert_eq!(waits[9], REJOIN_MAX, "capped");
+        assert_eq!(
+            rejoin_wait(&mut backoff, REJOIN_HEALTHY - Duration::from_millis(1)),
+            REJOIN_MAX,
+            "a run just short of healthy keeps the backoff"
+        );
+        assert_eq!(
+            rejoin_wait(&mut backoff, REJOIN_HEALTHY),
+            REJOIN_FIRST,
+            "a healthy run resets it"
+        );
+        assert_eq!(rejoin_wait(&mut backoff, short), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_spreads_within_a_fifth() {
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        let waits: Vec<u128> = (0..500)
+            .map(|_| jitter(Duration::from_secs(1)).as_millis())
+            .collect();
+        assert!(waits.iter().all(|w| (800..=1200).contains(w)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w < 900), "reaches the low end");
+        assert!(waits.iter().any(|w| *w > 1100), "reaches the high end");
+    }
+
+    #[test]
+    fn trace_ids_come_from_a_well_formed_traceparent_only() {
+        let h = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        let good = h("traceparent", &format!("00-{id}-b7ad6b7169203331-01"));
+        assert_eq!(trace_id(&good), Some(id));
+        assert_eq!(
+            trace_id(&h("tracestate", &format!("00-{id}-b7ad6b7169203331-01"))),
+            None
+        );
+        assert_eq!(
+            trace_id(&h("traceparent", "00-0af7651916cd43dd-b7ad6b7169203331-01")),
+            None,
+            "short"
+        );
+        assert_eq!(
+            trace_id(&h(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319z-b7ad6b7169203331-01"
+            )),
+            None,
+            "not hex"
+        );
+        assert_eq!(trace_id(&h("traceparent", "garbage")), None);
+        assert_eq!(trace_id(&[]), None);
+    }
+
+    #[derive(Debug)]
+    struct Named;
+
+    #[async_trait]
+    impl Stage for Named {
+        fn name(&self) -> &str {
+            "named-stage"
+        }
+        async fn handle(&self, _: &CloudEvent) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_worker_shows_its_stage_and_config() {
+        let bus = Arc::new(docstore_bus::InProcessBus::new(1));
+        let worker = Worker::new(
+            bus,
+            Arc::new(Named),
+            RuntimeConfig::new("group-x", &["file.uploaded"]),
+        );
+        let shown = format!("{worker:?}");
+        assert!(shown.starts_with("Worker"), "{shown}");
+        assert!(
+            shown.contains("named-stage") && shown.contains("group-x"),
+            "{shown}"
+        );
+    }
+
+    /// SIGTERM and SIGINT each end the wait, and nothing else does.
+    #[tokio::test]
+    async fn shutdown_signal_waits_for_sigterm_or_sigint() {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers for both stay installed for this process from here on, so a signal sent
+        // before `shutdown_signal` listens is caught, not fatal.
+        let _term = signal(SignalKind::terminate()).unwrap();
+        let _int = signal(SignalKind::interrupt()).unwrap();
+        for sig in ["-TERM", "-INT"] {
+            let waiting = tokio::spawn(shutdown_signal());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!waiting.is_finished(), "returned before any signal");
+            let start = Instant::now();
+            while !waiting.is_finished() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{sig} did not end the wait"
+                );
+                let sent = std::process::Command::new("kill")
+                    .args([sig, &std::process::id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

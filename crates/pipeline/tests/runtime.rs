@@ -457,6 +457,202 @@ async fn run_until_cancelled_rejoins_and_stops_on_a_failing_close() {
         .await
         .expect("the loop ended after the failing close")
         .expect("no panic");
+    assert_eq!(
+        metrics.rejoins.get(),
+        2,
+        "a failure while stopping is not a rejoin"
+    );
+}
+
+/// Runs `worker` until `done` holds (bounded), then stops it.
+async fn run_until(worker: Worker, what: &str, done: impl FnMut() -> bool) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run_until_cancelled(&stop).await }
+    });
+    wait_until(what, Duration::from_secs(20), done).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// What a worker handled is acked: the next member of its group starts after it, and gets none
+/// of it again. Events of the types the pipeline ignores are counted and acked, never handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handled_and_ignored_events_are_acked() {
+    let bus = Arc::new(InProcessBus::new(2));
+    for i in 0..6 {
+        bus.publish(uploaded(&format!("doc-{i}"), 1)).await.unwrap();
+    }
+    let account = serde_json::json!({
+        "specversion": "1.0", "id": "account.created:a1", "source": "urn:test",
+        "type": "account.created", "subject": "a1", "data": {}
+    });
+    bus.publish(Message {
+        topic: "file.uploaded".into(),
+        key: "a1".into(),
+        payload: serde_json::to_vec(&account).unwrap(),
+        headers: vec![],
+    })
+    .await
+    .unwrap();
+    let cfg = config(1);
+    let first = Arc::new(Recorder::default());
+    let worker = Worker::new(bus.clone(), first.clone(), cfg.clone());
+    let metrics = worker.metrics();
+    let m = metrics.clone();
+    run_until(worker, "six handled, one ignored", || {
+        first.seen.lock().unwrap().len() == 6 && m.ignored.get() == 1
+    })
+    .await;
+    assert_eq!(metrics.processed.get(), 6);
+    assert_eq!(metrics.dead_lettered.get(), 0, "an ignored type is not a failure");
+
+    bus.publish(uploaded("doc-late", 1)).await.unwrap();
+    let second = Arc::new(Recorder::default());
+    let worker = Worker::new(bus.clone(), second.clone(), cfg);
+    run_until(worker, "the late one", || !second.seen.lock().unwrap().is_empty()).await;
+    let again: Vec<String> = second
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(d, _, _)| d.clone())
+        .collect();
+    assert_eq!(again, ["doc-late"], "only what the first member did not ack");
+}
+
+/// A subscription that counts the lag checks made on it.
+struct CountsLag(Box<dyn Subscription>, Arc<std::sync::atomic::AtomicU32>);
+
+#[async_trait]
+impl Subscription for CountsLag {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
+        self.0.poll(max, wait).await
+    }
+    async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
+        self.0.ack(d).await
+    }
+    async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
+        self.0.close().await
+    }
+    async fn lag(&mut self) -> Option<u64> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(0)
+    }
+}
+
+#[derive(Debug)]
+struct LagBus(InProcessBus, Arc<std::sync::atomic::AtomicU32>);
+
+#[async_trait]
+impl EventBus for LagBus {
+    async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
+        self.0.publish(m).await
+    }
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
+        Ok(Box::new(CountsLag(
+            self.0.subscribe(group, topics).await?,
+            self.1.clone(),
+        )))
+    }
+}
+
+/// The lag is asked of the bus every few seconds, not on every poll (on Kafka each check is a
+/// watermark request per partition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_checked_seconds_apart_not_per_poll() {
+    let checks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let bus = Arc::new(LagBus(InProcessBus::new(2), checks.clone()));
+    let worker = Worker::new(bus, Arc::new(Recorder::default()), config(1));
+    let started = Instant::now();
+    // poll_wait is 20 ms: a second is some 50 polls of an empty topic.
+    run_until(worker, "a second of polling", || {
+        started.elapsed() > Duration::from_secs(1)
+    })
+    .await;
+    let n = checks.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n <= 1, "{n} lag checks in a second");
+}
+
+/// A subscription that hands out at most half of what each poll asks for (rounded up), as a
+/// broker returning what it has fetched so far does.
+struct HalfPolls(Box<dyn Subscription>);
+
+#[async_trait]
+impl Subscription for HalfPolls {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
+        self.0.poll(max.div_ceil(2), wait).await
+    }
+    async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
+        self.0.ack(d).await
+    }
+    async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
+        self.0.close().await
+    }
+}
+
+#[derive(Debug)]
+struct HalfBus(InProcessBus);
+
+#[async_trait]
+impl EventBus for HalfBus {
+    async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
+        self.0.publish(m).await
+    }
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
+        Ok(Box::new(HalfPolls(self.0.subscribe(group, topics).await?)))
+    }
+}
+
+/// A replay sends at most `max` letters, over polls that return less than asked, and each goes
+/// back without its `dlq.*` headers but with the rest (its trace).
+#[tokio::test]
+async fn replay_stops_at_max_and_strips_the_dead_letter_headers() {
+    let bus = HalfBus(InProcessBus::new(1));
+    let mut uploads = Tap::new(&bus.0, "file.uploaded").await;
+    for i in 0..10 {
+        let mut m = uploaded(&format!("doc-{i}"), 1);
+        m.topic = "file.uploaded.dlq".into();
+        m.headers
+            .push((dlq_headers::KIND.to_owned(), "permanent".to_owned()));
+        m.headers
+            .push((dlq_headers::ORIGINAL_TOPIC.to_owned(), "file.uploaded".to_owned()));
+        bus.publish(m).await.unwrap();
+    }
+    let replayed = replay_dead_letters(&bus, "file.uploaded.dlq", 5, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(replayed, 5);
+    let back = uploads.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(back.len(), 5, "no more than max");
+    for m in &back {
+        let names: Vec<&str> = m.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["traceparent"], "{names:?}");
+    }
+    let rest = replay_dead_letters(&bus, "file.uploaded.dlq", 100, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(rest, 5, "the others wait for the next replay");
 }
 
 /// A dead letter whose header names another topic than its queue's is not replayed there: only
