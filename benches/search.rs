@@ -1,5 +1,6 @@
-//! Search at scale, next to PostgreSQL full-text search (`portuguese` configuration) on the same
-//! synthetic lab reports: bulk indexing throughput (documents/s) and query latency (criterion
+//! Search at scale, our sealed index next to the same index as plain tantivy files (the cost of
+//! sealing: size and latency ratios) and to PostgreSQL full-text search (`portuguese`
+//! configuration) on the same synthetic lab reports: bulk indexing throughput (documents/s) and query latency (criterion
 //! mean, plus p50/p99 over a fixed query mix, printed and written to
 //! `$CARGO_TARGET_DIR/criterion/search-latency-<N>.json`).
 //!
@@ -92,14 +93,28 @@ fn report(name: &str, n: usize, index_secs: f64, p50: f64, p99: f64) {
     );
 }
 
-fn tantivy_bench(c: &mut Criterion, n: usize) {
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// Our index at `n` documents: sealed (as `docstore` keeps it), or plain tantivy files for the
+/// comparison the scale-out issue asks for (size and latency ratios in the same run).
+fn tantivy_bench(c: &mut Criterion, n: usize, sealed: bool) {
     let dir = tempfile::tempdir().unwrap();
-    // Sealed under a local keyring, as `docstore` seals it under the store's key provider.
-    let ring = docstore::keys::keyring::Keyring::create(&dir.path().join("keyring")).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let index = rt
-        .block_on(SearchIndex::open(&dir.path().join("index"), &ring))
-        .unwrap();
+    let path = dir.path().join("index");
+    let index = if sealed {
+        // Sealed under a local keyring, as `docstore` seals it under the store's key provider.
+        let ring = docstore::keys::keyring::Keyring::create(&dir.path().join("keyring")).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(SearchIndex::open(&path, &ring)).unwrap()
+    } else {
+        SearchIndex::open_plaintext_for_comparison(&path).unwrap()
+    };
+    let name = if sealed { "tantivy-sealed" } else { "tantivy-plain" };
     let start = Instant::now();
     for_each_doc(n, |v| {
         let id = v.document_id.clone();
@@ -110,6 +125,7 @@ fn tantivy_bench(c: &mut Criterion, n: usize) {
     // Serving starts once the merges the commits started are done (they would share the cores
     // with the queries timed below), and after one untimed pass of the mix.
     let index = index.finish_writing().unwrap();
+    eprintln!("{name} @ {n}: index {} bytes after merges", dir_bytes(&path));
     for q in QUERIES {
         index.search(&SearchQuery::new(*q)).unwrap();
     }
@@ -122,10 +138,10 @@ fn tantivy_bench(c: &mut Criterion, n: usize) {
         }
     }
     let (p50, p99) = percentiles(lat);
-    report("tantivy", n, index_secs, p50, p99);
+    report(name, n, index_secs, p50, p99);
     let mut g = c.benchmark_group("search_query");
     g.sample_size(30).measurement_time(Duration::from_secs(5));
-    g.bench_function(BenchmarkId::new("tantivy", n), |b| {
+    g.bench_function(BenchmarkId::new(name, n), |b| {
         let mut i = 0;
         b.iter(|| {
             i += 1;
@@ -240,7 +256,8 @@ fn pg_bench(c: &mut Criterion, n: usize, url: &str) {
 
 fn bench(c: &mut Criterion) {
     for n in sizes() {
-        tantivy_bench(c, n);
+        tantivy_bench(c, n, true);
+        tantivy_bench(c, n, false);
         if let Ok(url) = std::env::var("DOCSTORE_TEST_PG_URL") {
             pg_bench(c, n, &url);
         }

@@ -134,6 +134,19 @@ impl SearchIndex {
         }
     }
 
+    /// Opens `dir` as a plain tantivy directory, its files *not* sealed: only for the search
+    /// bench's comparison of the sealed index with the plain one, behind the
+    /// `plaintext-comparison` feature, which nothing but the bench enables.
+    #[cfg(feature = "plaintext-comparison")]
+    pub fn open_plaintext_for_comparison(dir: &Path) -> Result<SearchIndex, SearchError> {
+        std::fs::create_dir_all(dir).map_err(|e| SearchError::Index(e.to_string()))?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| SearchError::Index(format!("{}: {e}", dir.display())))?;
+        let index = Index::open_or_create(directory, schema)?;
+        Self::with_index(index, fields, dir.display().to_string(), true)
+    }
+
     /// A throwaway index in memory.
     pub fn in_memory() -> Result<SearchIndex, SearchError> {
         let (schema, fields) = schema();
