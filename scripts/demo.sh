@@ -28,6 +28,8 @@ out=$(mktemp -d)/laudo.pdf
 say get "$doc" -o "$out"
 head -c 8 "$out"; echo "  ← the report, decrypted ($(stat -c %s "$out") bytes)"
 if grep -rqaF "%PDF-1." "$data"/objects; then echo "plaintext found at rest!" >&2; exit 1; fi
+# The index is sealed too: the words the searches above found are in none of its files.
+if grep -rqaiE "hemoglobina|creatinina|lipidograma" "$data"/index; then echo "plaintext found in the index!" >&2; exit 1; fi
 echo "no plaintext at rest: the objects folder holds only envelopes (originals and renditions)"
 say audit --limit 5
 

@@ -427,6 +427,20 @@ fn demo_processes_indexes_and_searches() {
     // Every search is in the audit trail.
     let audit = cli.ok(&["audit", "--limit", "200"]);
     assert!(audit.matches("search").count() >= 9, "{audit}");
+    // The index the searches read holds none of their words in the clear.
+    let index = cli.data.join("index");
+    let mut files = 0;
+    for e in std::fs::read_dir(&index).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap().to_ascii_lowercase();
+        files += 1;
+        for word in ["hemoglobina", "paciente", "creatinina"] {
+            assert!(
+                !bytes.windows(word.len()).any(|w| w == word.as_bytes()),
+                "{word} in the index"
+            );
+        }
+    }
+    assert!(files > 3, "{files} index files");
 }
 
 /// `docstore process` on the embedded default: what the CLI put is stamped, thumbnailed,
