@@ -90,7 +90,7 @@ async fn run_drains_in_full_batches_and_stops_when_told() {
     let mut sub = bus.subscribe("test", &["file.uploaded".into()]).await.unwrap();
     let mut seen = Vec::new();
     let start = std::time::Instant::now();
-    while seen.len() < ids.len() && start.elapsed() < Duration::from_secs(30) {
+    while seen.len() < ids.len() && start.elapsed() < Duration::from_secs(8) {
         for d in sub.poll(100, Duration::from_millis(100)).await.unwrap() {
             seen.push(d.message.key.clone());
         }
