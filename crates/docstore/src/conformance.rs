@@ -135,7 +135,7 @@ pub async fn key_provider(keys: &dyn KeyProvider) {
 }
 
 fn new_version(doc: &str, patient: &str, exam: &str) -> NewVersion {
-    let vid = uuid::Uuid::new_v4().to_string();
+    let vid = crate::VersionId::generate();
     NewVersion {
         document_id: doc.into(),
         blob_key: format!("blobs/{doc}/{vid}"),

@@ -51,7 +51,7 @@ mod store;
 pub use error::{BoxError, Error, IntegrityError, KeyFailure, MetadataFailure, Result};
 pub use model::{
     DocumentId, DocumentRecord, ExamId, ExamRelease, Identity, JoinOutcome, Kind, NewVersion, OutboxEntry,
-    PatientId, ProcessingState, Rendition, StageResult, Timestamp, VersionRecord, validate_id,
+    PatientId, ProcessingState, Rendition, StageResult, Timestamp, VersionId, VersionRecord, validate_id,
 };
 pub use store::{
     BLOB_PREFIX, CTX_DOCUMENT, CTX_VERSION_ID, DocStore, DocStoreBuilder, Document, GcReport, LocalLayout,

@@ -85,6 +85,9 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
 /// holds one need not check it again.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        id_type!($(#[$doc])* $name, $what, validate_id);
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $check:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -95,7 +98,7 @@ macro_rules! id_type {
             /// otherwise [`Error::InvalidInput`] naming what it is.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
-                validate_id($what, &id)?;
+                $check($what, &id)?;
                 Ok($name(id))
             }
 
@@ -178,6 +181,52 @@ id_type!(
     ExamId,
     "exam"
 );
+id_type!(
+    /// A version's unique id, fixed before its blob is written and bound into the envelope's
+    /// encryption context (the ordinal version number is only known at commit). A rendition's
+    /// record carries `<version id>#<stage>@<stage version>`, the id its envelope is bound to.
+    VersionId,
+    "version",
+    validate_version_id
+);
+
+/// Validates a version id: what [`validate_id`] accepts, plus `#` and `@` (a rendition's
+/// `<version id>#<stage>@<stage version>`), at most 256 characters.
+fn validate_version_id(what: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'#' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{what} id must be 1-256 characters of [A-Za-z0-9._:#@-]"
+        )))
+    }
+}
+
+impl VersionId {
+    /// A version id read back from a metadata store: one that does not check is a malformed
+    /// record, not bad input.
+    pub(crate) fn stored(id: String) -> Result<VersionId> {
+        VersionId::new(id).map_err(|_| Error::bad_record("malformed version id"))
+    }
+
+    /// A fresh random version id (a UUID v4).
+    pub fn generate() -> VersionId {
+        VersionId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The id a rendition of this version is bound to: `<version id>#<stage>@<stage version>`,
+    /// so a rendition cannot be passed off as its version, another stage's output or another
+    /// stage version's. Fails if `stage` is not an id.
+    pub fn rendition(&self, stage: &str, stage_version: u32) -> Result<VersionId> {
+        validate_id("stage", stage)?;
+        VersionId::new(format!("{}#{stage}@{stage_version}", self.0))
+    }
+}
 
 /// What an exam document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -295,7 +344,7 @@ pub struct NewVersion {
     pub document_id: String,
     /// Unique id of this version, fixed before the blob is written and bound into the envelope's
     /// encryption context (the ordinal number is only known at commit).
-    pub version_id: String,
+    pub version_id: VersionId,
     /// Patient the document belongs to.
     pub patient_id: String,
     /// Exam the document belongs to.
@@ -327,7 +376,7 @@ pub struct VersionRecord {
     /// Version number, 1-based, gap-free.
     pub version: u64,
     /// Unique id bound into the envelope's encryption context.
-    pub version_id: String,
+    pub version_id: VersionId,
     /// Patient id.
     pub patient_id: String,
     /// Exam id.

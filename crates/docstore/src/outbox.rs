@@ -66,11 +66,11 @@ pub fn file_deleted(document_id: &str, version: Option<u64>, reason: &str) -> (S
 /// Carries identifiers and digests only, never content. The id is derived from the version id, so a
 /// re-recorded event for the same version is recognisably the same event.
 pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
-    let event_id = id_of(FILE_UPLOADED, &record.version_id);
+    let event_id = id_of(FILE_UPLOADED, record.version_id.as_str());
     let data = FileUploaded {
         document_id: record.document_id.clone(),
         version: record.version,
-        version_id: record.version_id.clone(),
+        version_id: record.version_id.to_string(),
         patient_id: record.patient_id.clone(),
         exam_id: record.exam_id.clone(),
         kind: record.kind.as_str().to_owned(),
@@ -95,14 +95,14 @@ pub fn file_uploaded(record: &VersionRecord) -> (String, String) {
 /// The id is derived from the version id: the outbox's unique event id is a second guard, beside
 /// the join's conditional write, against recording it twice.
 pub fn file_processed(record: &VersionRecord, stages: &BTreeMap<String, StageResult>) -> (String, String) {
-    let event_id = id_of(FILE_PROCESSED, &record.version_id);
-    let uploaded_id = id_of(FILE_UPLOADED, &record.version_id);
+    let event_id = id_of(FILE_PROCESSED, record.version_id.as_str());
+    let uploaded_id = id_of(FILE_UPLOADED, record.version_id.as_str());
     let page_count = stages.values().filter_map(|s| s.page_count).max();
     let text_length = stages.values().filter_map(|s| s.text_length).max();
     let data = FileProcessed {
         document_id: record.document_id.clone(),
         version: record.version,
-        version_id: record.version_id.clone(),
+        version_id: record.version_id.to_string(),
         patient_id: record.patient_id.clone(),
         exam_id: record.exam_id.clone(),
         kind: record.kind.as_str().to_owned(),

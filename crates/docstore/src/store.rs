@@ -22,7 +22,7 @@ use crate::keys::{self, KeyProvider, keyring::Keyring};
 use crate::meta::{HoldChange, MetadataStore, sqlite::SqliteMetadata};
 use crate::model::{
     DocumentId, DocumentRecord, ExamId, Identity, JoinOutcome, Kind, NewVersion, PatientId, Rendition,
-    StageResult, Timestamp, VersionRecord, validate_id,
+    StageResult, Timestamp, VersionId, VersionRecord, validate_id,
 };
 
 /// Context key naming the document in every envelope and wrapped key.
@@ -104,23 +104,17 @@ pub struct RenditionSpec {
 /// Blob key prefix of renditions.
 pub const RENDITION_PREFIX: &str = "renditions";
 
-/// The version id bound into a rendition's encryption context: a rendition cannot be passed off as
-/// its version, another stage's output, or another stage version's.
-fn rendition_context_id(version_id: &str, stage: &str, stage_version: u32) -> String {
-    format!("{version_id}#{stage}@{stage_version}")
-}
-
 /// A rendition read as a version of its own: the same checks, with its own blob, key block,
 /// digest and encryption context.
-fn rendition_as_version(record: &VersionRecord, r: &Rendition) -> VersionRecord {
+fn rendition_as_version(record: &VersionRecord, r: &Rendition) -> Result<VersionRecord> {
     let mut v = record.clone();
-    v.version_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
+    v.version_id = record.version_id.rendition(&r.stage, r.stage_version)?;
     v.blob_key = r.blob_key.clone();
     v.key_block = r.key_block.clone();
     v.size = r.size;
     v.sha256 = r.sha256.clone();
     v.media_type = r.media_type.clone();
-    v
+    Ok(v)
 }
 
 /// Whether a key block holds exactly one key, wrapped by `provider` under `key_id`.
@@ -450,8 +444,8 @@ impl DocStore {
     }
 
     /// The encryption context of a version.
-    pub fn context(document_id: &str, version_id: &str) -> EncryptionContext {
-        EncryptionContext::new([(CTX_DOCUMENT, document_id), (CTX_VERSION_ID, version_id)])
+    pub fn context(document_id: &str, version_id: &VersionId) -> EncryptionContext {
+        EncryptionContext::new([(CTX_DOCUMENT, document_id), (CTX_VERSION_ID, version_id.as_str())])
     }
 
     async fn record(
@@ -548,7 +542,7 @@ impl DocStore {
                 "media type must look like type/subtype".into(),
             ));
         }
-        let version_id = uuid::Uuid::new_v4().to_string();
+        let version_id = VersionId::generate();
         let blob_key = format!("{BLOB_PREFIX}/{doc_id}/{version_id}");
         let context = DocStore::context(doc_id, &version_id);
         let sealed = self
@@ -940,7 +934,7 @@ impl DocStore {
                     version,
                 });
             }
-            let context_id = rendition_context_id(&record.version_id, stage, stage_version);
+            let context_id = record.version_id.rendition(stage, stage_version)?;
             let blob_key = format!(
                 "{RENDITION_PREFIX}/{document_id}/{}/{stage}-v{stage_version}-{}",
                 record.version_id,
@@ -991,7 +985,7 @@ impl DocStore {
                     version: Some(version),
                 })?;
             let doc = self
-                .get_stream(who, rendition_as_version(&record, &r), "get_rendition")
+                .get_stream(who, rendition_as_version(&record, &r)?, "get_rendition")
                 .await?;
             Ok((doc, Some(version), Some(format!("stage={stage}"))))
         })
@@ -1263,7 +1257,7 @@ impl DocStore {
                 if r.key_block.is_empty() || under_key(&r.key_block, target.name(), target_key_id, doc, v)? {
                     continue;
                 }
-                let context_id = rendition_context_id(&record.version_id, &r.stage, r.stage_version);
+                let context_id = record.version_id.rendition(&r.stage, r.stage_version)?;
                 let context = DocStore::context(doc, &context_id);
                 let data_key =
                     keys::unwrap_key_block(self.keys.as_ref(), &r.key_block, &context, doc, v).await?;
@@ -1286,7 +1280,7 @@ impl DocStore {
             }
             let through_target = self.with_keys(target);
             for i in moved {
-                let as_version = rendition_as_version(&record, &renditions[i]);
+                let as_version = rendition_as_version(&record, &renditions[i])?;
                 through_target
                     .get_stream(who, as_version, "rewrap_check")
                     .await?

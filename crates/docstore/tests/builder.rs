@@ -9,7 +9,7 @@ use docstore::blob::ObjectBlobStore;
 use docstore::conformance::request;
 use docstore::keys::keyring::Keyring;
 use docstore::meta::sqlite::SqliteMetadata;
-use docstore::{DocStore, DocumentId, Error, ExamId, Identity, Kind, PatientId, PutRequest};
+use docstore::{DocStore, DocumentId, Error, ExamId, Identity, Kind, PatientId, PutRequest, VersionId};
 
 #[tokio::test]
 async fn a_built_store_works_and_a_missing_seam_is_named() {
@@ -82,6 +82,32 @@ fn bad_ids_are_refused_naming_what_they_are() {
         assert!(matches!(ExamId::new(id), Err(Error::InvalidInput(m)) if m.starts_with("exam id")));
         assert!(matches!(DocumentId::new(id), Err(Error::InvalidInput(m)) if m.starts_with("document id")));
     }
+}
+
+/// A version id is what the store generates (a UUID) or a rendition's `<id>#<stage>@<n>`; ids
+/// that could travel into a path or a log line are refused, and a rendition's stage must be an id.
+#[test]
+fn version_ids_are_generated_checked_and_extended_for_renditions() {
+    let v = VersionId::generate();
+    assert_eq!(v.as_str().len(), 36, "{v}");
+    assert_ne!(VersionId::generate(), v, "fresh each time");
+    assert_eq!(VersionId::new(v.as_str()).unwrap(), v);
+    let r = v.rendition("thumbnail", 2).unwrap();
+    assert_eq!(r.as_str(), format!("{v}#thumbnail@2"));
+    assert_eq!(
+        r.as_str().parse::<VersionId>().unwrap(),
+        r,
+        "a rendition's id is a version id"
+    );
+    assert!(v.rendition("../x", 1).is_err());
+    assert!(v.rendition("", 1).is_err());
+    for bad in ["", "a/b", "a b", "é", "a\nb", &"x".repeat(257)] {
+        assert!(
+            matches!(VersionId::new(bad), Err(Error::InvalidInput(m)) if m.starts_with("version id")),
+            "{bad:?}"
+        );
+    }
+    assert!(serde_json::from_str::<VersionId>(r#""a/b""#).is_err());
 }
 
 #[test]

@@ -222,13 +222,13 @@ async fn wrapped_key_swapped_with_another_versions() {
 async fn encryption_context_changed() {
     let f = Fixture::new().await;
     // Re-point the header's version id at v1's: same length, so only the context differs.
-    let needle = f.v2.version_id.as_bytes();
+    let needle = f.v2.version_id.as_str().as_bytes();
     let pos = f.original[..f.header_len]
         .windows(needle.len())
         .position(|w| w == needle)
         .expect("version id in header");
     let mut b = f.original.clone();
-    b[pos..pos + needle.len()].copy_from_slice(f.v1.version_id.as_bytes());
+    b[pos..pos + needle.len()].copy_from_slice(f.v1.version_id.as_str().as_bytes());
     assert_eq!(f.check("context changed", &b).await, IntegrityError::Context);
 }
 

@@ -183,7 +183,7 @@ impl Processor for Verify {
             .get(who, &file.document_id, Some(file.version))
             .await
             .map_err(stage_error)?;
-        if doc.record.version_id != file.version_id {
+        if doc.record.version_id != *file.version_id {
             return Err(StageError::Permanent(format!(
                 "{} v{}: event names version id {}, store has another",
                 file.document_id, file.version, file.version_id

@@ -25,7 +25,7 @@ use super::{HoldChange, MetadataStore};
 use crate::error::{Error, MetadataFailure, Result};
 use crate::model::{
     DocumentRecord, ExamRelease, JoinOutcome, Kind, NewVersion, OutboxEntry, ProcessingState, Rendition,
-    StageResult, Timestamp, VersionRecord,
+    StageResult, Timestamp, VersionId, VersionRecord,
 };
 
 type Item = HashMap<String, Av>;
@@ -161,7 +161,7 @@ fn version_from_item(item: &Item) -> Result<VersionRecord> {
     Ok(VersionRecord {
         document_id: get_s(item, "document_id")?,
         version: get_n(item, "version")? as u64,
-        version_id: get_s(item, "version_id")?,
+        version_id: VersionId::stored(get_s(item, "version_id")?)?,
         patient_id: get_s(item, "patient_id")?,
         exam_id: get_s(item, "exam_id")?,
         kind: kind_of(item)?,
@@ -388,7 +388,7 @@ impl DynamoMetadata {
         v.extend([
             ("document_id".to_owned(), s(id)),
             ("version".to_owned(), n(record.version as i64)),
-            ("version_id".to_owned(), s(&record.version_id)),
+            ("version_id".to_owned(), s(record.version_id.as_str())),
             ("patient_id".to_owned(), s(&record.patient_id)),
             ("exam_id".to_owned(), s(&record.exam_id)),
             ("kind".to_owned(), s(record.kind.as_str())),

@@ -2,7 +2,9 @@
 //! engine's native types.
 
 use crate::error::{Error, Result};
-use crate::model::{DocumentRecord, Kind, OutboxEntry, ProcessingState, Rendition, Timestamp, VersionRecord};
+use crate::model::{
+    DocumentRecord, Kind, OutboxEntry, ProcessingState, Rendition, Timestamp, VersionId, VersionRecord,
+};
 
 /// Typed column access that each SQL backend implements for its row type.
 pub(crate) trait RowAccess {
@@ -150,7 +152,7 @@ pub(crate) fn version_from_row(r: &impl RowAccess) -> Result<VersionRecord> {
     Ok(VersionRecord {
         document_id: r.text("document_id")?,
         version: r.int("version")? as u64,
-        version_id: r.text("version_id")?,
+        version_id: VersionId::stored(r.text("version_id")?)?,
         patient_id: r.text("patient_id")?,
         exam_id: r.text("exam_id")?,
         kind: kind(r)?,

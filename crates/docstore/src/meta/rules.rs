@@ -103,7 +103,7 @@ mod tests {
     fn new(patient: &str, exam: &str, kind: Kind) -> NewVersion {
         NewVersion {
             document_id: "d".into(),
-            version_id: "v".into(),
+            version_id: crate::VersionId::new("v").unwrap(),
             patient_id: patient.into(),
             exam_id: exam.into(),
             kind,

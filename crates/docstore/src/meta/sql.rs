@@ -319,7 +319,7 @@ macro_rules! impl_sql {
                 sqlx::query(&$st.insert_version)
                     .bind(&record.document_id)
                     .bind(record.version as i64)
-                    .bind(&record.version_id)
+                    .bind(record.version_id.as_str())
                     .bind(&record.patient_id)
                     .bind(&record.exam_id)
                     .bind(record.kind.as_str())

@@ -496,7 +496,7 @@ pub async fn rendition(
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(r.size));
     let mut tagged = record.clone();
-    tagged.version_id = format!("{}#{}@{}", record.version_id, r.stage, r.stage_version);
+    tagged.version_id = record.version_id.rendition(&r.stage, r.stage_version)?;
     content_headers(&mut resp, &tagged, &r.media_type, &q);
     resp.headers_mut().remove(header::ACCEPT_RANGES);
     Ok(resp)

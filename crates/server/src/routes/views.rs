@@ -63,7 +63,7 @@ impl From<&VersionRecord> for VersionView {
         VersionView {
             document_id: v.document_id.clone(),
             version: v.version,
-            version_id: v.version_id.clone(),
+            version_id: v.version_id.to_string(),
             patient_id: v.patient_id.clone(),
             exam_id: v.exam_id.clone(),
             kind: v.kind,
