@@ -379,35 +379,71 @@ async fn retries_with_backoff_then_dead_letters_and_replays(bus: Arc<dyn EventBu
     );
 }
 
-/// A bus that refuses the first `refuse` subscriptions and whose subscriptions fail to close:
-/// a broker that blinks, and one that is gone by the time the worker stops.
+/// The in-process bus with subscriptions that misbehave as a real broker's can.
 #[derive(Debug)]
-struct Blinking {
+struct ShimBus {
     inner: InProcessBus,
-    refuse: std::sync::atomic::AtomicU32,
+    shim: Arc<Shim>,
 }
 
-struct FailsToClose(Box<dyn Subscription>);
+#[derive(Debug, Default)]
+struct Shim {
+    /// Subscriptions refused before one is granted (a broker that blinks).
+    refuse: std::sync::atomic::AtomicU32,
+    /// Closing fails (a broker gone by the time the worker stops).
+    fail_close: bool,
+    /// Polls hand out at most half of what they ask for, rounded up (what has been fetched).
+    half_polls: bool,
+    /// Lag checks are counted here (each then answers 0).
+    lag_checks: Option<Arc<std::sync::atomic::AtomicU32>>,
+}
+
+impl ShimBus {
+    fn new(partitions: u32, shim: Shim) -> ShimBus {
+        ShimBus {
+            inner: InProcessBus::new(partitions),
+            shim: Arc::new(shim),
+        }
+    }
+}
+
+struct ShimSub {
+    inner: Box<dyn Subscription>,
+    shim: Arc<Shim>,
+}
 
 #[async_trait]
-impl Subscription for FailsToClose {
+impl Subscription for ShimSub {
     async fn poll(
         &mut self,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
-        self.0.poll(max, wait).await
+        let max = if self.shim.half_polls {
+            max.div_ceil(2)
+        } else {
+            max
+        };
+        self.inner.poll(max, wait).await
     }
     async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
-        self.0.ack(d).await
+        self.inner.ack(d).await
     }
     async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
-        Err(docstore_bus::BusError::Unavailable("broker gone".into()))
+        if self.shim.fail_close {
+            return Err(docstore_bus::BusError::Unavailable("broker gone".into()));
+        }
+        self.inner.close().await
+    }
+    async fn lag(&mut self) -> Option<u64> {
+        let counter = self.shim.lag_checks.as_ref()?;
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(0)
     }
 }
 
 #[async_trait]
-impl EventBus for Blinking {
+impl EventBus for ShimBus {
     async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
         self.inner.publish(m).await
     }
@@ -418,13 +454,17 @@ impl EventBus for Blinking {
     ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
         use std::sync::atomic::Ordering;
         if self
+            .shim
             .refuse
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
             return Err(docstore_bus::BusError::Unavailable("connection refused".into()));
         }
-        Ok(Box::new(FailsToClose(self.inner.subscribe(group, topics).await?)))
+        Ok(Box::new(ShimSub {
+            inner: self.inner.subscribe(group, topics).await?,
+            shim: self.shim.clone(),
+        }))
     }
 }
 
@@ -432,10 +472,14 @@ impl EventBus for Blinking {
 /// close) ends the loop quietly: no poll of a finished shutdown, no panic, no hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_until_cancelled_rejoins_and_stops_on_a_failing_close() {
-    let bus = Arc::new(Blinking {
-        inner: InProcessBus::new(2),
-        refuse: 2.into(),
-    });
+    let bus = Arc::new(ShimBus::new(
+        2,
+        Shim {
+            refuse: 2.into(),
+            fail_close: true,
+            ..Shim::default()
+        },
+    ));
     for i in 0..20 {
         bus.publish(uploaded(&format!("doc-{i}"), 1)).await.unwrap();
     }
@@ -525,56 +569,18 @@ async fn handled_and_ignored_events_are_acked() {
     assert_eq!(again, ["doc-late"], "only what the first member did not ack");
 }
 
-/// A subscription that counts the lag checks made on it.
-struct CountsLag(Box<dyn Subscription>, Arc<std::sync::atomic::AtomicU32>);
-
-#[async_trait]
-impl Subscription for CountsLag {
-    async fn poll(
-        &mut self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
-        self.0.poll(max, wait).await
-    }
-    async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
-        self.0.ack(d).await
-    }
-    async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
-        self.0.close().await
-    }
-    async fn lag(&mut self) -> Option<u64> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Some(0)
-    }
-}
-
-#[derive(Debug)]
-struct LagBus(InProcessBus, Arc<std::sync::atomic::AtomicU32>);
-
-#[async_trait]
-impl EventBus for LagBus {
-    async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
-        self.0.publish(m).await
-    }
-    async fn subscribe(
-        &self,
-        group: &str,
-        topics: &[String],
-    ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
-        Ok(Box::new(CountsLag(
-            self.0.subscribe(group, topics).await?,
-            self.1.clone(),
-        )))
-    }
-}
-
 /// The lag is asked of the bus every few seconds, not on every poll (on Kafka each check is a
 /// watermark request per partition).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_checked_seconds_apart_not_per_poll() {
     let checks = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let bus = Arc::new(LagBus(InProcessBus::new(2), checks.clone()));
+    let bus = Arc::new(ShimBus::new(
+        2,
+        Shim {
+            lag_checks: Some(checks.clone()),
+            ..Shim::default()
+        },
+    ));
     let worker = Worker::new(bus, Arc::new(Recorder::default()), config(1));
     let started = Instant::now();
     // poll_wait is 20 ms: a second is some 50 polls of an empty topic.
@@ -586,50 +592,18 @@ async fn lag_is_checked_seconds_apart_not_per_poll() {
     assert!(n <= 1, "{n} lag checks in a second");
 }
 
-/// A subscription that hands out at most half of what each poll asks for (rounded up), as a
-/// broker returning what it has fetched so far does.
-struct HalfPolls(Box<dyn Subscription>);
-
-#[async_trait]
-impl Subscription for HalfPolls {
-    async fn poll(
-        &mut self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<docstore_bus::Delivery>, docstore_bus::BusError> {
-        self.0.poll(max.div_ceil(2), wait).await
-    }
-    async fn ack(&mut self, d: &docstore_bus::Delivery) -> Result<(), docstore_bus::BusError> {
-        self.0.ack(d).await
-    }
-    async fn close(&mut self) -> Result<(), docstore_bus::BusError> {
-        self.0.close().await
-    }
-}
-
-#[derive(Debug)]
-struct HalfBus(InProcessBus);
-
-#[async_trait]
-impl EventBus for HalfBus {
-    async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
-        self.0.publish(m).await
-    }
-    async fn subscribe(
-        &self,
-        group: &str,
-        topics: &[String],
-    ) -> Result<Box<dyn Subscription>, docstore_bus::BusError> {
-        Ok(Box::new(HalfPolls(self.0.subscribe(group, topics).await?)))
-    }
-}
-
 /// A replay sends at most `max` letters, over polls that return less than asked, and each goes
 /// back without its `dlq.*` headers but with the rest (its trace).
 #[tokio::test]
 async fn replay_stops_at_max_and_strips_the_dead_letter_headers() {
-    let bus = HalfBus(InProcessBus::new(1));
-    let mut uploads = Tap::new(&bus.0, "file.uploaded").await;
+    let bus = ShimBus::new(
+        1,
+        Shim {
+            half_polls: true,
+            ..Shim::default()
+        },
+    );
+    let mut uploads = Tap::new(&bus.inner, "file.uploaded").await;
     for i in 0..10 {
         let mut m = uploaded(&format!("doc-{i}"), 1);
         m.topic = "file.uploaded.dlq".into();

@@ -202,17 +202,28 @@ mod tests {
         assert_eq!(cache.len(), 1, "max_entries = 1");
     }
 
-    /// A cache whose clock the test moves, over a counting keyring.
+    /// A cache of `max_entries` entries and `max_uses` uses per entry, entries valid for [`AGE`]
+    /// by a clock the test moves, over a counting keyring; and the context its keys are read in.
     fn moved_by_hand(
         dir: &std::path::Path,
-        limits: CacheLimits,
-    ) -> (CachingKeyProvider<Counting>, Arc<Mutex<Instant>>) {
+        max_entries: usize,
+        max_uses: u64,
+    ) -> (
+        CachingKeyProvider<Counting>,
+        Arc<Mutex<Instant>>,
+        EncryptionContext,
+    ) {
         let ring = Keyring::create(&dir.join("k")).unwrap();
+        let limits = CacheLimits {
+            max_entries,
+            max_age: AGE,
+            max_uses,
+        };
         let mut cache = CachingKeyProvider::new(Counting(ring, Default::default()), limits);
         let now = Arc::new(Mutex::new(Instant::now()));
         let clock = now.clone();
         cache.clock = Arc::new(move || *clock.lock().unwrap());
-        (cache, now)
+        (cache, now, EncryptionContext::new([("a", "1")]))
     }
 
     fn calls(cache: &CachingKeyProvider<Counting>) -> u64 {
@@ -229,13 +240,7 @@ mod tests {
     #[tokio::test]
     async fn an_entry_expires_at_max_age_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = CacheLimits {
-            max_entries: 8,
-            max_age: AGE,
-            max_uses: 100,
-        };
-        let (cache, now) = moved_by_hand(dir.path(), limits);
-        let ctx = EncryptionContext::new([("a", "1")]);
+        let (cache, now, ctx) = moved_by_hand(dir.path(), 8, 100);
         let (_, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
         cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
         assert_eq!(calls(&cache), 1);
@@ -250,13 +255,7 @@ mod tests {
     #[tokio::test]
     async fn expired_entries_leave_when_another_is_added() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = CacheLimits {
-            max_entries: 8,
-            max_age: AGE,
-            max_uses: 100,
-        };
-        let (cache, now) = moved_by_hand(dir.path(), limits);
-        let ctx = EncryptionContext::new([("a", "1")]);
+        let (cache, now, ctx) = moved_by_hand(dir.path(), 8, 100);
         let (_, old) = cache.generate_data_key(&ctx).await.unwrap();
         let (_, middle) = cache.generate_data_key(&ctx).await.unwrap();
         let (_, new) = cache.generate_data_key(&ctx).await.unwrap();
@@ -277,13 +276,7 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_entry_makes_room() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = CacheLimits {
-            max_entries: 2,
-            max_age: AGE,
-            max_uses: 100,
-        };
-        let (cache, now) = moved_by_hand(dir.path(), limits);
-        let ctx = EncryptionContext::new([("a", "1")]);
+        let (cache, now, ctx) = moved_by_hand(dir.path(), 2, 100);
         let mut wrapped = Vec::new();
         for _ in 0..3 {
             wrapped.push(cache.generate_data_key(&ctx).await.unwrap().1);
@@ -305,13 +298,7 @@ mod tests {
     async fn no_room_or_no_uses_caches_nothing() {
         for (max_entries, max_uses) in [(0, 100), (8, 0)] {
             let dir = tempfile::tempdir().unwrap();
-            let limits = CacheLimits {
-                max_entries,
-                max_age: AGE,
-                max_uses,
-            };
-            let (cache, _) = moved_by_hand(dir.path(), limits);
-            let ctx = EncryptionContext::new([("a", "1")]);
+            let (cache, _, ctx) = moved_by_hand(dir.path(), max_entries, max_uses);
             let (key, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
             for _ in 0..2 {
                 assert_eq!(*cache.decrypt_data_key(&wrapped, &ctx).await.unwrap(), *key);
@@ -325,15 +312,9 @@ mod tests {
     #[tokio::test]
     async fn named_and_shown_as_its_provider_without_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = CacheLimits {
-            max_entries: 8,
-            max_age: AGE,
-            max_uses: 100,
-        };
-        let (cache, _) = moved_by_hand(dir.path(), limits);
+        let (cache, _, ctx) = moved_by_hand(dir.path(), 8, 100);
         assert_eq!(cache.name(), cache.inner.0.name());
         assert!(!cache.name().is_empty());
-        let ctx = EncryptionContext::new([("a", "1")]);
         let (key, wrapped) = cache.generate_data_key(&ctx).await.unwrap();
         cache.decrypt_data_key(&wrapped, &ctx).await.unwrap();
         let shown = format!("{cache:?}");
