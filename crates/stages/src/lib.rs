@@ -82,6 +82,40 @@ async fn read_version(
 }
 
 #[cfg(any(feature = "thumbnail", feature = "text", feature = "stamp"))]
+/// What the stages read: a PDF, or an image in a format they decode.
+enum Readable {
+    Pdf(Zeroizing<Vec<u8>>),
+    // The stamp stage skips images: built with it alone, nothing reads an image's bytes.
+    Image(
+        #[cfg_attr(not(any(feature = "thumbnail", feature = "text")), allow(dead_code))] Zeroizing<Vec<u8>>,
+    ),
+}
+
+#[cfg(any(feature = "thumbnail", feature = "text", feature = "stamp"))]
+/// The preamble every content stage shares: its helper threads available, the version read whole
+/// (within `max`), and told a PDF from an image by its bytes (not its announced media type);
+/// anything else is refused permanently.
+async fn read_readable(
+    store: &DocStore,
+    who: &Identity,
+    file: &FileUploaded,
+    max: usize,
+) -> Result<Readable, StageError> {
+    helpers_available()?;
+    let bytes = read_version(store, who, file, max).await?;
+    if bytes.starts_with(b"%PDF-") {
+        Ok(Readable::Pdf(bytes))
+    } else if image_format(&bytes).is_some() {
+        Ok(Readable::Image(bytes))
+    } else {
+        Err(StageError::Permanent(format!(
+            "{} v{}: not a PDF or an image this stage reads ({})",
+            file.document_id, file.version, file.media_type
+        )))
+    }
+}
+
+#[cfg(any(feature = "thumbnail", feature = "text", feature = "stamp"))]
 /// A third-party parser's error as the fixed description `what`. The parser's own text can
 /// quote bytes of the file ("Expected object header, found: …"), so it goes only to the
 /// [`docstore_pipeline::observe::PARSER_DETAIL`] log target, which is off unless asked for, and never into
@@ -187,15 +221,10 @@ impl Processor for Thumbnailer {
         who: &Identity,
         file: &FileUploaded,
     ) -> Result<Output, StageError> {
-        helpers_available()?;
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        let is_pdf = bytes.starts_with(b"%PDF-");
-        if !is_pdf && image_format(&bytes).is_none() {
-            return Err(StageError::Permanent(format!(
-                "{} v{}: not a PDF or an image this stage reads ({})",
-                file.document_id, file.version, file.media_type
-            )));
-        }
+        let (bytes, is_pdf) = match read_readable(store, who, file, self.limits.max_input).await? {
+            Readable::Pdf(b) => (b, true),
+            Readable::Image(b) => (b, false),
+        };
         let limits = self.limits;
         let thumb = blocking(file, move || {
             if is_pdf {
@@ -261,15 +290,10 @@ impl Processor for Extractor {
         if !self.ocr_enabled() && announced_image(store, who, file).await? {
             return Ok(image_text);
         }
-        helpers_available()?;
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        let is_pdf = bytes.starts_with(b"%PDF-");
-        if !is_pdf && image_format(&bytes).is_none() {
-            return Err(StageError::Permanent(format!(
-                "{} v{}: not a PDF or an image ({})",
-                file.document_id, file.version, file.media_type
-            )));
-        }
+        let (bytes, is_pdf) = match read_readable(store, who, file, self.limits.max_input).await? {
+            Readable::Pdf(b) => (b, true),
+            Readable::Image(b) => (b, false),
+        };
         if !is_pdf && !self.ocr_enabled() {
             return Ok(image_text);
         }
@@ -356,17 +380,10 @@ impl Processor for Stamper {
         if announced_image(store, who, file).await? {
             return Ok(Output::default());
         }
-        helpers_available()?;
-        let bytes = read_version(store, who, file, self.limits.max_input).await?;
-        if !bytes.starts_with(b"%PDF-") {
-            if image_format(&bytes).is_some() {
-                return Ok(Output::default());
-            }
-            return Err(StageError::Permanent(format!(
-                "{} v{}: not a PDF or an image ({})",
-                file.document_id, file.version, file.media_type
-            )));
-        }
+        // Images are not stamped (nor a version's file that only claims to be one).
+        let Readable::Pdf(bytes) = read_readable(store, who, file, self.limits.max_input).await? else {
+            return Ok(Output::default());
+        };
         // The exam's release time when it is known (recorded on every metadata backend), so
         // the stamp a patient prints says when the results were released to them.
         let release = store
