@@ -512,6 +512,17 @@ fn process_handles_what_the_cli_put_and_what_a_dead_process_left() {
     let found = cli.json(&["search", "paciente"]);
     assert_eq!(found["total"], 1, "{found}");
     assert_eq!(cli.json(&["search", "--kind", "image"])["total"], 1);
+    // An index from before its files were sealed (a plain meta.json, no key file): replaced and
+    // rebuilt, not refused.
+    let index = cli.data.join("index");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::create_dir(&index).unwrap();
+    std::fs::set_permissions(&index, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(index.join("meta.json"), br#"{"segments":[],"opstamp":0}"#).unwrap();
+    let out = cli.json(&["process"]);
+    assert_eq!(out["catch_up"]["reindexed"], 2, "{out}");
+    assert_eq!(cli.json(&["search", "paciente"])["total"], 1);
+    assert!(index.join("index.key").exists());
 
     // A version no stage can read: dead-lettered, named in a WARN line, a non-zero exit; it stays
     // pending and the next run tries it again.

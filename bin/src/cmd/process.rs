@@ -39,8 +39,9 @@ pub(crate) async fn process(
     let started = Instant::now();
     let store = Arc::new(store);
     let index_dir = a.index.unwrap_or_else(|| data_dir.join("index"));
+    // An index of an older docstore is replaced; the catch-up below refills it from the store.
     let index = Arc::new(
-        SearchIndex::open(&index_dir, store.keys().as_ref())
+        SearchIndex::open_or_replace(&index_dir, store.keys().as_ref())
             .await
             .map_err(index_err)?,
     );

@@ -234,8 +234,11 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
     let keys = store.keys().as_ref();
     let index = match &config.index_dir {
         None => None,
+        // An index of an older docstore is replaced: the pipeline's catch-up refills it.
         Some(dir) if config.pipeline => Some(Arc::new(
-            SearchIndex::open(dir, keys).await.map_err(ServerError::Search)?,
+            SearchIndex::open_or_replace(dir, keys)
+                .await
+                .map_err(ServerError::Search)?,
         )),
         // Another process (the index worker) writes it; create it empty if it is not there yet.
         Some(dir) if !dir.exists() => Some(Arc::new(
