@@ -102,7 +102,15 @@ async fn run_drains_in_full_batches_and_stops_when_told() {
         seen, want,
         "all five published without waiting `idle` between batches"
     );
-    assert!(store.metadata().outbox_pending(10).await.unwrap().is_empty());
+    // Marked sent just after the publish that made them visible: wait for it, bounded.
+    let marking = std::time::Instant::now();
+    while !store.metadata().outbox_pending(10).await.unwrap().is_empty() {
+        assert!(
+            marking.elapsed() < Duration::from_secs(8),
+            "published but never marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await
