@@ -38,6 +38,7 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     no_pipeline: bool,
     /// Access database URL (`sqlite://…`, `postgres://…`; default `<data-dir>/server/access.sqlite`).
+    /// With PostgreSQL the pages' sessions live there too, shared by every server on it.
     #[arg(long, env = "DOCSTORE_ACCESS_DB")]
     access_db: Option<String>,
     /// Largest upload, bytes.

@@ -98,6 +98,9 @@ pub enum ServerError {
     /// The HTTP client of the pages' OIDC sign-in.
     #[error("OIDC sign-in client")]
     OidcClient(#[source] reqwest::Error),
+    /// The shared session store in the access database.
+    #[error("session store")]
+    Sessions(#[source] sqlx::Error),
 }
 
 /// Who issues the tokens the service trusts.
@@ -293,6 +296,15 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         .clone()
         .unwrap_or_else(|| auth::LinkSigner::key_path(&config.data_dir));
     let links = auth::LinkSigner::open_or_create(&link_key)?;
+    // Servers that share a PostgreSQL access database share the pages' sessions too.
+    let sessions = match &config.access_url {
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            web::sessions::SessionBackend::postgres(url)
+                .await
+                .map_err(ServerError::Sessions)?
+        }
+        _ => web::sessions::SessionBackend::Memory(Default::default()),
+    };
     let state = Arc::new(state::AppState {
         links,
         store,
@@ -304,6 +316,7 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         metrics: Arc::new(metrics::HttpMetrics::default()),
         dev_sign_in: matches!(config.auth, Authentication::Local) && config.pages_oidc.is_none(),
         tls: config.tls.is_some(),
+        sessions: sessions.clone(),
         oidc_login: config
             .pages_oidc
             .clone()
@@ -342,6 +355,21 @@ pub async fn start(store: Arc<DocStore>, config: ServiceConfig) -> Result<Runnin
         (stop, task)
     });
     let (stop, stopped) = watch::channel(false);
+    if matches!(sessions, web::sessions::SessionBackend::Postgres(_)) {
+        // Expired sessions leave the shared table every few minutes (any server may sweep).
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = until_stopped(&mut stopped) => break,
+                    _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+                }
+                if let Err(e) = sessions.delete_expired().await {
+                    tracing::warn!(error = %e, "expired sessions were not deleted");
+                }
+            }
+        });
+    }
     let app = routes::router(state.clone());
     let task = tokio::spawn(accept_loop(
         listener,

@@ -71,6 +71,8 @@ pub struct AppState {
     pub dev_sign_in: bool,
     /// Whether the service is served over TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// Where page sessions live.
+    pub sessions: crate::web::sessions::SessionBackend,
     /// The pages' sign-in with an OIDC provider, when configured.
     pub oidc_login: Option<crate::web::oidc::OidcLogin>,
 }

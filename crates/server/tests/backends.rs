@@ -25,9 +25,13 @@ async fn aws_store(
     meta: Arc<dyn MetadataStore>,
     dir: &std::path::Path,
 ) -> Arc<DocStore> {
-    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let (prefix, alias) = aws_place(settings).await;
+    aws_store_at(settings, &prefix, &alias, meta, dir)
+}
+
+/// A fresh blob prefix and KMS key (by alias) on the test services.
+async fn aws_place(settings: &AwsSettings) -> (String, String) {
     let prefix = format!("server-{}", uuid::Uuid::new_v4().simple());
-    let blobs = ObjectBlobStore::s3(&bucket, Some(&prefix), settings).unwrap();
     let client = settings.kms_client();
     let key = client.create_key().send().await.unwrap();
     let key_id = key.key_metadata().unwrap().key_id().to_owned();
@@ -39,10 +43,24 @@ async fn aws_store(
         .send()
         .await
         .unwrap();
+    (prefix, alias)
+}
+
+/// A store on the blobs under `prefix` and the KMS key `alias`: several such stores are the
+/// nodes of one deployment.
+fn aws_store_at(
+    settings: &AwsSettings,
+    prefix: &str,
+    alias: &str,
+    meta: Arc<dyn MetadataStore>,
+    dir: &std::path::Path,
+) -> Arc<DocStore> {
+    let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
+    let blobs = ObjectBlobStore::s3(&bucket, Some(prefix), settings).unwrap();
     Arc::new(DocStore::new(
         Arc::new(blobs),
         meta,
-        Arc::new(KmsKeys::new(client, alias)),
+        Arc::new(KmsKeys::new(settings.kms_client(), alias.to_owned())),
         Arc::new(JsonlAudit::open(&dir.join("audit.jsonl")).unwrap()),
     ))
 }
@@ -310,4 +328,242 @@ async fn api_on_s3_kms_and_dynamodb() {
     let h = Harness::start_on(dir, store, true, |_| {}).await;
     scenario(&h).await;
     h.stop().await;
+}
+
+/// The value of the hidden `csrf` field in a page.
+fn csrf_of(html: &str) -> String {
+    let field = "name=\"csrf\" value=\"";
+    let at = html.find(field).expect("a csrf field") + field.len();
+    html[at..at + html[at..].find('"').unwrap()].to_owned()
+}
+
+/// The `docstore_session` cookie a response sets, as a `Cookie` header value.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("docstore_session="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+}
+
+/// Rows of the shared session table under the id `cookie` carries.
+async fn session_rows(db: &str, cookie: &str) -> i64 {
+    use sqlx::Connection;
+    let id = cookie.strip_prefix("docstore_session=").unwrap();
+    let mut c = sqlx::PgConnection::connect(db).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM tower_sessions.session WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    n
+}
+
+/// Two servers behind one load balancer: the same PostgreSQL (metadata, access, sessions), the
+/// same S3 prefix and KMS key, the same link key from configuration, tokens from one issuer.
+/// Versions sent through both at once are all kept, numbered without a gap; of two
+/// compare-and-swaps on the same version through different servers exactly one wins; a link
+/// minted on one downloads on the other and its use limit holds across both; a page session
+/// signed in on one is valid on the other, and signing out on the other ends it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_versions_links_and_sessions() {
+    let Some(endpoint) = service("DOCSTORE_TEST_AWS_ENDPOINT") else {
+        return;
+    };
+    let Some(pg) = service("DOCSTORE_TEST_PG_URL") else {
+        return;
+    };
+    let settings = AwsSettings::local(&endpoint);
+    let db = fresh_postgres(&pg).await;
+    let (prefix, alias) = aws_place(&settings).await;
+    let shared = tempfile::tempdir().unwrap();
+    let link_key = shared.path().join("link-key");
+    let mut nodes = Vec::new();
+    let mut trust = None;
+    for _ in 0..2 {
+        let meta = Arc::new(
+            docstore::meta::postgres::PostgresMetadata::connect(&db, 8)
+                .await
+                .unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = aws_store_at(&settings, &prefix, &alias, meta, dir.path());
+        let (db, link_key, trust_a) = (db.clone(), link_key.clone(), trust.clone());
+        let h = Harness::start_on(dir, store, false, move |c| {
+            c.access_url = Some(db);
+            c.link_key = Some(link_key);
+            c.index_dir = None;
+            // The second trusts the first's issuer, as both would trust Cognito.
+            if let Some(v) = trust_a {
+                c.auth = docstore_server::Authentication::Oidc(v);
+            }
+        })
+        .await;
+        trust.get_or_insert_with(|| h.issuer.verifier_config());
+        nodes.push(h);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let staff = a.staff();
+    let id = a
+        .upload(
+            &staff,
+            "pac-two",
+            "exm-two",
+            "application/pdf",
+            b"%PDF-1.4 v1".to_vec(),
+        )
+        .await;
+
+    // 16 versions at once, alternating servers, none conditional.
+    let sends = (0..16).map(|i| {
+        let (node, body) = (&nodes[i % 2], format!("%PDF-1.4 version {i} via node {}", i % 2));
+        let (http, url, staff) = (
+            node.http.clone(),
+            node.url(&format!("/v1/documents/{id}/versions")),
+            staff.clone(),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(staff)
+                .header("content-type", "application/pdf")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), body)
+        }
+    });
+    let sent = futures::future::join_all(sends).await;
+    assert!(sent.iter().all(|(s, _)| *s == 201), "{sent:?}");
+    let list = b.get_json(&format!("/v1/documents/{id}/versions"), &staff).await;
+    let numbers: Vec<u64> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 17, "{list}");
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=17).collect::<Vec<_>>());
+    let mut bodies = Vec::new();
+    for n in 2..=17u64 {
+        let node = &nodes[n as usize % 2];
+        let r = node
+            .http
+            .get(node.url(&format!("/v1/documents/{id}/versions/{n}")))
+            .bearer_auth(&staff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        bodies.push(String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap());
+    }
+    let mut want: Vec<String> = sent.into_iter().map(|(_, b)| b).collect();
+    bodies.sort();
+    want.sort();
+    assert_eq!(bodies, want, "every version sent is stored, once");
+
+    // Compare-and-swap on version 17 through both servers at once: one wins, one gets 412.
+    let etag = a
+        .http
+        .get(a.url(&format!("/v1/documents/{id}")))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cas = nodes.iter().map(|node| {
+        node.http
+            .post(node.url(&format!("/v1/documents/{id}/versions")))
+            .bearer_auth(&staff)
+            .header("content-type", "application/pdf")
+            .header("if-match", &etag)
+            .body("%PDF-1.4 conditional")
+            .send()
+    });
+    let mut statuses: Vec<u16> = futures::future::join_all(cas)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 412]);
+
+    // A link minted on A downloads on B, once: its use limit is counted for both.
+    a.release("exm-two").await;
+    let patient = a.token(Role::Patient, "lia", Some("pac-two"));
+    let r = a
+        .http
+        .post(a.url(&format!("/v1/documents/{id}/versions/1/links")))
+        .bearer_auth(&patient)
+        .json(&serde_json::json!({"max_uses": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let link: serde_json::Value = r.json().await.unwrap();
+    let path = link["url"].as_str().unwrap().to_owned();
+    let r = b.http.get(b.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF-1.4 v1");
+    assert_problem(&a.http.get(a.url(&path)).send().await.unwrap(), 404);
+
+    // A page session signed in on A is valid on B; signing out on B ends it on A too. Redirects
+    // are not followed: each answer's cookie is read as the browser would.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http.get(a.url("/entrar")).send().await.unwrap();
+    let cookie = session_cookie(&form).expect("the sign-in form starts a session");
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let signed = http
+        .post(a.url("/entrar"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("subject", "ana"),
+            ("role", "staff"),
+            ("patient", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // Signing in gives the session a new id (no fixation).
+    assert!(signed.status().is_redirection(), "{}", signed.status());
+    let cookie = session_cookie(&signed).expect("signing in sets the new session id");
+    let page = |node: &Harness, path: &str| http.get(node.url(path)).header("cookie", &cookie).send();
+    let on_b = page(b, "/enviar").await.unwrap();
+    assert_eq!(on_b.status(), 200, "the session from A is valid on B");
+    let csrf = csrf_of(&on_b.text().await.unwrap());
+    assert_eq!(
+        session_rows(&db, &cookie).await,
+        1,
+        "the session is a row in PostgreSQL"
+    );
+    let r = http
+        .post(b.url("/sair"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let after = page(a, "/enviar").await.unwrap();
+    assert!(
+        after.status().is_redirection() || after.status() == 401,
+        "signed out on B, still signed in on A: {}",
+        after.status()
+    );
+    assert_eq!(session_rows(&db, &cookie).await, 0, "the record is gone");
+    for h in nodes {
+        h.stop().await;
+    }
 }

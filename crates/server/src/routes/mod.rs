@@ -204,7 +204,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             audit_requests,
         ))
-        .layer(crate::web::session_layer(state.tls))
+        .layer(crate::web::session_layer(state.tls, state.sessions.clone()))
         // A slow body (one byte now and then) is cut; the upload then stores nothing.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)

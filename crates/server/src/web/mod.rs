@@ -5,7 +5,7 @@
 //! ## Layout
 //! | file | what |
 //! | --- | --- |
-//! | `sessions.rs` | the bounded session store, the signed-in user, CSRF tokens |
+//! | `sessions.rs` | the session stores (bounded in memory, or shared in PostgreSQL), the signed-in user, CSRF tokens |
 //! | `oidc.rs` | sign-in with an OIDC provider: authorization code, PKCE, state, nonce |
 //! | `i18n.rs` | the pages' words, pt-BR and English |
 //! | `pages.rs` | the handlers and their templates' data |
@@ -36,7 +36,7 @@ use crate::policy::{Principal, Role};
 use crate::problem::ApiError;
 use crate::state::{AppState, AuditSlot};
 use i18n::Text;
-use sessions::BoundedStore;
+use sessions::SessionBackend;
 
 /// The pages' Content-Security-Policy: our own script and style only, no inline script, no
 /// framing, forms post only here.
@@ -47,9 +47,9 @@ const APP_CSS: &str = include_str!("../../static/app.css");
 const APP_JS: &str = include_str!("../../static/app.js");
 
 /// The session layer: cookie `docstore_session`, HttpOnly, SameSite=Lax, Secure over TLS, ended
-/// after [`sessions::IDLE`] without a request.
-pub fn session_layer(tls: bool) -> SessionManagerLayer<BoundedStore> {
-    SessionManagerLayer::new(BoundedStore::default())
+/// after [`sessions::IDLE`] without a request, its record in `store`.
+pub fn session_layer(tls: bool, store: SessionBackend) -> SessionManagerLayer<SessionBackend> {
+    SessionManagerLayer::new(store)
         .with_name(sessions::COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)

@@ -1,7 +1,7 @@
 //! Page sessions: a server-side store bounded in size, the signed-in user, CSRF tokens.
 //!
 //! The cookie (`docstore_session`) carries only a random id (tower-sessions); what it stands for
-//! lives here, in memory. Sessions end after [`IDLE`] without a request, after [`ABSOLUTE`] in
+//! lives here: in memory on one server, in PostgreSQL when servers share the access database. Sessions end after [`IDLE`] without a request, after [`ABSOLUTE`] in
 //! any case, and at logout (the record is deleted, so an old cookie is worth nothing).
 
 use std::collections::HashMap;
@@ -106,6 +106,73 @@ impl SessionStore for BoundedStore {
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         self.with(|m| m.remove(id));
         Ok(())
+    }
+}
+
+/// Where page sessions live. One server keeps them in memory ([`BoundedStore`]); servers behind
+/// one load balancer keep them in the access database's PostgreSQL (`tower_sessions.session`,
+/// tower-sessions' own SQLx store), so a session signed in on one is valid on the others and a
+/// logout on one ends it on all.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SessionBackend {
+    /// In this process, bounded in count.
+    Memory(BoundedStore),
+    /// In PostgreSQL, shared by every server on the same access database.
+    Postgres(tower_sessions_sqlx_store::PostgresStore),
+}
+
+impl SessionBackend {
+    /// The PostgreSQL store at `url`, its table created if missing.
+    pub async fn postgres(url: &str) -> Result<Self, sqlx::Error> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect(url)
+            .await?;
+        let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+        store.migrate().await?;
+        Ok(SessionBackend::Postgres(store))
+    }
+
+    /// Drops expired sessions (the memory store does so itself when it needs room).
+    pub async fn delete_expired(&self) -> session_store::Result<()> {
+        match self {
+            SessionBackend::Memory(_) => Ok(()),
+            SessionBackend::Postgres(s) => {
+                tower_sessions::session_store::ExpiredDeletion::delete_expired(s).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SessionBackend {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match self {
+            SessionBackend::Memory(s) => s.create(record).await,
+            SessionBackend::Postgres(s) => s.create(record).await,
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self {
+            SessionBackend::Memory(s) => s.save(record).await,
+            SessionBackend::Postgres(s) => s.save(record).await,
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self {
+            SessionBackend::Memory(s) => s.load(id).await,
+            SessionBackend::Postgres(s) => s.load(id).await,
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self {
+            SessionBackend::Memory(s) => s.delete(id).await,
+            SessionBackend::Postgres(s) => s.delete(id).await,
+        }
     }
 }
 
