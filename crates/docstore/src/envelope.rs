@@ -792,6 +792,212 @@ mod tests {
     }
 
     #[test]
+    fn the_default_frame_is_64_kib() {
+        // docs/envelope-v1.md: docstore writes 65 536-byte frames, so 100,000 bytes are one full
+        // frame and a final one.
+        let pt = vec![3u8; 100_000];
+        let env = seal_to_vec(&key(1), ctx(), DEFAULT_FRAME_SIZE, [9; 32], &pt).unwrap();
+        let (header, n) = Header::parse(&env).unwrap();
+        assert_eq!(header.frame_size, 65_536);
+        let layout = header.layout((env.len() - n) as u64).unwrap();
+        assert_eq!(
+            (layout.frames, layout.frame_plaintext_len(1)),
+            (2, 100_000 - 65_536)
+        );
+    }
+
+    #[test]
+    fn frame_sizes_are_bounded_at_both_ends() {
+        // 16 MiB is the documented ceiling: accepted by the writer and the reader, one byte
+        // more refused by both.
+        for fs in [MIN_FRAME_SIZE, 16 << 20] {
+            let env = seal_to_vec(&key(1), ctx(), fs, [9; 32], b"bounded").unwrap();
+            assert_eq!(Header::parse(&env).unwrap().0.frame_size, fs);
+            assert_eq!(&open_from_slice(&key(1), &ctx(), &env).unwrap()[..], b"bounded");
+        }
+        assert_eq!(MAX_FRAME_SIZE, 16 << 20);
+        let good = seal_to_vec(&key(1), ctx(), MIN_FRAME_SIZE, [9; 32], b"x").unwrap();
+        for fs in [MIN_FRAME_SIZE - 1, MAX_FRAME_SIZE + 1, 0, u32::MAX] {
+            assert_eq!(
+                Sealer::new(&key(1), ctx(), fs, [9; 32]).err(),
+                Some(IntegrityError::FrameSize(fs))
+            );
+            let mut bad = good.clone();
+            bad[7..11].copy_from_slice(&fs.to_be_bytes());
+            assert_eq!(Header::parse(&bad).err(), Some(IntegrityError::FrameSize(fs)));
+        }
+    }
+
+    /// A context of one pair whose encoding is exactly `len` bytes.
+    fn context_of_len(len: usize) -> EncryptionContext {
+        // count (2) + key length (2) + "k" + value length (2) + value
+        let value = "v".repeat(len - 7);
+        let ctx = EncryptionContext::new([("k", value)]);
+        assert_eq!(ctx.encode().len(), len);
+        ctx
+    }
+
+    #[test]
+    fn the_context_may_fill_its_limit_and_not_more() {
+        let full = context_of_len(MAX_CONTEXT_LEN);
+        let env = seal_to_vec(&key(1), full.clone(), 256, [9; 32], b"x").unwrap();
+        let (header, consumed) = Header::parse(&env).unwrap();
+        assert_eq!(header.context, full);
+        assert_eq!(consumed, FIXED_PREFIX + MAX_CONTEXT_LEN + COMMITMENT_LEN);
+        assert_eq!(Header::encoded_len(&env).unwrap(), consumed);
+        assert_eq!(header.as_bytes(), &env[..consumed]);
+
+        let over = context_of_len(MAX_CONTEXT_LEN + 1);
+        assert_eq!(
+            Sealer::new(&key(1), over.clone(), 256, [9; 32]).err(),
+            Some(IntegrityError::MalformedHeader("encryption context too long"))
+        );
+        // The same context written by hand after a valid prefix: the reader refuses it too.
+        let mut bad = env[..FIXED_PREFIX - 2].to_vec();
+        let ctx = over.encode();
+        bad.extend_from_slice(&(ctx.len() as u16).to_be_bytes());
+        bad.extend_from_slice(&ctx);
+        bad.extend_from_slice(&[0; COMMITMENT_LEN]);
+        assert_eq!(
+            Header::parse(&bad).err(),
+            Some(IntegrityError::MalformedHeader("encryption context too long"))
+        );
+    }
+
+    #[test]
+    fn a_header_is_read_only_once_its_prefix_is_whole() {
+        let env = seal_to_vec(&key(1), ctx(), 256, [9; 32], b"x").unwrap();
+        assert_eq!(Header::MIN_PREFIX, 4 + 1 + 2 + 4 + MESSAGE_ID_LEN + 2);
+        let len = Header::encoded_len(&env[..Header::MIN_PREFIX]).unwrap();
+        assert_eq!(len, Header::parse(&env).unwrap().1);
+        assert_eq!(
+            Header::encoded_len(&env[..Header::MIN_PREFIX - 1]),
+            Err(IntegrityError::MalformedHeader("truncated header"))
+        );
+        assert_eq!(
+            Header::parse(&env[..len - 1]).err(),
+            Some(IntegrityError::MalformedHeader("truncated header"))
+        );
+        let mut v = env.clone();
+        v[4] = 2;
+        assert_eq!(
+            Header::parse(&v).err(),
+            Some(IntegrityError::UnsupportedVersion(2))
+        );
+        let mut a = env.clone();
+        a[6] = 2;
+        assert_eq!(
+            Header::parse(&a).err(),
+            Some(IntegrityError::UnsupportedAlgorithm(2))
+        );
+        let mut m = env;
+        m[0] = b'X';
+        assert_eq!(Header::parse(&m).err(), Some(IntegrityError::BadMagic));
+    }
+
+    #[test]
+    fn no_more_than_two_to_the_32_frames() {
+        // The layout of the largest body allowed, and of one frame more.
+        let full = 256 + TAG_LEN as u64;
+        let max = Layout::from_body_len(256, MAX_FRAMES * full).unwrap();
+        assert_eq!(max.frames, 1 << 32);
+        assert_eq!(max.plaintext_len, (1u64 << 32) * 256);
+        assert_eq!(max.body_len(), MAX_FRAMES * full);
+        assert_eq!(
+            Layout::from_body_len(256, MAX_FRAMES * full + 17),
+            Err(IntegrityError::Length(MAX_FRAMES * full + 17))
+        );
+        // The sealer stops at the same count (its counter set by hand: 2^32 seals take hours).
+        let mut sealer = Sealer::new(&key(1), ctx(), 256, [9; 32]).unwrap();
+        sealer.next = MAX_FRAMES - 1;
+        assert!(sealer.seal_in_place(&mut [0u8; 256], false).is_ok());
+        assert_eq!(
+            sealer.seal_in_place(&mut [0u8; 256], true),
+            Err(IntegrityError::Length(256))
+        );
+    }
+
+    #[test]
+    fn layout_geometry() {
+        let l = Layout::from_plaintext_len(256, 600);
+        assert_eq!((l.frames, l.body_len()), (3, 600 + 3 * 16));
+        assert_eq!(
+            (0..3).map(|i| l.frame_plaintext_len(i)).collect::<Vec<_>>(),
+            [256, 256, 88]
+        );
+        assert_eq!(
+            (0..3).map(|i| l.frame_offset(i)).collect::<Vec<_>>(),
+            [0, 272, 544]
+        );
+        assert_eq!(l.frames_for(0, 1), (0, 0));
+        assert_eq!(l.frames_for(255, 257), (0, 1));
+        assert_eq!(l.frames_for(256, 600), (1, 2));
+        assert_eq!(l.frames_for(0, 256), (0, 0));
+        assert_eq!(Layout::from_plaintext_len(256, 0).frames, 1);
+        assert_eq!(Layout::from_body_len(256, 600 + 48), Ok(l));
+        assert_eq!(Layout::from_body_len(256, 16).unwrap().plaintext_len, 0);
+    }
+
+    #[test]
+    fn a_sealer_refuses_frames_out_of_shape() {
+        let mut s = Sealer::new(&key(1), ctx(), 256, [9; 32]).unwrap();
+        // A short frame that is not final, and an oversized one.
+        assert_eq!(
+            s.seal_in_place(&mut [0u8; 255], false),
+            Err(IntegrityError::Length(255))
+        );
+        assert_eq!(
+            s.seal_in_place(&mut [0u8; 257], true),
+            Err(IntegrityError::Length(257))
+        );
+        assert!(s.seal_in_place(&mut [0u8; 256], false).is_ok());
+        assert!(s.seal_in_place(&mut [0u8; 10], true).is_ok());
+        // Nothing after the final frame.
+        assert_eq!(
+            s.seal_in_place(&mut [0u8; 10], true),
+            Err(IntegrityError::Length(10))
+        );
+        assert!(format!("{s:?}").starts_with("Sealer { next: 2"));
+    }
+
+    #[test]
+    fn a_frame_opens_only_at_its_index_with_its_flag() {
+        let pt = [5u8; 600];
+        let env = seal_to_vec(&key(1), ctx(), 256, [9; 32], &pt).unwrap();
+        let (header, n) = Header::parse(&env).unwrap();
+        let body = &env[n..];
+        let opener = Opener::new(&header, &key(1)).unwrap();
+        assert_eq!(format!("{opener:?}"), "Opener { .. }");
+        let frame = |i: usize, len: usize| body[i * 272..i * 272 + len].to_vec();
+        let mut ok = frame(1, 272);
+        opener.open_frame(1, false, &mut ok).unwrap();
+        assert_eq!(ok, [5u8; 256]);
+        for (index, is_final) in [(0, false), (1, true), (2, false)] {
+            let mut f = frame(1, 272);
+            assert_eq!(
+                opener.open_frame(index, is_final, &mut f),
+                Err(IntegrityError::Frame { index })
+            );
+            assert!(f.iter().all(|&b| b == 0), "a refused frame is wiped");
+        }
+        let mut last = body[544..].to_vec();
+        opener.open_frame(2, true, &mut last).unwrap();
+        assert_eq!(last, [5u8; 88]);
+        let mut short = vec![1u8; TAG_LEN - 1];
+        assert_eq!(
+            opener.open_frame(0, false, &mut short),
+            Err(IntegrityError::Frame { index: 0 })
+        );
+        assert!(short.is_empty());
+        // Every other envelope under another context is refused before any frame is read.
+        let other = EncryptionContext::new([("docstore.document", "d2")]);
+        assert_eq!(
+            open_from_slice(&key(1), &other, &env).err(),
+            Some(IntegrityError::Context)
+        );
+    }
+
+    #[test]
     fn context_decode_rejects_unsorted() {
         let mut bytes = vec![0, 2];
         for s in ["b", "1", "a", "2"] {

@@ -83,7 +83,7 @@ impl SearchIndex {
         }
     }
 
-    fn open_dir(dir: &Path, key: &IndexKey, write: bool) -> Result<SearchIndex, SearchError> {
+    pub(crate) fn open_dir(dir: &Path, key: &IndexKey, write: bool) -> Result<SearchIndex, SearchError> {
         let place = dir.display().to_string();
         if is_plaintext_index(dir) {
             return Err(SearchError::Outdated(place));
@@ -625,6 +625,18 @@ impl SearchIndex {
             field,
             MAX_SNIPPET_CHARS,
         ))
+    }
+
+    /// The files the last commit's segments may have (their names in the index directory; not
+    /// `meta.json`; some may not exist).
+    pub(crate) fn committed_files(&self) -> Result<std::collections::BTreeSet<String>, SearchError> {
+        Ok(self
+            .index
+            .load_metas()?
+            .list_segment_files()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect())
     }
 
     /// Indexed entries (every version), as of the last commit.

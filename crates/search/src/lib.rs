@@ -31,7 +31,9 @@
 //! - `index.rs`: [`SearchIndex`], the index directory, its single writer with group commit, and
 //!   its searches;
 //! - `sealed.rs`: the index at rest, every file sealed in the envelope format under an
-//!   [`IndexKey`] wrapped by the store's key provider ([`SealedDirectory`]).
+//!   [`IndexKey`] wrapped by the store's key provider ([`SealedDirectory`]);
+//! - `snapshot.rs`: snapshots of a commit's sealed files in the object store, with a sealed
+//!   manifest, and their checked restore on a new node.
 
 mod analysis;
 mod collect;
@@ -39,6 +41,7 @@ mod index;
 mod query;
 mod schema;
 mod sealed;
+pub mod snapshot;
 
 use docstore::Timestamp;
 
@@ -102,6 +105,13 @@ pub enum SearchError {
     /// Recording the search in the audit log failed (the search is refused).
     #[error("audit: {0}")]
     Audit(String),
+    /// A snapshot's bytes are not what its sealed manifest says (altered, missing or extra),
+    /// or its manifest does not open under its key: nothing of it is used.
+    #[error("integrity: {0}")]
+    Integrity(String),
+    /// The object store holding snapshots failed.
+    #[error("snapshot store")]
+    Store(#[source] docstore::Error),
 }
 
 impl From<tantivy::TantivyError> for SearchError {

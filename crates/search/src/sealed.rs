@@ -46,7 +46,7 @@ const PURPOSE: (&str, &str) = ("purpose", "docstore-search-index");
 /// The data key that seals one index's files, unwrapped. Zeroized on drop; `Debug` names only the
 /// provider and key id that wrap it.
 pub struct IndexKey {
-    key: DataKey,
+    pub(crate) key: DataKey,
     wrapped: WrappedKey,
 }
 
@@ -115,8 +115,16 @@ impl IndexKey {
             }
             Err(e) => return Err(index_err(dir)(e)),
         };
-        let bad = |why: &str| SearchError::Index(format!("{}: {KEY_FILE}: {why}", place()));
-        let mut block = decode_key_block(&bytes).map_err(|e| bad(&e.to_string()))?;
+        Self::from_block(&bytes, keys).await.map_err(|e| match e {
+            SearchError::Index(why) => SearchError::Index(format!("{}: {KEY_FILE}: {why}", place())),
+            other => other,
+        })
+    }
+
+    /// The key whose wrapped form is the key block `bytes` (an `index.key` file's content).
+    pub async fn from_block(bytes: &[u8], keys: &dyn KeyProvider) -> Result<IndexKey, SearchError> {
+        let bad = |why: &str| SearchError::Index(why.to_owned());
+        let mut block = decode_key_block(bytes).map_err(|e| bad(&e.to_string()))?;
         if block.len() != 1 {
             return Err(bad("expected one wrapped key"));
         }

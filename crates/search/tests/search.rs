@@ -828,3 +828,142 @@ async fn a_sealed_index_refuses_altered_files_and_other_keys() {
     let idx = SearchIndex::open_or_replace(&path, &keys).await.unwrap();
     assert!(idx.is_empty(), "reindex starts afresh");
 }
+
+/// The bytes of one object.
+async fn object_bytes(blobs: &dyn docstore::blob::BlobStore, key: &str) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let mut s = blobs.get(key).await.unwrap().stream;
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+/// Writes `bytes` under `key`, replacing what is there (uploads never overwrite).
+async fn put_object(blobs: &dyn docstore::blob::BlobStore, key: &str, bytes: Vec<u8>) {
+    blobs.delete(key).await.unwrap();
+    let mut up = blobs.upload(key).await.unwrap();
+    up.write(bytes.into()).await.unwrap();
+    up.finish().await.unwrap();
+}
+
+/// A snapshot in the object store holds none of the reports' words; restored on a new node it
+/// answers the same queries with the same hits and totals. A flipped byte in a file or in the
+/// manifest, a file missing or added, or another key provider is refused, and leaves nothing
+/// where the index was to go.
+#[tokio::test]
+async fn a_snapshot_restores_the_same_answers_and_refuses_altered_bytes() {
+    use docstore::blob::BlobStore;
+    use docstore_search::snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(dir.path());
+    let path = dir.path().join("index");
+    let mut generator = docstore_tools::synthetic::Generator::new(11, "Clínica São Lucas", 12);
+    let idx = SearchIndex::open(&path, &keys).await.unwrap();
+    let mut texts = Vec::new();
+    for i in 0..120 {
+        let (patient, _, text) = generator.report_text();
+        let id = format!("doc-{i}");
+        let kind = if i % 3 == 0 { "image" } else { "report" };
+        idx.replace_document(&id, &[v(&id, 1, &patient, kind, i, &text)])
+            .unwrap();
+        texts.push(text);
+        if i % 30 == 29 {
+            idx.commit().unwrap();
+        }
+    }
+    let idx = idx.finish_writing().unwrap();
+    let objects = dir.path().join("objects");
+    let blobs = docstore::blob::ObjectBlobStore::local(&objects).unwrap();
+    assert_eq!(snapshot::manifest(&blobs, &keys, None).await.unwrap(), None);
+    let m = snapshot::take(&path, &blobs, &keys).await.unwrap();
+    assert_eq!(m.entries, 120);
+    assert!(m.files.iter().any(|f| f.name == "meta.json") && m.files.len() > 3);
+    assert_eq!(snapshot::list(&blobs).await.unwrap(), [m.id.clone()]);
+    assert_eq!(
+        snapshot::manifest(&blobs, &keys, None).await.unwrap(),
+        Some(m.clone())
+    );
+
+    let words = words(&texts);
+    for (file, bytes) in files_under(&objects) {
+        for w in &words {
+            assert!(
+                !bytes.windows(w.len()).any(|b| b == w.as_bytes()),
+                "{w:?} in the clear in {}",
+                file.display()
+            );
+        }
+    }
+
+    let node2 = dir.path().join("node2");
+    assert_eq!(snapshot::restore(&node2, &blobs, &keys, None).await.unwrap(), m);
+    let restored = SearchIndex::open_read_only(&node2, &keys).await.unwrap();
+    let mut probes: Vec<SearchQuery> = words
+        .iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+        .take(8)
+        .map(|w| q(w))
+        .collect();
+    let mut images = probes[0].clone();
+    images.kind = Some("image".into());
+    images.limit = 200;
+    probes.push(images);
+    for probe in &probes {
+        let (a, b) = (idx.search(probe).unwrap(), restored.search(probe).unwrap());
+        assert_eq!(a.total, b.total);
+        assert_eq!(a.by_kind, b.by_kind);
+        assert_eq!(ids(&idx, probe.clone()), ids(&restored, probe.clone()));
+    }
+    assert!(probes.iter().any(|p| idx.search(p).unwrap().total > 0));
+    // Only into a new or empty directory.
+    assert!(matches!(
+        snapshot::restore(&node2, &blobs, &keys, None).await,
+        Err(SearchError::Index(_))
+    ));
+
+    // Altered, removed or added bytes: an integrity error, nothing restored.
+    let file_key = |name: &str| format!("{}/{}/files/{name}", snapshot::SNAPSHOT_PREFIX, m.id);
+    let largest = m.files.iter().max_by_key(|f| f.size).unwrap().name.clone();
+    let manifest_key = format!("{}/{}/manifest", snapshot::SNAPSHOT_PREFIX, m.id);
+    for (what, key) in [
+        ("a file", file_key(&largest)),
+        ("the manifest", manifest_key.clone()),
+    ] {
+        let good = object_bytes(&blobs, &key).await;
+        let mut bad = good.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        put_object(&blobs, &key, bad).await;
+        let target = dir.path().join("altered");
+        let got = snapshot::restore(&target, &blobs, &keys, None).await;
+        assert!(matches!(got, Err(SearchError::Integrity(_))), "{what}: {got:?}");
+        assert!(!target.exists(), "{what}: nothing is put in place");
+        put_object(&blobs, &key, good).await;
+    }
+    let smallest = m.files.iter().min_by_key(|f| f.size).unwrap().name.clone();
+    let kept = object_bytes(&blobs, &file_key(&smallest)).await;
+    blobs.delete(&file_key(&smallest)).await.unwrap();
+    let got = snapshot::restore(&dir.path().join("missing"), &blobs, &keys, None).await;
+    assert!(
+        matches!(got, Err(SearchError::Integrity(_))),
+        "a file missing: {got:?}"
+    );
+    put_object(&blobs, &file_key(&smallest), kept).await;
+    put_object(&blobs, &file_key("extra.idx"), b"x".to_vec()).await;
+    let got = snapshot::restore(&dir.path().join("extra"), &blobs, &keys, None).await;
+    assert!(
+        matches!(got, Err(SearchError::Integrity(_))),
+        "a file added: {got:?}"
+    );
+    blobs.delete(&file_key("extra.idx")).await.unwrap();
+    // Another provider cannot unwrap the index key.
+    let other = tempfile::tempdir().unwrap();
+    let got = snapshot::restore(&dir.path().join("other"), &blobs, &keyring(other.path()), None).await;
+    assert!(matches!(got, Err(SearchError::Key(_))), "{got:?}");
+    // Put back as it was, it restores again.
+    snapshot::restore(&dir.path().join("node3"), &blobs, &keys, Some(&m.id))
+        .await
+        .unwrap();
+}
