@@ -880,7 +880,7 @@ async fn a_snapshot_restores_the_same_answers_and_refuses_altered_bytes() {
     let m = snapshot::take(&path, &blobs, &keys).await.unwrap();
     assert_eq!(m.entries, 120);
     assert!(m.files.iter().any(|f| f.name == "meta.json") && m.files.len() > 3);
-    assert_eq!(snapshot::list(&blobs).await.unwrap(), [m.id.clone()]);
+    assert_eq!(snapshot::list(&blobs).await.unwrap(), std::slice::from_ref(&m.id));
     assert_eq!(
         snapshot::manifest(&blobs, &keys, None).await.unwrap(),
         Some(m.clone())
