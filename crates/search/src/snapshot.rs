@@ -46,6 +46,8 @@ const CHUNK: usize = 8 << 20;
 const ATTEMPTS: usize = 5;
 /// Largest manifest accepted (a hostile object must not make a reader allocate more).
 const MAX_MANIFEST: u64 = 16 << 20;
+/// A key block holds one wrapped data key: a few hundred bytes.
+const MAX_KEY_BLOCK: u64 = 64 << 10;
 
 /// What a snapshot holds, as its manifest says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,8 +194,18 @@ pub async fn take(
     blobs: &dyn BlobStore,
     keys: &dyn KeyProvider,
 ) -> Result<SnapshotManifest, SearchError> {
-    let key = IndexKey::load(dir, keys).await?;
-    let key_block = std::fs::read(dir.join(KEY_FILE)).map_err(io_err(dir))?;
+    let key_block = match std::fs::read(dir.join(KEY_FILE)) {
+        Ok(b) => b,
+        // No key file: no sealed index here (or one from before sealing); load says which.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(IndexKey::load(dir, keys)
+                .await
+                .err()
+                .unwrap_or_else(|| io_err(dir)(e)));
+        }
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let key = IndexKey::from_block(&key_block, keys).await?;
     let meta_path = dir.join("meta.json");
     for _ in 0..ATTEMPTS {
         let before = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
@@ -278,6 +290,15 @@ pub async fn list(blobs: &dyn BlobStore) -> Result<Vec<String>, SearchError> {
     Ok(ids)
 }
 
+/// `id` checked, or the newest snapshot's id when `id` is `None`; `None` when there is none.
+async fn resolve_id(blobs: &dyn BlobStore, id: Option<&str>) -> Result<Option<String>, SearchError> {
+    match id {
+        Some(id) if valid_id(id) => Ok(Some(id.to_owned())),
+        Some(_) => Err(SearchError::Index("not a snapshot id".into())),
+        None => Ok(list(blobs).await?.pop()),
+    }
+}
+
 /// Opens the manifest of snapshot `id` with `key`.
 async fn open_manifest(
     blobs: &dyn BlobStore,
@@ -318,14 +339,9 @@ pub async fn restore(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(dir)(e)),
     }
-    let id = match id {
-        Some(id) if valid_id(id) => id.to_owned(),
-        Some(_) => return Err(SearchError::Index("not a snapshot id".into())),
-        None => list(blobs)
-            .await?
-            .pop()
-            .ok_or_else(|| SearchError::Missing(format!("{SNAPSHOT_PREFIX}/ (no snapshot)")))?,
-    };
+    let id = resolve_id(blobs, id)
+        .await?
+        .ok_or_else(|| SearchError::Missing(format!("{SNAPSHOT_PREFIX}/ (no snapshot)")))?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => std::path::PathBuf::from("."),
@@ -341,9 +357,9 @@ pub async fn restore(
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(tmp.path()))?;
     }
-    let key_block = get_small(blobs, &object(&id, KEY_FILE), 64 << 10).await?;
+    let key_block = get_small(blobs, &object(&id, KEY_FILE), MAX_KEY_BLOCK).await?;
+    let key = IndexKey::from_block(&key_block, keys).await?;
     write_new(&tmp.path().join(KEY_FILE), &key_block).await?;
-    let key = IndexKey::load(tmp.path(), keys).await?;
     let manifest = open_manifest(blobs, &key, &id).await?;
     let mut named = BTreeSet::new();
     for f in &manifest.files {
@@ -382,14 +398,19 @@ pub async fn restore(
     Ok(manifest)
 }
 
-async fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
-    let mut f = tokio::fs::OpenOptions::new()
+/// A new file only its owner can read (the restored index is patient text, sealed or not).
+async fn create_private(path: &Path) -> Result<tokio::fs::File, SearchError> {
+    tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .await
-        .map_err(io_err(path))?;
+        .map_err(io_err(path))
+}
+
+async fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {
+    let mut f = create_private(path).await?;
     f.write_all(bytes).await.map_err(io_err(path))?;
     f.sync_all().await.map_err(io_err(path))
 }
@@ -409,13 +430,7 @@ async fn fetch_file(
     if read.size != f.size {
         return Err(bad());
     }
-    let mut out = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
-        .map_err(io_err(path))?;
+    let mut out = create_private(path).await?;
     let mut hash = Sha256::new();
     let mut size = 0u64;
     let mut stream = read.stream;
@@ -440,15 +455,10 @@ pub async fn manifest(
     keys: &dyn KeyProvider,
     id: Option<&str>,
 ) -> Result<Option<SnapshotManifest>, SearchError> {
-    let id = match id {
-        Some(id) if valid_id(id) => id.to_owned(),
-        Some(_) => return Err(SearchError::Index("not a snapshot id".into())),
-        None => match list(blobs).await?.pop() {
-            Some(id) => id,
-            None => return Ok(None),
-        },
+    let Some(id) = resolve_id(blobs, id).await? else {
+        return Ok(None);
     };
-    let key_block = get_small(blobs, &object(&id, KEY_FILE), 64 << 10).await?;
+    let key_block = get_small(blobs, &object(&id, KEY_FILE), MAX_KEY_BLOCK).await?;
     let key = IndexKey::from_block(&key_block, keys).await?;
     open_manifest(blobs, &key, &id).await.map(Some)
 }

@@ -78,6 +78,15 @@ async fn fresh_postgres(url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// The metadata of the PostgreSQL database `db`, as a server's store holds it.
+async fn pg_meta(db: &str) -> Arc<docstore::meta::postgres::PostgresMetadata> {
+    Arc::new(
+        docstore::meta::postgres::PostgresMetadata::connect(db, 8)
+            .await
+            .unwrap(),
+    )
+}
+
 async fn scenario(h: &Harness) {
     let staff = h.staff();
     let report = docstore_tools::synthetic::Generator::new(11, "Clínica", 2).report();
@@ -290,11 +299,7 @@ async fn api_on_s3_kms_and_postgres() {
     };
     let settings = AwsSettings::local(&endpoint);
     let db = fresh_postgres(&pg).await;
-    let meta = Arc::new(
-        docstore::meta::postgres::PostgresMetadata::connect(&db, 8)
-            .await
-            .unwrap(),
-    );
+    let meta = pg_meta(&db).await;
     let dir = tempfile::tempdir().unwrap();
     let store = aws_store(&settings, meta, dir.path()).await;
     let h = Harness::start_on(dir, store, true, |c| c.access_url = Some(db.clone())).await;
@@ -382,11 +387,7 @@ async fn two_servers_share_versions_links_and_sessions() {
     let mut nodes = Vec::new();
     let mut trust = None;
     for _ in 0..2 {
-        let meta = Arc::new(
-            docstore::meta::postgres::PostgresMetadata::connect(&db, 8)
-                .await
-                .unwrap(),
-        );
+        let meta = pg_meta(&db).await;
         let dir = tempfile::tempdir().unwrap();
         let store = aws_store_at(&settings, &prefix, &alias, meta, dir.path());
         let (db, link_key, trust_a) = (db.clone(), link_key.clone(), trust.clone());
