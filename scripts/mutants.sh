@@ -24,7 +24,7 @@ modules=(
   "join|docstore|crates/docstore/src/meta/join.rs|conformance|--lib --test conformance_embedded"
   "sql|docstore|crates/docstore/src/meta/sql.rs|conformance|--lib --test conformance_embedded"
   "envelope|docstore|crates/docstore/src/envelope.rs|conformance|--lib --test envelope_vectors --test tamper"
-  "store|docstore|crates/docstore/src/store.rs|conformance|--lib --test conformance_embedded --test tamper --test builder"
+  "store|docstore|crates/docstore/src/store.rs|conformance|--lib --test conformance_embedded --test tamper --test builder --test store_edges --test range_cap --test read_audit --test gc_renditions --test open_records"
   "keys|docstore|crates/docstore/src/keys/mod.rs|conformance|--lib --test conformance_embedded"
   "keyring|docstore|crates/docstore/src/keys/keyring.rs|conformance|--lib --test conformance_embedded"
   "key-cache|docstore|crates/docstore/src/keys/cache.rs|conformance|--lib --test conformance_embedded"

@@ -1288,15 +1288,26 @@ pub async fn rewrap_and_shred<F: Future<Output = ()>>(
     assert!(trail.iter().any(|r| r.action == "get" && r.outcome == "shredded"));
 }
 
-/// A metadata store whose commits never return: dropping the put future models a crash between the
-/// blob write and the metadata commit.
+/// A metadata store with one fault over another: commits that never return (dropping the put
+/// future models a crash between the blob write and the metadata commit), or rendition swaps
+/// refused as if a stage had recorded one meanwhile.
 #[derive(Debug)]
-struct StallingCommit(Arc<dyn MetadataStore>);
+struct Faulty(Arc<dyn MetadataStore>, Fault);
+
+#[derive(Debug)]
+enum Fault {
+    StallCommits,
+    /// Refuses this many rendition swaps, counting the calls.
+    RefuseRenditionSwaps(usize, std::sync::atomic::AtomicUsize),
+}
 
 #[async_trait]
-impl MetadataStore for StallingCommit {
-    async fn commit_version(&self, _new: NewVersion, _expected: Option<u64>) -> Result<VersionRecord> {
-        futures::future::pending().await
+impl MetadataStore for Faulty {
+    async fn commit_version(&self, new: NewVersion, expected: Option<u64>) -> Result<VersionRecord> {
+        match self.1 {
+            Fault::StallCommits => futures::future::pending().await,
+            _ => self.0.commit_version(new, expected).await,
+        }
     }
     async fn document(&self, d: &str) -> Result<DocumentRecord> {
         self.0.document(d).await
@@ -1326,6 +1337,14 @@ impl MetadataStore for StallingCommit {
         self.0.replace_key_block(d, v, e, n).await
     }
     async fn replace_renditions(&self, d: &str, v: u64, e: &[Rendition], n: &[Rendition]) -> Result<()> {
+        if let Fault::RefuseRenditionSwaps(refuse, calls) = &self.1
+            && calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < *refuse
+        {
+            return Err(Error::Refused {
+                document: d.to_owned(),
+                reason: "renditions changed meanwhile (injected)".into(),
+            });
+        }
         self.0.replace_renditions(d, v, e, n).await
     }
     async fn list_documents(&self, a: Option<&str>, l: usize) -> Result<Vec<DocumentRecord>> {
@@ -1351,6 +1370,72 @@ impl MetadataStore for StallingCommit {
     }
 }
 
+/// A rewrap whose rendition swap is refused (a stage recorded a rendition meanwhile) reads the
+/// version again and retries, up to three attempts in all; when every attempt is refused the
+/// refusal is the rewrap's error, not a silent success.
+pub async fn rendition_swap_retries(
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    keys: Arc<dyn KeyProvider>,
+    audit: Arc<dyn AuditSink>,
+    target: Arc<dyn KeyProvider>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let who = Identity::new("staff:retry");
+    for (refused, calls, ok) in [(1, 2, true), (2, 3, true), (usize::MAX, 3, false)] {
+        let faulty = Arc::new(Faulty(
+            meta.clone(),
+            Fault::RefuseRenditionSwaps(refused, AtomicUsize::new(0)),
+        ));
+        let store = DocStore::new(blobs.clone(), faulty.clone(), keys.clone(), audit.clone());
+        let v = store
+            .put(
+                &who,
+                request(None, &fresh("pat"), &fresh("exam")),
+                &pattern(3000, 7)[..],
+            )
+            .await
+            .unwrap();
+        let spec = crate::RenditionSpec {
+            stage: "thumbnail".into(),
+            stage_version: 1,
+            media_type: "image/png".into(),
+        };
+        let rendition = store
+            .put_rendition(&who, &v.document_id, v.version, &spec, &pattern(500, 8)[..])
+            .await
+            .unwrap();
+        let result = StageResult {
+            stage: "thumbnail".into(),
+            stage_version: 1,
+            renditions: vec![rendition],
+            page_count: None,
+            text_length: None,
+            recorded_at: Timestamp::now(),
+        };
+        store
+            .record_stage(&who, &v.document_id, v.version, result, &[])
+            .await
+            .unwrap();
+        let outcome = store
+            .rewrap(&who, target.clone(), &[v.document_id.to_string()], None)
+            .await;
+        let Fault::RefuseRenditionSwaps(_, seen) = &faulty.1 else {
+            unreachable!("built with refusals")
+        };
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            calls,
+            "swaps tried with {refused} refused"
+        );
+        match outcome {
+            Ok(report) if ok => assert_eq!(report.renditions_rewrapped, 1, "{report:?}"),
+            Err(Error::Refused { .. }) if !ok => {}
+            other => panic!("{refused} refused: {other:?}"),
+        }
+    }
+}
+
 /// A crash between blob write and metadata commit leaves no record and one orphan blob, which `gc`
 /// keeps during the grace period and removes after it. `blobs` must hold no other blob under
 /// [`crate::BLOB_PREFIX`] for the counts to hold.
@@ -1363,7 +1448,7 @@ pub async fn crash_before_commit(
     let who = Identity::new("staff:crash");
     let crashing = DocStore::new(
         blobs.clone(),
-        Arc::new(StallingCommit(meta.clone())),
+        Arc::new(Faulty(meta.clone(), Fault::StallCommits)),
         keys.clone(),
         audit.clone(),
     );

@@ -1133,7 +1133,7 @@ impl DocStore {
             .await;
         let result = match probe {
             Ok(w) => {
-                self.rewrap_inner(who, &target, &w.key_id, documents, after, &mut report)
+                self.rewrap_inner::<REWRAP_PAGE>(who, &target, &w.key_id, documents, after, &mut report)
                     .await
             }
             Err(e) => Err(e),
@@ -1152,7 +1152,8 @@ impl DocStore {
         result.map(|_| report)
     }
 
-    async fn rewrap_inner(
+    /// Rewraps `documents` (all of them, `PAGE` listed at a time, when none are named).
+    async fn rewrap_inner<const PAGE: usize>(
         &self,
         who: &Identity,
         target: &Arc<dyn KeyProvider>,
@@ -1161,7 +1162,6 @@ impl DocStore {
         after: Option<&str>,
         report: &mut RewrapReport,
     ) -> Result<()> {
-        const PAGE: usize = 500;
         let mut cursor = after.map(str::to_owned);
         loop {
             let ids: Vec<String> = if documents.is_empty() {
@@ -1515,5 +1515,97 @@ impl FrameStream {
             }
         }
         Ok(frame.freeze())
+    }
+}
+
+/// Documents listed at a time by a rewrap of the whole store.
+const REWRAP_PAGE: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> PutRequest {
+        PutRequest::new(
+            PatientId::new("pat-unit").unwrap(),
+            ExamId::new("exam-unit").unwrap(),
+        )
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    #[test]
+    fn a_ranged_read_holds_at_most_64_mib() {
+        assert_eq!(MAX_RANGE, 1 << 26);
+    }
+
+    #[test]
+    fn the_verified_cache_holds_a_key_under_the_tag_it_was_seen_with() {
+        let cache = VerifiedObjects::new();
+        assert!(!cache.holds("blobs/a", "etag-1/sha"));
+        cache.insert("blobs/a".into(), "etag-1/sha".into());
+        assert!(cache.holds("blobs/a", "etag-1/sha"));
+        assert!(
+            !cache.holds("blobs/a", "etag-2/sha"),
+            "another object under the key"
+        );
+        assert!(!cache.holds("blobs/b", "etag-1/sha"));
+        assert_eq!(format!("{cache:?}"), "VerifiedObjects { .. }");
+    }
+
+    #[tokio::test]
+    async fn a_full_read_remembers_the_object_it_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::init_local(&dir.path().join("data")).await.unwrap();
+        let who = Identity::new("staff:unit");
+        let v = store.put(&who, request(), &pattern(3000, 1)[..]).await.unwrap();
+        let tag = store
+            .blobs
+            .get(&v.blob_key)
+            .await
+            .unwrap()
+            .tag
+            .expect("a local tag");
+        let seen = format!("{tag}/{}", v.sha256);
+        assert!(!store.verified.holds(&v.blob_key, &seen));
+        let read = store.get(&who, &v.document_id, None).await.unwrap();
+        assert_eq!(read.read_all().await.unwrap()[..], pattern(3000, 1)[..]);
+        assert!(store.verified.holds(&v.blob_key, &seen));
+    }
+
+    #[tokio::test]
+    async fn fill_reads_exactly_what_is_wanted() {
+        let body = pattern(100, 3);
+        let mut reader = &body[..];
+        let mut buf = body[..10].to_vec();
+        fill(&mut reader, &mut buf, 50).await.unwrap();
+        assert_eq!(buf.len(), 50);
+        assert_eq!(&buf[10..], &body[..40]);
+        fill(&mut reader, &mut buf, 200).await.unwrap();
+        assert_eq!(buf.len(), 110, "the body ended first");
+    }
+
+    #[tokio::test]
+    async fn a_whole_store_rewrap_walks_every_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DocStore::init_local(&dir.path().join("data")).await.unwrap();
+        let who = Identity::new("staff:unit");
+        for i in 0..5 {
+            store.put(&who, request(), &pattern(100, i)[..]).await.unwrap();
+        }
+        let target: Arc<dyn KeyProvider> = Arc::new(Keyring::create(&dir.path().join("t.json")).unwrap());
+        let ctx = EncryptionContext::new([("docstore.purpose", "rewrap-probe")]);
+        let probe = target
+            .encrypt_data_key(&Zeroizing::new([0u8; 32]), &ctx)
+            .await
+            .unwrap();
+        let mut report = RewrapReport::default();
+        store
+            .rewrap_inner::<2>(&who, &target, &probe.key_id, &[], None, &mut report)
+            .await
+            .unwrap();
+        assert_eq!(report.rewrapped, 5, "{report:?}");
     }
 }

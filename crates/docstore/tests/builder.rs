@@ -19,12 +19,15 @@ async fn a_built_store_works_and_a_missing_seam_is_named() {
     let keys = Arc::new(Keyring::create(&dir.path().join("keyring.json")).unwrap());
     let audit = Arc::new(MemoryAudit::default());
 
-    let err = DocStore::builder()
+    let partial = DocStore::builder()
         .blobs(blobs.clone())
         .metadata(meta.clone())
-        .audit(audit.clone())
-        .build()
-        .unwrap_err();
+        .audit(audit.clone());
+    assert_eq!(
+        format!("{partial:?}"),
+        "DocStoreBuilder { blobs: true, metadata: true, keys: false, audit: true, frame_size: None }"
+    );
+    let err = partial.build().unwrap_err();
     assert!(
         matches!(&err, Error::InvalidInput(m) if m.contains("key provider")),
         "{err}"

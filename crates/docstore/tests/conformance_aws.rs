@@ -306,6 +306,19 @@ async fn crash_between_blob_and_commit_on_dynamodb() {
 }
 
 #[tokio::test]
+async fn a_refused_rendition_swap_is_retried_on_dynamodb_and_kms() {
+    let Some(settings) = aws() else { return };
+    conformance::rendition_swap_retries(
+        Arc::new(s3(&settings)),
+        Arc::new(dynamodb(&settings).await),
+        Arc::new(kms(&settings).await.0),
+        Arc::new(MemoryAudit::default()),
+        Arc::new(kms(&settings).await.0),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn rewrap_to_a_new_kms_key_disable_the_old_then_shred() {
     let Some(settings) = aws() else { return };
     let (old, old_id) = kms(&settings).await;

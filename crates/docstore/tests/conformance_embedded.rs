@@ -73,6 +73,16 @@ async fn crash_between_blob_and_commit_leaves_only_an_orphan() {
 }
 
 #[tokio::test]
+async fn a_refused_rendition_swap_is_retried_then_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Arc::new(ObjectBlobStore::local(&dir.path().join("objects")).unwrap());
+    let meta = Arc::new(SqliteMetadata::in_memory().await.unwrap());
+    let keys = Arc::new(Keyring::create(&dir.path().join("k.json")).unwrap());
+    let target = Arc::new(Keyring::create(&dir.path().join("target.json")).unwrap());
+    conformance::rendition_swap_retries(blobs, meta, keys, Arc::new(MemoryAudit::default()), target).await;
+}
+
+#[tokio::test]
 async fn rewrap_to_a_new_keyring_then_shred() {
     let (dir, store) = common::local_store().await;
     let new_ring = dir.path().join("new-keyring.json");

@@ -78,6 +78,20 @@ async fn crash_between_blob_and_commit_on_postgres() {
 }
 
 #[tokio::test]
+async fn a_refused_rendition_swap_is_retried_on_postgres() {
+    let Some(meta) = pg().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    conformance::rendition_swap_retries(
+        Arc::new(ObjectBlobStore::local(&dir.path().join("objects")).unwrap()),
+        Arc::new(meta),
+        Arc::new(Keyring::create(&dir.path().join("k.json")).unwrap()),
+        Arc::new(MemoryAudit::default()),
+        Arc::new(Keyring::create(&dir.path().join("target.json")).unwrap()),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn rewrap_to_a_new_keyring_then_shred_on_postgres() {
     let Some(meta) = pg().await else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,12 @@ async fn a_range_over_the_cap_is_refused_and_one_under_it_is_read() {
         .await
         .unwrap();
     assert_eq!(&tail[..], &[7u8; 10]);
+    // Exactly the cap is still one ranged read, from anywhere in the document.
+    let whole = store
+        .get_range(&who, &v.document_id, None, 4096..4096 + MAX_RANGE)
+        .await
+        .unwrap();
+    assert_eq!(whole.len() as u64, MAX_RANGE);
     let audit = store.audit_log(&who, Some(&v.document_id), 10).await.unwrap();
     assert!(audit.iter().any(|r| r.action == "get_range" && r.outcome != "ok"));
 }
