@@ -164,6 +164,9 @@ enum Command {
     Search(cmd::search::SearchArgs),
     /// Rebuild the search index from the store, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
+    /// Snapshots of the search index: take, restore (a new search node), status.
+    #[command(subcommand)]
+    Index(cmd::index::IndexCommand),
     /// Publish the outbox (file.uploaded, file.processed) to the event bus.
     Relay(cmd::relay::RelayArgs),
     /// Inspect and replay dead letters.
@@ -279,6 +282,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Process(a) => cmd::process::process(ctx.store().await?, dir, a, json).await,
         Command::Search(a) => cmd::search::search(&ctx.store().await?, &ctx.who, dir, a, json).await,
         Command::Reindex(a) => cmd::reindex::run(&ctx.store().await?, &ctx.who, dir, a, json).await,
+        Command::Index(c) => cmd::index::run(&ctx.store().await?, dir, c, json).await,
         Command::Relay(a) => cmd::relay::run(&ctx.store().await?, a, json).await,
         Command::Dlq(c) => cmd::dlq::run(c, json).await,
     }

@@ -164,7 +164,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (stage, topics): (Arc<dyn Stage>, Vec<&str>) = if args.stage == "index" {
         (
             index_stage(&args, store).await?,
-            vec![docstore::outbox::FILE_PROCESSED, "file.deleted"],
+            docstore::outbox::INDEX_TOPICS.to_vec(),
         )
     } else {
         let required = if args.required.is_empty() {

@@ -10,6 +10,7 @@ pub(crate) mod extract;
 pub(crate) mod gc;
 pub(crate) mod get;
 pub(crate) mod hold;
+pub(crate) mod index;
 pub(crate) mod init;
 pub(crate) mod list;
 pub(crate) mod load;

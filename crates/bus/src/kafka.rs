@@ -31,7 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::{BusError, Delivery, EventBus, Message, Session, Subscription};
+use crate::{BusError, Delivery, EventBus, Message, Position, Session, Subscription};
 
 /// librdkafka security settings a bus URL may carry. Secrets never ride in the URL (URLs end up
 /// in logs and process lists): see [`SECRET_SETTINGS`].
@@ -458,11 +458,114 @@ impl KafkaBus {
     }
 }
 
+/// A consumer of `group` that never joins it (no subscribe): it reads and writes the group's
+/// committed offsets only.
+fn group_client(config: &KafkaConfig, group: &str) -> Result<BaseConsumer, BusError> {
+    let mut c = config.client();
+    c.set("group.id", group).set("enable.auto.commit", "false");
+    config.apply_extra(&mut c);
+    c.create().map_err(|e| unavailable("consumer", e))
+}
+
+/// Every partition of the `wire` topics (blocking).
+fn all_partitions(consumer: &BaseConsumer, wire: &[String]) -> Result<TopicPartitionList, BusError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in wire {
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| unavailable("metadata", e))?;
+        for t in meta.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    Ok(tpl)
+}
+
+impl KafkaBus {
+    /// The committed positions of `group` on the wire topics `wire` (blocking).
+    fn committed_blocking(
+        config: &KafkaConfig,
+        group: &str,
+        wire: &[String],
+    ) -> Result<Vec<Position>, BusError> {
+        let consumer = group_client(config, group)?;
+        let tpl = all_partitions(&consumer, wire)?;
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| unavailable("committed offsets", e))?;
+        let mut out: Vec<Position> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(n) if n >= 0 => Some(Position {
+                    topic: e.topic().strip_prefix(&config.topic_prefix)?.to_owned(),
+                    partition: u32::try_from(e.partition()).ok()?,
+                    offset: n as u64,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl EventBus for KafkaBus {
     async fn publish(&self, message: Message) -> Result<(), BusError> {
         self.ensure_topics(std::slice::from_ref(&message.topic)).await?;
         self.send(&self.producer, &message).await
+    }
+
+    async fn committed(&self, group: &str, topics: &[String]) -> Result<Vec<Position>, BusError> {
+        self.ensure_topics(topics).await?;
+        let wire: Vec<String> = topics.iter().map(|t| self.wire(t)).collect();
+        let (config, group) = (self.config.clone(), group.to_owned());
+        tokio::task::spawn_blocking(move || Self::committed_blocking(&config, &group, &wire))
+            .await
+            .map_err(|e| BusError::Unavailable(format!("committed offsets: {e}")))?
+    }
+
+    async fn seed(&self, group: &str, positions: &[Position]) -> Result<(), BusError> {
+        let topics: Vec<String> = {
+            let mut t: Vec<String> = positions.iter().map(|p| p.topic.clone()).collect();
+            t.sort();
+            t.dedup();
+            t
+        };
+        self.ensure_topics(&topics).await?;
+        let wire: Vec<String> = topics.iter().map(|t| self.wire(t)).collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in positions {
+            let partition = i32::try_from(p.partition)
+                .map_err(|_| BusError::Config(format!("partition {} out of range", p.partition)))?;
+            let offset = i64::try_from(p.offset)
+                .map_err(|_| BusError::Config(format!("offset {} out of range", p.offset)))?;
+            tpl.add_partition_offset(&self.wire(&p.topic), partition, Offset::Offset(offset))
+                .map_err(|e| unavailable("seed offsets", e))?;
+        }
+        let (config, group) = (self.config.clone(), group.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer = group_client(&config, &group)?;
+            let groups = consumer
+                .fetch_group_list(Some(&group), Duration::from_secs(10))
+                .map_err(|e| unavailable("group list", e))?;
+            let busy = groups.groups().iter().any(|g| !g.members().is_empty());
+            if busy || !Self::committed_blocking(&config, &group, &wire)?.is_empty() {
+                return Err(BusError::Config(format!(
+                    "group {group} already has members or committed positions"
+                )));
+            }
+            // Without subscribe(), a commit is a simple (generation-less) commit, which the
+            // broker accepts for a group with no members.
+            consumer
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| unavailable("seed commit", e))
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("seed: {e}")))?
     }
 
     async fn begin_session(&self, relay: &str) -> Result<Session, BusError> {

@@ -55,6 +55,17 @@ pub struct Delivery {
     pub offset: u64,
 }
 
+/// A consumer group's committed position in one partition: the next offset it will read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Next offset to read (every message before it is acknowledged).
+    pub offset: u64,
+}
+
 /// Bus failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +118,16 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     async fn publish(&self, message: Message) -> Result<(), BusError>;
     /// Joins consumer group `group` reading `topics`.
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// The committed positions of `group` in every partition of `topics` that it has committed
+    /// in, sorted. A search node reads them before it snapshots its index: everything before
+    /// them is in the index, because the index stage commits before it acknowledges.
+    async fn committed(&self, group: &str, topics: &[String]) -> Result<Vec<Position>, BusError>;
+
+    /// Sets the committed positions of `group`, a group with no member and no commit yet (a new
+    /// search node restored from a snapshot), so that its first member starts from there.
+    /// Refused with [`BusError::Config`] when the group already has committed positions.
+    async fn seed(&self, group: &str, positions: &[Position]) -> Result<(), BusError>;
 
     /// Starts an exclusive publishing session for the outbox relay named `relay`, fencing every
     /// earlier session of that name (in any process), and returns it with the checkpoint stored by

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::{BusError, Delivery, EventBus, Message, Session, Subscription, partition_for};
+use crate::{BusError, Delivery, EventBus, Message, Position, Session, Subscription, partition_for};
 
 #[derive(Debug, Default)]
 struct Group {
@@ -79,6 +79,41 @@ impl EventBus for InProcessBus {
             parts[partition_for(&message.key, n) as usize].push(message);
         }
         self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn committed(&self, group: &str, topics: &[String]) -> Result<Vec<Position>, BusError> {
+        let st = self.lock();
+        let mut out: Vec<Position> = st
+            .groups
+            .get(group)
+            .map(|g| {
+                g.committed
+                    .iter()
+                    .filter(|((t, _), _)| topics.contains(t))
+                    .map(|((topic, partition), offset)| Position {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn seed(&self, group: &str, positions: &[Position]) -> Result<(), BusError> {
+        let mut st = self.lock();
+        let g = st.groups.entry(group.to_owned()).or_default();
+        if !g.members.is_empty() || !g.committed.is_empty() {
+            return Err(BusError::Config(format!(
+                "group {group} already has members or committed positions"
+            )));
+        }
+        for p in positions {
+            g.committed.insert((p.topic.clone(), p.partition), p.offset);
+        }
         Ok(())
     }
 

@@ -16,7 +16,7 @@ pub const SOURCE: &str = "urn:docstore:store";
 
 /// The event types the store records; their names and data types are the event contract's
 /// (`docstore-events`), shared with every consumer.
-pub use docstore_events::{FILE_DELETED, FILE_PROCESSED, FILE_UPLOADED};
+pub use docstore_events::{FILE_DELETED, FILE_PROCESSED, FILE_UPLOADED, INDEX_TOPICS};
 
 /// A W3C `traceparent` whose trace id is derived from `trace_of` (an event id) and whose span id
 /// from `span_of`: deterministic, so a redelivered event keeps its trace, and `file.processed`

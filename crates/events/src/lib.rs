@@ -32,6 +32,8 @@ pub const FILE_PROCESSED: &str = "file.processed";
 /// `type` of the event recorded when a document is deleted (tombstoned), restored or purged, or
 /// a version crypto-shredded; `data.reason` says which.
 pub const FILE_DELETED: &str = "file.deleted";
+/// The topics a search node's index stage follows (its consumer group's positions cover these).
+pub const INDEX_TOPICS: [&str; 2] = [FILE_PROCESSED, FILE_DELETED];
 
 /// The event types of the clinic's architecture.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -447,6 +447,20 @@ impl EventBus for ShimBus {
     async fn publish(&self, m: Message) -> Result<(), docstore_bus::BusError> {
         self.inner.publish(m).await
     }
+    async fn committed(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Vec<docstore_bus::Position>, docstore_bus::BusError> {
+        self.inner.committed(group, topics).await
+    }
+    async fn seed(
+        &self,
+        group: &str,
+        positions: &[docstore_bus::Position],
+    ) -> Result<(), docstore_bus::BusError> {
+        self.inner.seed(group, positions).await
+    }
     async fn subscribe(
         &self,
         group: &str,

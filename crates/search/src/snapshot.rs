@@ -4,8 +4,9 @@
 //! A snapshot copies the files of one commit as they are on disk: each is already an envelope
 //! under the index key ([`crate::sealed`]), so the object store receives no plaintext. Beside
 //! them go the wrapped index key (`index.key`, which only the key provider can unwrap) and a
-//! manifest (the commit's files with their sizes and SHA-256, and the number of entries), itself
-//! sealed under the index key with the snapshot's id in its context:
+//! manifest (the commit's files with their sizes and SHA-256, the number of entries and the bus
+//! positions the index covers), itself sealed under the index key with the snapshot's id in its
+//! context:
 //!
 //! ```text
 //! search-snapshots/<id>/files/<name>   the sealed index files of one commit, byte for byte
@@ -63,6 +64,23 @@ pub struct SnapshotManifest {
     pub entries: u64,
     /// The commit's files.
     pub files: Vec<SnapshotFile>,
+    /// The bus positions the index covers: the index consumer group's committed offsets, read
+    /// before the files were copied. Every event before them is in the snapshot (the index stage
+    /// commits before it acknowledges); a node restored from it seeds its own group here, and
+    /// events after them that are in the snapshot too are indexed again, which is a replace.
+    #[serde(default)]
+    pub positions: Vec<SnapshotPosition>,
+}
+
+/// A consumer group's committed offset in one partition, as a snapshot records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SnapshotPosition {
+    /// Topic (without any wire prefix).
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Next offset to read.
+    pub offset: u64,
 }
 
 /// One file of a snapshot.
@@ -188,11 +206,13 @@ async fn delete_prefix(blobs: &dyn BlobStore, id: &str) {
 /// Takes a snapshot of the committed index in `dir` into `blobs`. The index may be open for
 /// writing elsewhere: the files of one commit are copied, and if a commit lands meanwhile (its
 /// `meta.json` changes, or a merge removes a file being copied) the attempt is dropped and taken
-/// again, up to five times.
+/// again, up to five times. `positions` are the bus positions the index covers, read by the
+/// caller before this call (see [`SnapshotManifest::positions`]); empty without a bus.
 pub async fn take(
     dir: &Path,
     blobs: &dyn BlobStore,
     keys: &dyn KeyProvider,
+    positions: Vec<SnapshotPosition>,
 ) -> Result<SnapshotManifest, SearchError> {
     let key_block = match std::fs::read(dir.join(KEY_FILE)) {
         Ok(b) => b,
@@ -249,6 +269,7 @@ pub async fn take(
             created_at_ms: docstore::Timestamp::now().0,
             entries,
             files,
+            positions: positions.clone(),
         };
         let json = serde_json::to_vec(&manifest).expect("a manifest serialises");
         let sealed = envelope::seal_to_vec(

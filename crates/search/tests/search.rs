@@ -877,7 +877,15 @@ async fn a_snapshot_restores_the_same_answers_and_refuses_altered_bytes() {
     let objects = dir.path().join("objects");
     let blobs = docstore::blob::ObjectBlobStore::local(&objects).unwrap();
     assert_eq!(snapshot::manifest(&blobs, &keys, None).await.unwrap(), None);
-    let m = snapshot::take(&path, &blobs, &keys).await.unwrap();
+    let covered = vec![snapshot::SnapshotPosition {
+        topic: "file.processed".into(),
+        partition: 3,
+        offset: 42,
+    }];
+    let m = snapshot::take(&path, &blobs, &keys, covered.clone())
+        .await
+        .unwrap();
+    assert_eq!(m.positions, covered);
     assert_eq!(m.entries, 120);
     assert!(m.files.iter().any(|f| f.name == "meta.json") && m.files.len() > 3);
     assert_eq!(snapshot::list(&blobs).await.unwrap(), std::slice::from_ref(&m.id));

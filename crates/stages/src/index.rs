@@ -19,6 +19,9 @@ use docstore_search::{IndexedVersion, SearchError, SearchIndex};
 /// Most text indexed per version (the rest is cut at a character boundary).
 pub const MAX_INDEXED_TEXT: usize = 8 << 20;
 
+/// The index stage's consumer group unless a node names its own (each search node needs its own).
+pub const DEFAULT_GROUP: &str = "docstore-index";
+
 /// The `index` stage (see the module documentation).
 pub struct Indexer {
     store: Arc<DocStore>,
