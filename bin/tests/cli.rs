@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Cli {
     _dir: tempfile::TempDir,
@@ -441,6 +441,75 @@ fn demo_processes_indexes_and_searches() {
         }
     }
     assert!(files > 3, "{files} index files");
+}
+
+/// `docstore index`: a snapshot of the demo's index, its status, a restore into a new node's
+/// directory that answers like the first, and an altered snapshot refused (exit 6, nothing put
+/// in place).
+#[test]
+fn index_snapshot_status_and_restore() {
+    let cli = Cli::new();
+    let none = cli.json(&["index", "status"]);
+    assert_eq!(
+        (&none["entries"], &none["snapshots"], &none["newest"]),
+        (&Value::Null, &json!(0), &Value::Null)
+    );
+    cli.json(&["demo", "--reports", "4", "--images", "1", "--seed", "5"]);
+    let taken = cli.json(&["index", "snapshot"]);
+    assert_eq!(taken["entries"], 5, "{taken}");
+    assert_eq!(taken["positions"], json!([]), "no bus, no positions");
+    let id = taken["id"].as_str().unwrap().to_owned();
+    let status = cli.json(&["index", "status"]);
+    assert_eq!(
+        (&status["entries"], &status["snapshots"]),
+        (&json!(5), &json!(1)),
+        "{status}"
+    );
+    assert_eq!(status["newest"]["id"], id.as_str());
+    assert_eq!(status["positions"], Value::Null);
+
+    let node = cli.work.join("node-2").display().to_string();
+    let restored = cli.json(&["index", "restore", "--index", &node]);
+    assert_eq!(restored, taken);
+    for q in ["paciente", "hemoglobina", ""] {
+        let (one, two) = (
+            cli.json(&["search", q]),
+            cli.json(&["search", q, "--index", &node]),
+        );
+        assert_eq!(
+            (&one["total"], &one["hits"]),
+            (&two["total"], &two["hits"]),
+            "{q:?}"
+        );
+    }
+    let (code, err) = cli.fails(&["index", "restore", "--index", &node]);
+    assert_eq!(code, 7, "a restore goes into a new directory: {err}");
+
+    let files = cli
+        .data
+        .join("objects")
+        .join("search-snapshots")
+        .join(&id)
+        .join("files");
+    let victim = std::fs::read_dir(&files).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let node3 = cli.work.join("node-3");
+    let (code, err) = cli.fails(&["index", "restore", "--index", &node3.display().to_string()]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("integrity"), "{err}");
+    assert!(!node3.exists());
+    let (code, _) = cli.fails(&[
+        "index",
+        "restore",
+        "--id",
+        "../x",
+        "--index",
+        &node3.display().to_string(),
+    ]);
+    assert_eq!(code, 7);
 }
 
 /// `docstore process` on the embedded default: what the CLI put is stamped, thumbnailed,

@@ -6,76 +6,17 @@
 //! Needs `DOCSTORE_TEST_KAFKA` and `DOCSTORE_TEST_PG_URL` (scripts/services.sh); skipped without
 //! them unless `DOCSTORE_REQUIRE_SERVICES` is set.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{WorkerProc, assert_exactly_once, count_processed};
-use docstore::config::StoreConfig;
+use common::{Env, WorkerProc, assert_exactly_once, count_processed, env};
 use docstore::{DocStore, Identity, conformance};
 use docstore_bus::{Subscription, open_bus};
 use docstore_pipeline::runtime::{dlq_headers, replay_dead_letters};
 use sqlx::Connection;
-
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    bus_url: String,
-    store_env: Vec<(String, String)>,
-    store: Arc<DocStore>,
-    pg: String,
-}
-
-fn services() -> Option<(String, String)> {
-    Some((
-        common::service("DOCSTORE_TEST_KAFKA")?,
-        common::service("DOCSTORE_TEST_PG_URL")?,
-    ))
-}
-
-/// A store of its own (fresh PostgreSQL database, blob folder, keyring, audit log) and topics of
-/// its own (a fresh prefix) on the shared servers.
-async fn env() -> Option<Env> {
-    let (kafka, pg_url) = services()?;
-    let pg = docstore::conformance::fresh_pg_database(&pg_url, "e2e").await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let store_env = vec![
-        (
-            "DOCSTORE_BLOBS".to_owned(),
-            format!("file://{}", root.join("objects").display()),
-        ),
-        ("DOCSTORE_METADATA".to_owned(), pg.clone()),
-        (
-            "DOCSTORE_KEYS".to_owned(),
-            format!("keyring://{}", root.join("keyring.json").display()),
-        ),
-        (
-            "DOCSTORE_AUDIT".to_owned(),
-            format!("file://{}", root.join("audit.jsonl").display()),
-        ),
-    ];
-    let config = StoreConfig {
-        blobs: store_env[0].1.clone(),
-        metadata: store_env[1].1.clone(),
-        keys: store_env[2].1.clone(),
-        audit: store_env[3].1.clone(),
-    };
-    std::fs::create_dir_all(root.join("objects")).unwrap();
-    let store = Arc::new(config.open(true).await.unwrap());
-    let prefix = format!("e2e{}.", uuid::Uuid::new_v4().simple());
-    Some(Env {
-        _dir: dir,
-        root,
-        bus_url: format!("kafka://{kafka}?prefix={prefix}&partitions=6&session_timeout_ms=3000"),
-        store_env,
-        store,
-        pg,
-    })
-}
 
 /// A `verify` worker on the test's bus and store.
 fn verify_worker(env: &Env, name: &str) -> WorkerProc {

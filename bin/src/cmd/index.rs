@@ -71,6 +71,7 @@ fn snapshot_err(e: SearchError) -> Error {
             document: what,
             version: None,
         },
+        SearchError::Snapshot(why) => Error::InvalidInput(why),
         other => search_err(other),
     }
 }

@@ -109,6 +109,10 @@ pub enum SearchError {
     /// or its manifest does not open under its key: nothing of it is used.
     #[error("integrity: {0}")]
     Integrity(String),
+    /// A snapshot request that cannot be met as given: an id of the wrong form, or a restore
+    /// into a directory that is not empty.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The object store holding snapshots failed.
     #[error("snapshot store")]
     Store(#[source] docstore::Error),

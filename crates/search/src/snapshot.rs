@@ -315,7 +315,7 @@ pub async fn list(blobs: &dyn BlobStore) -> Result<Vec<String>, SearchError> {
 async fn resolve_id(blobs: &dyn BlobStore, id: Option<&str>) -> Result<Option<String>, SearchError> {
     match id {
         Some(id) if valid_id(id) => Ok(Some(id.to_owned())),
-        Some(_) => Err(SearchError::Index("not a snapshot id".into())),
+        Some(_) => Err(SearchError::Snapshot("not a snapshot id".into())),
         None => Ok(list(blobs).await?.pop()),
     }
 }
@@ -352,7 +352,7 @@ pub async fn restore(
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             if entries.into_iter().next().is_some() {
-                return Err(SearchError::Index(format!(
+                return Err(SearchError::Snapshot(format!(
                     "{place}: not empty (a snapshot is restored into a new directory)"
                 )));
             }

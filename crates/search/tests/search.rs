@@ -928,7 +928,7 @@ async fn a_snapshot_restores_the_same_answers_and_refuses_altered_bytes() {
     // Only into a new or empty directory.
     assert!(matches!(
         snapshot::restore(&node2, &blobs, &keys, None).await,
-        Err(SearchError::Index(_))
+        Err(SearchError::Snapshot(_))
     ));
 
     // Altered, removed or added bytes: an integrity error, nothing restored.

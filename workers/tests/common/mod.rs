@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,6 +138,61 @@ pub(crate) async fn aws_store(
 }
 
 pub(crate) use docstore_testkit::service;
+
+/// A test's own store on PostgreSQL and its own topics on Kafka (see [`env`]).
+pub(crate) struct Env {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+    pub(crate) bus_url: String,
+    pub(crate) store_env: Vec<(String, String)>,
+    pub(crate) store: Arc<DocStore>,
+    pub(crate) pg: String,
+}
+
+pub(crate) fn services() -> Option<(String, String)> {
+    Some((service("DOCSTORE_TEST_KAFKA")?, service("DOCSTORE_TEST_PG_URL")?))
+}
+
+/// A store of its own (fresh PostgreSQL database, blob folder, keyring, audit log) and topics of
+/// its own (a fresh prefix) on the shared servers.
+pub(crate) async fn env() -> Option<Env> {
+    let (kafka, pg_url) = services()?;
+    let pg = docstore::conformance::fresh_pg_database(&pg_url, "e2e").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store_env = vec![
+        (
+            "DOCSTORE_BLOBS".to_owned(),
+            format!("file://{}", root.join("objects").display()),
+        ),
+        ("DOCSTORE_METADATA".to_owned(), pg.clone()),
+        (
+            "DOCSTORE_KEYS".to_owned(),
+            format!("keyring://{}", root.join("keyring.json").display()),
+        ),
+        (
+            "DOCSTORE_AUDIT".to_owned(),
+            format!("file://{}", root.join("audit.jsonl").display()),
+        ),
+    ];
+    let config = StoreConfig {
+        blobs: store_env[0].1.clone(),
+        metadata: store_env[1].1.clone(),
+        keys: store_env[2].1.clone(),
+        audit: store_env[3].1.clone(),
+    };
+    std::fs::create_dir_all(root.join("objects")).unwrap();
+    let store = Arc::new(config.open(true).await.unwrap());
+    let prefix = format!("e2e{}.", uuid::Uuid::new_v4().simple());
+    Some(Env {
+        _dir: dir,
+        root,
+        bus_url: format!("kafka://{kafka}?prefix={prefix}&partitions=6&session_timeout_ms=3000"),
+        store_env,
+        store,
+        pg,
+    })
+}
 
 /// Runs the outbox relay in this process until dropped.
 pub(crate) fn relay(store: &Arc<DocStore>, bus_url: &str) -> tokio::task::JoinHandle<()> {
