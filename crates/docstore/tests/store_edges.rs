@@ -102,9 +102,22 @@ async fn a_failed_read_is_audited_with_the_version_asked_for() {
         ("not_found", Some(5))
     );
 
-    // A flipped byte in the blob: the read fails on its frame, and the audit names version 1.
+    // A flipped byte in the header: the get itself fails, and its audit names version 1.
     let path = LocalLayout::new(&root).objects().join(&v.blob_key);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let stored = std::fs::read(&path).unwrap();
+    let mut bytes = stored.clone();
+    bytes[0] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let got = store.get(&who(), &v.document_id, None).await.map(drop);
+    assert!(matches!(got, Err(Error::Integrity { version: 1, .. })), "{got:?}");
+    let refused = last(store.clone(), v.document_id.to_string()).await;
+    assert_eq!(
+        (refused.outcome.as_str(), refused.version),
+        ("integrity", Some(1))
+    );
+
+    // A flipped byte in the last frame: the read fails as it streams, and its end names v1 too.
+    let mut bytes = stored;
     let at = bytes.len() - 20;
     bytes[at] ^= 1;
     std::fs::write(&path, bytes).unwrap();
