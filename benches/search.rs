@@ -93,6 +93,19 @@ fn report(name: &str, n: usize, index_secs: f64, p50: f64, p99: f64) {
     );
 }
 
+/// This process's resident memory now (VmRSS), MiB: what serving the index holds, heap and
+/// mapped file pages alike.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 /// Bytes of every file under `dir`.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -138,6 +151,7 @@ fn tantivy_bench(c: &mut Criterion, n: usize, sealed: bool) {
         }
     }
     let (p50, p99) = percentiles(lat);
+    eprintln!("{name} @ {n}: resident memory after the timed queries {} MiB", rss_mib());
     report(name, n, index_secs, p50, p99);
     let mut g = c.benchmark_group("search_query");
     g.sample_size(30).measurement_time(Duration::from_secs(5));
