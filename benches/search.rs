@@ -151,7 +151,10 @@ fn tantivy_bench(c: &mut Criterion, n: usize, sealed: bool) {
         }
     }
     let (p50, p99) = percentiles(lat);
-    eprintln!("{name} @ {n}: resident memory after the timed queries {} MiB", rss_mib());
+    eprintln!(
+        "{name} @ {n}: resident memory after the timed queries {} MiB",
+        rss_mib()
+    );
     report(name, n, index_secs, p50, p99);
     let mut g = c.benchmark_group("search_query");
     g.sample_size(30).measurement_time(Duration::from_secs(5));
