@@ -689,6 +689,12 @@ fn load_measures_a_small_day_and_leaks_nothing() {
         assert!(r["stages"][stage]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     }
     assert!(r["peak_rss_mib"].as_u64().unwrap() > 0 && r["cpu_seconds"].as_f64().unwrap() > 0.0);
+    // The search mix timed over the finished index, and the index's size on disk.
+    let search = &r["search_ms"];
+    assert!(search["p50"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(search["p99"].as_f64().unwrap() >= search["p50"].as_f64().unwrap());
+    // (The writer may still remove merged-away files when the process ends: not compared exactly.)
+    assert!(r["index_bytes"].as_u64().unwrap() > 4 * 1000, "{r}");
     let written = std::fs::read_to_string(cli.data.join("load-report.json")).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), v);
     // Searchable: every report says "Paciente".

@@ -138,6 +138,15 @@ pub(crate) async fn load(
     for b in [&generated, &uploaded, &searchable] {
         b.finish_and_clear();
     }
+    let mut report = report;
+    report.index_bytes = std::fs::read_dir(&index_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
     let out = a.out.clone().unwrap_or_else(|| data_dir.join("load-report.json"));
     let value = serde_json::json!({
         "plan": {
@@ -206,6 +215,14 @@ fn print_report(r: &LoadReport, out: &std::path::Path) {
         r.cores_busy,
         r.peak_rss_mib,
         r.generate_seconds
+    );
+    let q = &r.search_ms;
+    say!(
+        "search afterwards ({} queries x 10): p50 {:.2} ms, p99 {:.2} ms; index {:.1} MB",
+        docstore_tools::load::SEARCH_MIX.len(),
+        q.p50,
+        q.p99,
+        r.index_bytes as f64 / 1e6
     );
     for e in r.errors.iter().take(10) {
         say!("error: {e}");

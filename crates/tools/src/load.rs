@@ -161,6 +161,11 @@ pub struct LoadReport {
     /// Peak resident memory of this process during the run, MiB (from generation on where the
     /// kernel cannot reset the peak).
     pub peak_rss_mib: u64,
+    /// Search latency once the day is in: [`SEARCH_MIX`] over the index as the run left it,
+    /// after the pipeline stopped (ten passes, each query timed).
+    pub search_ms: Millis,
+    /// Size of the index directory after the run, bytes (set by the caller, which knows it).
+    pub index_bytes: u64,
     /// Documents that did not become searchable (dead-lettered), with the stage state.
     pub failed_documents: usize,
     /// Upload errors and failed documents, by id (no content).
@@ -192,6 +197,34 @@ pub enum LoadError {
 struct Upload {
     request: PutRequest,
     body: Arc<Vec<u8>>,
+}
+
+/// The queries a load run times at its end: words of the synthetic reports, common and rare,
+/// plurals, a phrase and an AND (the search bench's mix, shortened).
+pub const SEARCH_MIX: &[&str] = &[
+    "hemoglobina",
+    "creatinina",
+    "glicoses",
+    "\"colesterol total\"",
+    "ureia creatinina",
+    "leucócitos hemácias",
+    "paciente",
+];
+
+/// Times [`SEARCH_MIX`] on `index`: one untimed pass, then ten timed ones.
+fn time_searches(index: &SearchIndex) -> Result<Vec<f64>, SearchError> {
+    index.refresh()?;
+    let mut times = Vec::with_capacity(10 * SEARCH_MIX.len());
+    for pass in 0..11 {
+        for q in SEARCH_MIX {
+            let t = Instant::now();
+            index.search(&docstore_search::SearchQuery::new(*q))?;
+            if pass > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(times)
 }
 
 /// Runs `plan` on `store`, `index` and `bus`, reporting progress to `progress`.
@@ -351,6 +384,11 @@ pub async fn run(
         );
     }
     pipeline.stop().await;
+    let ix = index.clone();
+    let times = tokio::task::spawn_blocking(move || time_searches(&ix))
+        .await
+        .map_err(|e| SearchError::Index(format!("search task: {e}")))??;
+    report.search_ms = Millis::of(times);
     Ok(report)
 }
 
