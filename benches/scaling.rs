@@ -99,15 +99,7 @@ struct Setup {
 /// A fresh store (S3 prefix, KMS key, PostgreSQL database) and fresh topics of 12 partitions.
 async fn setup(kafka: &str, endpoint: &str, pg_url: &str, proxy: &str) -> Setup {
     let settings = AwsSettings::local(endpoint);
-    let kms = settings.kms_client();
-    let key = kms.create_key().send().await.unwrap();
-    let alias = format!("alias/scaling-{}", uuid::Uuid::new_v4().simple());
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(key.key_metadata().unwrap().key_id())
-        .send()
-        .await
-        .unwrap();
+    let alias = docstore::conformance::fresh_kms_alias(&settings, "scaling").await;
     let pg = docstore::conformance::fresh_pg_database(pg_url, "scaling").await;
     let dir = tempfile::tempdir().unwrap();
     let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());

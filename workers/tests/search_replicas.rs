@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Env, WorkerProc, env};
@@ -118,19 +118,6 @@ fn audit_trail(root: &Path) -> Vec<AuditRecord> {
         .collect()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_restored_from_a_snapshot_answers_like_the_others_without_reindexing() {
     let Some(env) = env().await else { return };
@@ -200,7 +187,7 @@ async fn a_node_restored_from_a_snapshot_answers_like_the_others_without_reindex
     // An altered snapshot is refused, and nothing is left where it was to go.
     let objects = env.root.join("objects");
     let snapshot_dir = objects.join(snapshot::SNAPSHOT_PREFIX).join(&taken.id);
-    let victim = files_under(&snapshot_dir.join("files"))
+    let victim = docstore_testkit::files_under(&snapshot_dir.join("files"))
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
@@ -260,7 +247,7 @@ async fn a_node_restored_from_a_snapshot_answers_like_the_others_without_reindex
     assert!(!needles.is_empty());
     let mut scanned = 0;
     for dir in [&a, &b, &c, &snapshot_dir] {
-        for file in files_under(dir) {
+        for file in docstore_testkit::files_under(dir) {
             let bytes = std::fs::read(&file).unwrap();
             let lower = String::from_utf8_lossy(&bytes).to_lowercase();
             for w in &needles {

@@ -1526,3 +1526,22 @@ pub async fn fresh_pg_database(url: &str, prefix: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("a PostgreSQL URL ends in /DATABASE");
     format!("{base}/{db}")
 }
+
+/// A new KMS key behind a fresh alias (`alias/PREFIX-<uuid>`) on the endpoint of `settings`, and
+/// the alias: for tests and benches that need a key of their own on a shared KMS (moto).
+///
+/// # Panics
+/// If KMS refuses (a test helper: the test fails there).
+#[cfg(feature = "aws")]
+pub async fn fresh_kms_alias(settings: &crate::aws::AwsSettings, prefix: &str) -> String {
+    let kms = settings.kms_client();
+    let key = kms.create_key().send().await.expect("create a KMS key");
+    let alias = format!("alias/{prefix}-{}", uuid::Uuid::new_v4().simple());
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(key.key_metadata().expect("key metadata").key_id())
+        .send()
+        .await
+        .expect("create a KMS alias");
+    alias
+}

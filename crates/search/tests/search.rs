@@ -648,16 +648,13 @@ fn keyring(dir: &std::path::Path) -> docstore::keys::keyring::Keyring {
 
 /// Every file under `dir`, with its bytes.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    out
+    docstore_testkit::files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
 }
 
 /// Words of the texts, 6 letters or more (shorter ones match by chance in random bytes).

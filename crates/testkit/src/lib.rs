@@ -85,6 +85,25 @@ pub fn corpus_file(name: &str) -> PathBuf {
     path
 }
 
+/// Every file under `dir`, in every subdirectory, sorted (for the tests that grep what a
+/// directory holds on disk).
+///
+/// # Panics
+/// If `dir` cannot be read (a test helper: the test fails there).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,15 +107,7 @@ pub(crate) async fn aws_store(
     root: &Path,
 ) -> (Vec<(String, String)>, Arc<DocStore>, AwsSettings) {
     let settings = AwsSettings::local(endpoint);
-    let kms = settings.kms_client();
-    let key = kms.create_key().send().await.unwrap();
-    let alias = format!("alias/test-{}", uuid::Uuid::new_v4().simple());
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(key.key_metadata().unwrap().key_id())
-        .send()
-        .await
-        .unwrap();
+    let alias = docstore::conformance::fresh_kms_alias(&settings, "test").await;
     let bucket = std::env::var("DOCSTORE_TEST_S3_BUCKET").unwrap_or_else(|_| "docstore-test".into());
     let config = StoreConfig {
         blobs: format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()),
