@@ -484,14 +484,14 @@ fn all_partitions(consumer: &BaseConsumer, wire: &[String]) -> Result<TopicParti
 }
 
 impl KafkaBus {
-    /// The committed positions of `group` on the wire topics `wire` (blocking).
+    /// The committed positions, on the wire topics `wire`, of the group `consumer` was made for
+    /// by [`group_client`] (blocking).
     fn committed_blocking(
+        consumer: &BaseConsumer,
         config: &KafkaConfig,
-        group: &str,
         wire: &[String],
     ) -> Result<Vec<Position>, BusError> {
-        let consumer = group_client(config, group)?;
-        let tpl = all_partitions(&consumer, wire)?;
+        let tpl = all_partitions(consumer, wire)?;
         let committed = consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .map_err(|e| unavailable("committed offsets", e))?;
@@ -523,9 +523,11 @@ impl EventBus for KafkaBus {
         self.ensure_topics(topics).await?;
         let wire: Vec<String> = topics.iter().map(|t| self.wire(t)).collect();
         let (config, group) = (self.config.clone(), group.to_owned());
-        tokio::task::spawn_blocking(move || Self::committed_blocking(&config, &group, &wire))
-            .await
-            .map_err(|e| BusError::Unavailable(format!("committed offsets: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            Self::committed_blocking(&group_client(&config, &group)?, &config, &wire)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(format!("committed offsets: {e}")))?
     }
 
     async fn seed(&self, group: &str, positions: &[Position]) -> Result<(), BusError> {
@@ -553,7 +555,7 @@ impl EventBus for KafkaBus {
                 .fetch_group_list(Some(&group), Duration::from_secs(10))
                 .map_err(|e| unavailable("group list", e))?;
             let busy = groups.groups().iter().any(|g| !g.members().is_empty());
-            if busy || !Self::committed_blocking(&config, &group, &wire)?.is_empty() {
+            if busy || !Self::committed_blocking(&consumer, &config, &wire)?.is_empty() {
                 return Err(BusError::Config(format!(
                     "group {group} already has members or committed positions"
                 )));
