@@ -1,7 +1,8 @@
 //! `docstore serve` and `docstore token` as a user runs them: a fresh data directory, a
 //! document put with the CLI, the service on 127.0.0.1 (port 0), a token minted by the CLI, the
 //! document read back and found by search over HTTP (the embedded pipeline processed it in the
-//! service's process), and SIGTERM ending the service cleanly.
+//! service's process), SIGTERM ending the service cleanly, and the service re-executed with its
+//! allocator settings.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -79,6 +80,12 @@ fn serve_token_get_and_search_on_the_embedded_default() {
         }
     };
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // The same process, re-executed with the allocator's settings (mimalloc reads them at start).
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    for want in [&b"MIMALLOC_PURGE_DECOMMITS=0"[..], b"MIMALLOC_PURGE_DELAY=1000"] {
+        assert!(vars.contains(&want), "{}", String::from_utf8_lossy(want));
+    }
 
     let token = |args: &[&str]| {
         let out = docstore(dir.path()).arg("token").args(args).output().unwrap();
