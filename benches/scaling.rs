@@ -110,19 +110,14 @@ async fn setup(kafka: &str, endpoint: &str, pg_url: &str, proxy: &str) -> Setup 
         audit: format!("file://{}", dir.path().join("audit.jsonl").display()),
     };
     let store = Arc::new(config.open_with(true, &settings).await.unwrap());
-    let worker_env = vec![
-        ("AWS_ENDPOINT_URL".into(), format!("http://{proxy}")),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        ("DOCSTORE_BLOBS".into(), config.blobs.clone()),
-        ("DOCSTORE_METADATA".into(), config.metadata.clone()),
-        ("DOCSTORE_KEYS".into(), config.keys.clone()),
-        (
-            "DOCSTORE_AUDIT".into(),
-            format!("file://{}", dir.path().join("worker-audit.jsonl").display()),
-        ),
-    ];
+    // The workers write their own audit file, beside the bench's.
+    let worker_env = docstore::conformance::process_env(
+        &format!("http://{proxy}"),
+        &StoreConfig {
+            audit: format!("file://{}", dir.path().join("worker-audit.jsonl").display()),
+            ..config.clone()
+        },
+    );
     let prefix = format!("scaling{}.", uuid::Uuid::new_v4().simple());
     Setup {
         store,

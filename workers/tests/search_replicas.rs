@@ -19,7 +19,7 @@ use common::{Env, WorkerProc, env};
 use docstore::audit::AuditRecord;
 use docstore::{DocStore, ExamId, Identity, PatientId, PutRequest};
 use docstore_bus::{EventBus, Position, open_bus};
-use docstore_search::snapshot::{self, SnapshotPosition};
+use docstore_search::snapshot;
 use docstore_search::{SearchError, SearchIndex, SearchQuery};
 use docstore_tools::synthetic::Generator;
 
@@ -171,14 +171,7 @@ async fn a_node_restored_from_a_snapshot_answers_like_the_others_without_reindex
         &a,
         store.blobs().as_ref(),
         store.keys().as_ref(),
-        positions
-            .iter()
-            .map(|p| SnapshotPosition {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                offset: p.offset,
-            })
-            .collect(),
+        positions.clone(),
     )
     .await
     .unwrap();
@@ -205,17 +198,8 @@ async fn a_node_restored_from_a_snapshot_answers_like_the_others_without_reindex
     let restored = snapshot::restore(&c, store.blobs().as_ref(), store.keys().as_ref(), None)
         .await
         .unwrap();
-    let seeded: Vec<Position> = restored
-        .positions
-        .iter()
-        .map(|p| Position {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            offset: p.offset,
-        })
-        .collect();
-    assert_eq!(seeded, positions);
-    bus.seed("docstore-index-c", &seeded).await.unwrap();
+    assert_eq!(restored.positions, positions);
+    bus.seed("docstore-index-c", &restored.positions).await.unwrap();
     let mark = audit_trail(&env.root).len();
     let _node_c = index_worker(&env, "c", &c);
     for q in &queries {

@@ -60,7 +60,7 @@ pub(crate) async fn run(ctx: &Ctx, a: GetArgs) -> Result<(), Error> {
         Some(path) => {
             let tmp = temp_name(path);
             let result = async {
-                let f = create_private(&tmp).await.map_err(out_err(&tmp))?;
+                let f = docstore::create_private(&tmp).await.map_err(out_err(&tmp))?;
                 // Each write of a tokio file is a blocking-pool hop: frames (64 KiB) are batched.
                 let mut f = tokio::io::BufWriter::with_capacity(IO_BUF, f);
                 while let Some(chunk) = stream.next().await {
@@ -109,7 +109,7 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         source: e,
     };
     let result = async {
-        let mut f = create_private(&tmp).await?;
+        let mut f = docstore::create_private(&tmp).await?;
         f.write_all(bytes).await?;
         f.sync_all().await?;
         tokio::fs::rename(&tmp, path).await
@@ -119,15 +119,4 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result.map_err(io)
-}
-
-/// A new file only its owner may read (decrypted content must not pass through a file others can
-/// open); an existing file of that name is an error, never overwritten or followed.
-async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
 }

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 use docstore::{DocStore, Error};
-use docstore_bus::Position;
-use docstore_search::snapshot::{self, SnapshotManifest, SnapshotPosition};
+use docstore_search::snapshot::{self, Position, SnapshotManifest};
 use docstore_search::{SearchError, SearchIndex};
 
 use super::relay::bus_err;
@@ -76,29 +75,13 @@ fn snapshot_err(e: SearchError) -> Error {
     }
 }
 
-fn to_snapshot(p: Position) -> SnapshotPosition {
-    SnapshotPosition {
-        topic: p.topic,
-        partition: p.partition,
-        offset: p.offset,
-    }
-}
-
-fn to_bus(p: &SnapshotPosition) -> Position {
-    Position {
-        topic: p.topic.clone(),
-        partition: p.partition,
-        offset: p.offset,
-    }
-}
-
 #[derive(serde::Serialize)]
 struct Taken<'a> {
     id: &'a str,
     entries: u64,
     files: usize,
     bytes: u64,
-    positions: &'a [SnapshotPosition],
+    positions: &'a [Position],
 }
 
 impl<'a> From<&'a SnapshotManifest> for Taken<'a> {
@@ -113,7 +96,7 @@ impl<'a> From<&'a SnapshotManifest> for Taken<'a> {
     }
 }
 
-fn say_positions(positions: &[SnapshotPosition]) {
+fn say_positions(positions: &[Position]) {
     for p in positions {
         say!("  {}[{}] at {}", p.topic, p.partition, p.offset);
     }
@@ -130,14 +113,9 @@ pub(crate) async fn run(
         IndexCommand::Snapshot(node) => {
             // Positions first: what the group acknowledged is already committed to the index.
             let positions = node.positions().await?.unwrap_or_default();
-            let m = snapshot::take(
-                &node.index.dir(data_dir),
-                blobs,
-                keys,
-                positions.into_iter().map(to_snapshot).collect(),
-            )
-            .await
-            .map_err(snapshot_err)?;
+            let m = snapshot::take(&node.index.dir(data_dir), blobs, keys, positions)
+                .await
+                .map_err(snapshot_err)?;
             crate::emit(json_out, &Taken::from(&m), |t| {
                 say!(
                     "snapshot {}: {} entries, {} files, {} bytes",
@@ -158,8 +136,7 @@ pub(crate) async fn run(
                 .await
                 .map_err(snapshot_err)?;
             if let Some(bus) = bus {
-                let positions: Vec<Position> = m.positions.iter().map(to_bus).collect();
-                bus.seed(&node.group, &positions).await.map_err(bus_err)?;
+                bus.seed(&node.group, &m.positions).await.map_err(bus_err)?;
             }
             crate::emit(json_out, &Taken::from(&m), |t| {
                 say!(
@@ -182,10 +159,7 @@ pub(crate) async fn run(
             let newest = snapshot::manifest(blobs, keys, None)
                 .await
                 .map_err(snapshot_err)?;
-            let group = node
-                .positions()
-                .await?
-                .map(|ps| ps.into_iter().map(to_snapshot).collect::<Vec<_>>());
+            let group = node.positions().await?;
             let status = Status {
                 index: dir.display().to_string(),
                 entries: local,
@@ -229,5 +203,5 @@ struct Status<'a> {
     snapshots: usize,
     newest: Option<Taken<'a>>,
     group: String,
-    positions: Option<Vec<SnapshotPosition>>,
+    positions: Option<Vec<Position>>,
 }

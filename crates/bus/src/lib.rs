@@ -55,8 +55,9 @@ pub struct Delivery {
     pub offset: u64,
 }
 
-/// A consumer group's committed position in one partition: the next offset it will read.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A consumer group's committed position in one partition: the next offset it will read. Index
+/// snapshots record these, as JSON objects of the same three fields.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// Topic.
     pub topic: String,

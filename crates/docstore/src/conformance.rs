@@ -1545,3 +1545,22 @@ pub async fn fresh_kms_alias(settings: &crate::aws::AwsSettings, prefix: &str) -
         .expect("create a KMS alias");
     alias
 }
+
+/// The environment a `docstore` or `docstore-worker` process needs to open `config` through the
+/// local AWS endpoint `endpoint` (static test credentials): what [`crate::aws::AwsSettings::local`]
+/// and [`crate::config::StoreConfig::resolve`] read back.
+pub fn process_env(endpoint: &str, config: &crate::config::StoreConfig) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("DOCSTORE_BLOBS", &config.blobs),
+        ("DOCSTORE_METADATA", &config.metadata),
+        ("DOCSTORE_KEYS", &config.keys),
+        ("DOCSTORE_AUDIT", &config.audit),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}

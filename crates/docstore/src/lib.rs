@@ -58,6 +58,17 @@ pub use store::{
     MAX_RANGE, PutRequest, RENDITION_PREFIX, RenditionSpec, RewrapReport,
 };
 
+/// Creates the new file `path` with mode 0600, for plaintext (decrypted content, a restored
+/// index): an existing file of that name is an error, never overwritten or followed.
+pub async fn create_private(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
 /// Creates `path` empty with mode 0600 unless it exists, so that a database opened at it next
 /// (and the `-wal`/`-shm` files SQLite gives the database's mode) is never readable by others.
 pub fn create_owner_only(path: &std::path::Path) -> std::io::Result<()> {

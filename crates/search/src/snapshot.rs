@@ -69,19 +69,12 @@ pub struct SnapshotManifest {
     /// commits before it acknowledges); a node restored from it seeds its own group here, and
     /// events after them that are in the snapshot too are indexed again, which is a replace.
     #[serde(default)]
-    pub positions: Vec<SnapshotPosition>,
+    pub positions: Vec<Position>,
 }
 
-/// A consumer group's committed offset in one partition, as a snapshot records it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SnapshotPosition {
-    /// Topic (without any wire prefix).
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// Next offset to read.
-    pub offset: u64,
-}
+/// A consumer group's committed offset in one partition, as a snapshot records it (topic without
+/// any wire prefix).
+pub use docstore_bus::Position;
 
 /// One file of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +205,7 @@ pub async fn take(
     dir: &Path,
     blobs: &dyn BlobStore,
     keys: &dyn KeyProvider,
-    positions: Vec<SnapshotPosition>,
+    positions: Vec<Position>,
 ) -> Result<SnapshotManifest, SearchError> {
     let key_block = match std::fs::read(dir.join(KEY_FILE)) {
         Ok(b) => b,
@@ -421,13 +414,7 @@ pub async fn restore(
 
 /// A new file only its owner can read (the restored index is patient text, sealed or not).
 async fn create_private(path: &Path) -> Result<tokio::fs::File, SearchError> {
-    tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
-        .map_err(io_err(path))
+    docstore::create_private(path).await.map_err(io_err(path))
 }
 
 async fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SearchError> {

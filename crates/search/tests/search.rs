@@ -874,7 +874,7 @@ async fn a_snapshot_restores_the_same_answers_and_refuses_altered_bytes() {
     let objects = dir.path().join("objects");
     let blobs = docstore::blob::ObjectBlobStore::local(&objects).unwrap();
     assert_eq!(snapshot::manifest(&blobs, &keys, None).await.unwrap(), None);
-    let covered = vec![snapshot::SnapshotPosition {
+    let covered = vec![snapshot::Position {
         topic: "file.processed".into(),
         partition: 3,
         offset: 42,

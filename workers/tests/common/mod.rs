@@ -115,16 +115,7 @@ pub(crate) async fn aws_store(
         keys: format!("kms://{alias}"),
         audit: format!("file://{}", root.join("audit.jsonl").display()),
     };
-    let env = vec![
-        ("AWS_ENDPOINT_URL".into(), endpoint.to_owned()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        ("DOCSTORE_BLOBS".into(), config.blobs.clone()),
-        ("DOCSTORE_METADATA".into(), config.metadata.clone()),
-        ("DOCSTORE_KEYS".into(), config.keys.clone()),
-        ("DOCSTORE_AUDIT".into(), config.audit.clone()),
-    ];
+    let env = docstore::conformance::process_env(endpoint, &config);
     let store = Arc::new(config.open_with(true, &settings).await.unwrap());
     (env, store, settings)
 }
