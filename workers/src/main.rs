@@ -8,7 +8,7 @@
 //! Each stage is its own consumer group (`docstore-<stage>` by default), reading `file.uploaded`.
 //! Logs are JSON lines on stderr (`RUST_LOG` filters; default `info`), with the event's trace id.
 //! `/metrics`, `/healthz` and `/readyz` are served on `--metrics-addr`.
-//! SIGTERM or SIGINT: stop polling, finish the batch in flight (bounded by `--shutdown-grace`),
+//! SIGTERM or SIGINT: stop polling, finish the work in flight (bounded by `--shutdown-grace`),
 //! commit, leave the group, exit 0. A bus failure restarts the consumer after a backoff.
 
 use std::net::SocketAddr;
@@ -64,7 +64,7 @@ struct Args {
     /// Tesseract languages for `--ocr`.
     #[arg(long, env = "DOCSTORE_OCR_LANGUAGES", default_value = "por+eng")]
     ocr_languages: String,
-    /// How long shutdown waits for the batch in flight.
+    /// How long shutdown waits for the work in flight.
     #[arg(long, env = "DOCSTORE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
 }

@@ -205,8 +205,10 @@ impl Member {
             self.generation = g.generation;
             self.positions.clear();
         }
-        let mut out = Vec::new();
+        // Each owned partition's fetch position and log.
+        let mut cursors = Vec::new();
         for topic in &self.topics {
+            let Some(parts) = topics.get(topic) else { continue };
             for p in 0..n {
                 if !self.owns(g, p) {
                     continue;
@@ -216,19 +218,32 @@ impl Member {
                     .positions
                     .entry(key.clone())
                     .or_insert_with(|| g.committed.get(&key).copied().unwrap_or(0));
-                let log = topics.get(topic).map(|ps| &ps[p as usize]);
-                let Some(log) = log else { continue };
-                let mut next = pos;
-                while (next as usize) < log.len() && out.len() < max {
-                    out.push(Delivery {
-                        message: log[next as usize].clone(),
-                        partition: p,
-                        offset: next,
-                    });
-                    next += 1;
-                }
-                self.positions.insert(key, next);
+                cursors.push((key, pos, &parts[p as usize]));
             }
+        }
+        // Round-robin over the partitions, as a broker's fetch answers for several at once: a
+        // backlog in one partition does not hide the others from a worker.
+        let mut out = Vec::new();
+        let mut progress = true;
+        while out.len() < max && progress {
+            progress = false;
+            for (key, next, log) in cursors.iter_mut() {
+                if out.len() == max {
+                    break;
+                }
+                if let Some(message) = log.get(*next as usize) {
+                    out.push(Delivery {
+                        message: message.clone(),
+                        partition: key.1,
+                        offset: *next,
+                    });
+                    *next += 1;
+                    progress = true;
+                }
+            }
+        }
+        for (key, next, _) in cursors {
+            self.positions.insert(key, next);
         }
         out
     }

@@ -2,24 +2,26 @@
 //! keeping per-document order, retry transient failures with backoff, dead-letter permanent ones,
 //! and ack only what is fully handled.
 //!
-//! - Batches of at most [`RuntimeConfig::batch`] (10) deliveries.
-//! - Deliveries of one partition are handled one after another (a partition holds whole documents,
-//!   so versions of a document stay in order); partitions run concurrently, at most
-//!   [`RuntimeConfig::concurrency`] at once. The next poll waits for the batch: back-pressure.
+//! - Polls of at most [`RuntimeConfig::batch`] (10) deliveries.
+//! - Deliveries of one partition are handled one after another, in a lane of their own (a
+//!   partition holds whole documents, so versions of a document stay in order); at most
+//!   [`RuntimeConfig::concurrency`] lanes run at once. A lane does not wait for the others: a
+//!   poll hands out a fetched partition's messages together, so a worker that waited for each
+//!   batch ran one partition at a time on a backlog. Polling pauses while `2 × batch ×
+//!   concurrency` deliveries are unacked: back-pressure.
 //! - Transient errors: at most [`RuntimeConfig::max_attempts`] (3) attempts, backoff 1 s then ×2,
 //!   with ±20 % jitter. Permanent errors (bad input, unknown document), decode errors and exhausted
 //!   retries go to `<topic>.dlq` at once, with the error, the attempt count and the original
 //!   headers. Either way the delivery is then acked.
-//! - Shutdown: stop polling, let the batch in flight finish (or abandon it after
+//! - Shutdown: stop polling, let the lanes in flight finish (or abandon them after
 //!   [`RuntimeConfig::shutdown_grace`]: unacked work is redelivered), then return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use docstore_bus::{BusError, Delivery, EventBus, Message, Subscription};
@@ -76,7 +78,7 @@ pub struct RuntimeConfig {
     pub topics: Vec<String>,
     /// Deliveries per poll (≤ 10 by design).
     pub batch: usize,
-    /// Partitions handled at once.
+    /// Partitions handled at once (lanes).
     pub concurrency: usize,
     /// Attempts per delivery, including the first.
     pub max_attempts: u32,
@@ -84,7 +86,7 @@ pub struct RuntimeConfig {
     pub backoff: Duration,
     /// How long a poll waits for new messages.
     pub poll_wait: Duration,
-    /// How long shutdown waits for the batch in flight.
+    /// How long shutdown waits for the lanes in flight.
     pub shutdown_grace: Duration,
 }
 
@@ -123,11 +125,25 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-#[derive(Default)]
-struct BatchResult {
+/// A partition's lane: its topic and partition.
+type LaneKey = (String, u32);
+
+/// What a lane did with its deliveries.
+struct LaneDone {
+    lane: LaneKey,
+    /// Deliveries it was given.
+    taken: usize,
+    /// The fully handled ones, in order (to ack).
     handled: Vec<Delivery>,
-    /// Why a partition stopped before the end of its share of the batch.
+    /// Why it stopped before the end: the rest are left unacked, to be redelivered.
     stopped: Option<BusError>,
+}
+
+/// What ended one wait of the worker's loop.
+enum Wake {
+    Stop,
+    Lane(LaneDone),
+    Polled(Result<Vec<Delivery>, BusError>),
 }
 
 enum Outcome {
@@ -204,107 +220,146 @@ impl Worker {
         sub: &mut dyn Subscription,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), BusError> {
+        use futures::StreamExt;
         tokio::pin!(shutdown);
         self.metrics.ready.store(true, Ordering::Relaxed);
         let mut lag_checked = Instant::now();
+        let lanes = self.config.concurrency.max(1);
+        // Deliveries polled and not acked yet (waiting or in a lane), at most `cap`. Twice the
+        // lanes' share of a batch: a poll hands out a fetched partition's messages together
+        // (librdkafka: a record batch, often a dozen or more), and the next partitions' come
+        // only after them.
+        let cap = 2 * self.config.batch.max(1) * lanes;
+        let mut held = 0usize;
+        let mut waiting: BTreeMap<LaneKey, Vec<Delivery>> = BTreeMap::new();
+        let mut busy: BTreeSet<LaneKey> = BTreeSet::new();
+        let mut running = futures::stream::FuturesUnordered::new();
         loop {
+            // A partition with work waiting and no lane gets one, up to the concurrency.
+            while running.len() < lanes {
+                let Some(key) = waiting.keys().find(|k| !busy.contains(*k)).cloned() else {
+                    break;
+                };
+                let deliveries = waiting.remove(&key).unwrap_or_default();
+                busy.insert(key.clone());
+                running.push(self.run_lane(key, deliveries));
+            }
             if lag_checked.elapsed() >= LAG_EVERY {
                 lag_checked = Instant::now();
                 if let Some(lag) = sub.lag().await {
                     self.metrics.lag.set(lag as i64);
                 }
             }
-            let batch = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                b = sub.poll(self.config.batch, self.config.poll_wait) => b?,
+            let wake = tokio::select! {
+                _ = &mut shutdown => Wake::Stop,
+                Some(done) = running.next(), if !running.is_empty() => Wake::Lane(done),
+                b = sub.poll(self.config.batch, self.config.poll_wait), if held < cap => Wake::Polled(b),
             };
-            if batch.is_empty() {
-                continue;
-            }
-            let work = self.handle_batch(batch);
-            tokio::pin!(work);
-            let done = tokio::select! {
-                d = &mut work => d,
-                _ = &mut shutdown => {
-                    // Finish what is in flight, within the grace period; anything unacked is
-                    // redelivered to whoever owns the partition next.
-                    match tokio::time::timeout(self.config.shutdown_grace, &mut work).await {
-                        Ok(d) => { Self::ack_all(sub, d).await?; }
-                        Err(_) => tracing::warn!(stage = self.stage.name(), "shutdown abandoned a batch"),
+            match wake {
+                Wake::Polled(Err(e)) => {
+                    // The lanes in flight still finish and ack; the caller then rejoins.
+                    self.finish_lanes(sub, &mut running).await?;
+                    return Err(e);
+                }
+                Wake::Polled(Ok(batch)) => {
+                    held += batch.len();
+                    for d in batch {
+                        waiting
+                            .entry((d.message.topic.clone(), d.partition))
+                            .or_default()
+                            .push(d);
                     }
+                }
+                Wake::Lane(done) => {
+                    busy.remove(&done.lane);
+                    held -= done.taken;
+                    Self::ack_lane(sub, done).await?;
+                }
+                Wake::Stop => {
+                    self.finish_lanes(sub, &mut running).await?;
                     return Ok(());
                 }
-            };
-            Self::ack_all(sub, done).await?;
+            }
         }
     }
 
-    async fn ack_all(sub: &mut dyn Subscription, done: BatchResult) -> Result<(), BusError> {
+    /// Lets the lanes in flight finish and acks what they handled, within the grace period;
+    /// what is unacked (waiting, or in a lane abandoned) is redelivered to the partition's next
+    /// owner.
+    async fn finish_lanes<F: std::future::Future<Output = LaneDone>>(
+        &self,
+        sub: &mut dyn Subscription,
+        running: &mut futures::stream::FuturesUnordered<F>,
+    ) -> Result<(), BusError> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while !running.is_empty() {
+            match tokio::time::timeout_at(deadline, running.next()).await {
+                Ok(Some(done)) => Self::ack_lane(sub, done).await?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(stage = self.stage.name(), "abandoned work in flight");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ack_lane(sub: &mut dyn Subscription, done: LaneDone) -> Result<(), BusError> {
         for d in &done.handled {
             match sub.ack(d).await {
                 Ok(()) => {}
-                // The partition moved during the batch: its new owner redoes the work
+                // The partition moved during the lane: its new owner redoes the work
                 // (stages are idempotent); never store an offset for work we no longer own.
                 Err(BusError::Revoked { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        // A partition stopped short (its dead letter could not be published): acking anything
-        // later from it would skip that message, so stop; the restart resumes at the gap.
+        // A lane stopped short (its dead letter could not be published): acking anything
+        // later from its partition would skip that message, so stop; the restart resumes at the gap.
         match done.stopped {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Handles a batch; returns the deliveries that are fully handled (to ack).
-    async fn handle_batch(&self, batch: Vec<Delivery>) -> BatchResult {
-        let mut by_partition: BTreeMap<(String, u32), Vec<Delivery>> = BTreeMap::new();
-        for d in batch {
-            by_partition
-                .entry((d.message.topic.clone(), d.partition))
-                .or_default()
-                .push(d);
-        }
-        let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let mut tasks = Vec::new();
-        for (_, deliveries) in by_partition {
-            let limit = limit.clone();
-            tasks.push(async move {
-                let _permit = limit.acquire_owned().await.expect("semaphore open");
-                let mut handled = Vec::new();
-                for d in deliveries {
-                    let span = tracing::info_span!(
-                        "event",
-                        stage = self.stage.name(),
-                        // The key is the document id: a caught parser panic, logged inside
-                        // this span, then names the document and the trace.
-                        document = %d.message.key,
-                        trace_id = trace_id(&d.message.headers).unwrap_or(""),
-                        partition = d.partition,
-                        offset = d.offset,
-                    );
-                    match self.handle_one(&d).instrument(span).await {
-                        Ok(()) => handled.push(d),
-                        // Could not even dead-letter (bus down): stop this partition here so
-                        // nothing after it is acked out of order; it is redelivered.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "dead-letter publish failed");
-                            return (handled, Some(e));
-                        }
-                    }
+    /// Handles one partition's deliveries in order.
+    async fn run_lane(&self, lane: LaneKey, deliveries: Vec<Delivery>) -> LaneDone {
+        let taken = deliveries.len();
+        let mut handled = Vec::with_capacity(taken);
+        for d in deliveries {
+            let span = tracing::info_span!(
+                "event",
+                stage = self.stage.name(),
+                // The key is the document id: a caught parser panic, logged inside
+                // this span, then names the document and the trace.
+                document = %d.message.key,
+                trace_id = trace_id(&d.message.headers).unwrap_or(""),
+                partition = d.partition,
+                offset = d.offset,
+            );
+            match self.handle_one(&d).instrument(span).await {
+                Ok(()) => handled.push(d),
+                // Could not even dead-letter (bus down): stop this partition here so
+                // nothing after it is acked out of order; it is redelivered.
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead-letter publish failed");
+                    return LaneDone {
+                        lane,
+                        taken,
+                        handled,
+                        stopped: Some(e),
+                    };
                 }
-                (handled, None)
-            });
-        }
-        let mut result = BatchResult::default();
-        for (handled, stopped) in futures::future::join_all(tasks).await {
-            result.handled.extend(handled);
-            if result.stopped.is_none() {
-                result.stopped = stopped;
             }
         }
-        result
+        LaneDone {
+            lane,
+            taken,
+            handled,
+            stopped: None,
+        }
     }
 
     async fn handle_one(&self, d: &Delivery) -> Result<(), BusError> {

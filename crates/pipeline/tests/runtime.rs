@@ -682,3 +682,85 @@ async fn replay_sends_letters_only_back_to_their_queues_topic() {
     exams.refresh().await;
     assert!(exams.seen.is_empty(), "{:?}", exams.seen);
 }
+
+/// A stage that counts how many events it handles at once, and holds `doc-slow` until released.
+struct Overlap {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: Mutex<Vec<(String, u64)>>,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl Stage for Overlap {
+    fn name(&self) -> &str {
+        "overlap"
+    }
+    async fn handle(&self, event: &CloudEvent) -> Result<(), StageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let f = event
+            .file_uploaded()
+            .map_err(|e| StageError::Permanent(e.to_string()))?;
+        let at_once = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(at_once, SeqCst);
+        if f.document_id == "doc-slow" {
+            self.release.acquire().await.unwrap().forget();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.seen.lock().unwrap().push((f.document_id.clone(), f.version));
+        self.now.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+/// A partition whose lane is busy does not hold up the others: with one event stuck in its
+/// stage, the worker goes on polling and handling the other partitions' events (a batch that
+/// waited for its slowest partition stopped after at most 9 of them). At most `concurrency`
+/// events are handled at once, and each document's versions in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_partition_does_not_hold_up_the_others() {
+    let bus = Arc::new(InProcessBus::new(8));
+    bus.publish(uploaded("doc-slow", 1)).await.unwrap();
+    for v in [1, 2] {
+        for i in 0..32 {
+            bus.publish(uploaded(&format!("doc-{i}"), v)).await.unwrap();
+        }
+    }
+    let stage = Arc::new(Overlap {
+        now: Default::default(),
+        most: Default::default(),
+        seen: Mutex::default(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let cfg = config(1);
+    let concurrency = cfg.concurrency;
+    let worker = Worker::new(bus.clone(), stage.clone(), cfg);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run_until_cancelled(&stop).await }
+    });
+    wait_until("30 events past the stuck one", Duration::from_secs(20), || {
+        stage.seen.lock().unwrap().len() >= 30
+    })
+    .await;
+    assert!(stage.seen.lock().unwrap().iter().all(|(d, _)| d != "doc-slow"));
+    stage.release.add_permits(1);
+    wait_until("all 65", Duration::from_secs(20), || {
+        stage.seen.lock().unwrap().len() == 65
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let most = stage.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=concurrency).contains(&most), "{most} events handled at once");
+    let seen = stage.seen.lock().unwrap();
+    for i in 0..32 {
+        let doc = format!("doc-{i}");
+        let versions: Vec<u64> = seen.iter().filter(|(d, _)| *d == doc).map(|(_, v)| *v).collect();
+        assert_eq!(versions, [1, 2], "{doc}");
+    }
+}

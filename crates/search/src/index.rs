@@ -28,6 +28,19 @@ use tantivy::directory::Directory;
 /// Heap of the single index writer.
 pub(crate) const WRITER_HEAP: usize = 64 << 20;
 
+/// Segments under this many documents make one merge level. tantivy's default, 10,000, put a
+/// growing index's largest segment in the same level as each new commit's, so every merge until
+/// it passed 10,000 documents rewrote it: the merge threads' share of a day's CPU grew with the
+/// day (docs/benchmarks/load-linear-2026-12-07.md). Above this, levels grow geometrically.
+const MIN_MERGE_LAYER: u32 = 256;
+
+/// tantivy's log merge policy with [`MIN_MERGE_LAYER`].
+pub(crate) fn merge_policy() -> tantivy::merge_policy::LogMergePolicy {
+    let mut policy = tantivy::merge_policy::LogMergePolicy::default();
+    policy.set_min_layer_size(MIN_MERGE_LAYER);
+    policy
+}
+
 /// A search index on disk (or in memory, for tests).
 pub struct SearchIndex {
     index: Index,
@@ -164,9 +177,10 @@ impl SearchIndex {
             .tokenizers()
             .register(PAIR_ANALYZER, TextAnalyzer::from(PairTokenizer(analyzer())));
         let writer = if write {
-            let w = index
+            let w: IndexWriter = index
                 .writer_with_num_threads(1, WRITER_HEAP)
                 .map_err(locked_at(&place))?;
+            w.set_merge_policy(Box::new(merge_policy()));
             Some(Mutex::new(w))
         } else {
             None
@@ -647,5 +661,32 @@ impl SearchIndex {
     /// Whether nothing is indexed (as of the last commit).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::index::SegmentId;
+    use tantivy::merge_policy::MergePolicy;
+    use tantivy::{Index, schema::Schema};
+
+    /// A 5,000-document segment and eight new commits of 20: tantivy's default policy merges all
+    /// nine (rewriting the 5,000 again), ours merges the eight small ones only.
+    #[test]
+    fn small_commits_do_not_rewrite_the_largest_segment() {
+        let index = Index::create_in_ram(Schema::builder().build());
+        let mut segments = vec![index.new_segment_meta(SegmentId::generate_random(), 5_000)];
+        for _ in 0..8 {
+            segments.push(index.new_segment_meta(SegmentId::generate_random(), 20));
+        }
+        let merged = |policy: &dyn MergePolicy| -> Vec<usize> {
+            policy
+                .compute_merge_candidates(&segments)
+                .iter()
+                .map(|c| c.0.len())
+                .collect()
+        };
+        assert_eq!(merged(&tantivy::merge_policy::LogMergePolicy::default()), [9]);
+        assert_eq!(merged(&super::merge_policy()), [8]);
     }
 }

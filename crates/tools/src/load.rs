@@ -227,6 +227,9 @@ fn time_searches(index: &SearchIndex) -> Result<Vec<f64>, SearchError> {
     Ok(times)
 }
 
+/// Consecutive pending documents found not searchable after which a pass stops looking.
+const SEARCHABLE_MISS_RUN: usize = 256;
+
 /// Runs `plan` on `store`, `index` and `bus`, reporting progress to `progress`.
 pub async fn run(
     store: Arc<DocStore>,
@@ -309,19 +312,33 @@ pub async fn run(
         let len = index.len();
         if len != last_len {
             last_len = len;
+            // Documents become searchable about in upload order: look from the oldest and stop
+            // after a run of misses, so that a backlog of N documents is not N lookups per
+            // commit (that made the run's own CPU per exam grow with the day's size).
             let mut still = VecDeque::with_capacity(pending.len());
-            for (id, at) in pending.drain(..) {
-                if index.contains(&id)? {
+            let mut misses = 0;
+            while let Some((id, at)) = pending.pop_front() {
+                if misses < SEARCHABLE_MISS_RUN && index.contains(&id)? {
+                    misses = 0;
                     to_searchable.push(at.elapsed().as_secs_f64() * 1e3);
                     searchable.push(id);
                 } else {
+                    misses += 1;
                     still.push_back((id, at));
                 }
             }
             pending = still;
         }
-        // A dead-lettered document never becomes searchable: look for those now and then.
-        if last_state_check.elapsed() > Duration::from_secs(2) && !pending.is_empty() {
+        // A dead-lettered document never becomes searchable: look for those now and then, while
+        // the stages have dead-lettered more than the failed documents found (one query per
+        // pending document, so not on every pass of a healthy run).
+        let dead: u64 = pipeline
+            .metrics()
+            .iter()
+            .map(|(_, m)| m.dead_lettered.get())
+            .sum();
+        if last_state_check.elapsed() > Duration::from_secs(2) && !pending.is_empty() && dead > failed as u64
+        {
             last_state_check = Instant::now();
             let mut still = VecDeque::with_capacity(pending.len());
             for (id, at) in pending.drain(..) {
