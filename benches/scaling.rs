@@ -112,7 +112,7 @@ async fn setup(kafka: &str, endpoint: &str, pg_url: &str, proxy: &str) -> Setup 
     let store = Arc::new(config.open_with(true, &settings).await.unwrap());
     // The workers write their own audit file, beside the bench's.
     let worker_env = docstore::conformance::process_env(
-        &format!("http://{proxy}"),
+        &AwsSettings::local(&format!("http://{proxy}")),
         &StoreConfig {
             audit: format!("file://{}", dir.path().join("worker-audit.jsonl").display()),
             ..config.clone()

@@ -323,25 +323,6 @@ const SERVE_ALLOCATOR: &[(&str, &str)] = &[
     ("MIMALLOC_PURGE_DELAY", "1000"),
 ];
 
-/// Re-executes this process once with `vars` added to its environment, unless every one is
-/// already set (the caller's own values win): for settings a library reads at process start.
-fn reexec_with_defaults(vars: &[(&str, &str)]) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let missing: Vec<_> = vars
-        .iter()
-        .filter(|(k, _)| std::env::var_os(k).is_none())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut again = std::process::Command::new(std::env::current_exe()?);
-    again.args(std::env::args_os().skip(1));
-    for (k, v) in missing {
-        again.env(k, v);
-    }
-    Err(again.exec())
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -362,7 +343,7 @@ async fn main() -> ExitCode {
         }
     }
     if matches!(cli.command, Command::Serve(_))
-        && let Err(e) = reexec_with_defaults(SERVE_ALLOCATOR)
+        && let Err(e) = docstore_pipeline::process::reexec_with_defaults(SERVE_ALLOCATOR)
     {
         eprintln!("error: cannot re-execute with the allocator's settings: {e}");
         return ExitCode::FAILURE;

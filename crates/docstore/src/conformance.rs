@@ -1546,21 +1546,29 @@ pub async fn fresh_kms_alias(settings: &crate::aws::AwsSettings, prefix: &str) -
     alias
 }
 
-/// The environment a `docstore` or `docstore-worker` process needs to open `config` through the
-/// local AWS endpoint `endpoint` (static test credentials): what [`crate::aws::AwsSettings::local`]
-/// and [`crate::config::StoreConfig::resolve`] read back.
-pub fn process_env(endpoint: &str, config: &crate::config::StoreConfig) -> Vec<(String, String)> {
-    [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("DOCSTORE_BLOBS", &config.blobs),
+/// The environment a `docstore` or `docstore-worker` process needs to open `config` with `aws`:
+/// what [`crate::aws::AwsSettings::from_env`] and [`crate::config::StoreConfig::resolve`] read
+/// back.
+#[cfg(feature = "aws")]
+pub fn process_env(
+    aws: &crate::aws::AwsSettings,
+    config: &crate::config::StoreConfig,
+) -> Vec<(String, String)> {
+    let mut env = vec![("AWS_REGION", aws.region.as_str())];
+    env.extend(aws.endpoint.as_deref().map(|e| ("AWS_ENDPOINT_URL", e)));
+    if let Some((id, secret)) = &aws.credentials {
+        env.extend([
+            ("AWS_ACCESS_KEY_ID", id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ]);
+    }
+    env.extend([
+        ("DOCSTORE_BLOBS", config.blobs.as_str()),
         ("DOCSTORE_METADATA", &config.metadata),
         ("DOCSTORE_KEYS", &config.keys),
         ("DOCSTORE_AUDIT", &config.audit),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    ]);
+    env.into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }

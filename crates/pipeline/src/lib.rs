@@ -20,5 +20,6 @@
 pub mod bounded;
 pub mod join;
 pub mod observe;
+pub mod process;
 pub mod relay;
 pub mod runtime;

@@ -413,12 +413,5 @@ fn tiff_pages(bytes: &[u8], s: &OcrSettings) -> Result<Vec<Grey>, OcrError> {
 /// returns only if it was already set (`Ok`) or the re-execution failed (`Err`). Call it first
 /// thing in `main`, before any thread starts.
 pub fn ensure_single_omp_thread() -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("OMP_THREAD_LIMIT").is_some() {
-        return Ok(());
-    }
-    Err(std::process::Command::new(std::env::current_exe()?)
-        .args(std::env::args_os().skip(1))
-        .env("OMP_THREAD_LIMIT", "1")
-        .exec())
+    docstore_pipeline::process::reexec_with_defaults(&[("OMP_THREAD_LIMIT", "1")])
 }

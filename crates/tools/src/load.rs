@@ -332,12 +332,16 @@ pub async fn run(
         // A dead-lettered document never becomes searchable: look for those now and then, while
         // the stages have dead-lettered more than the failed documents found (one query per
         // pending document, so not on every pass of a healthy run).
-        let dead: u64 = pipeline
-            .metrics()
-            .iter()
-            .map(|(_, m)| m.dead_lettered.get())
-            .sum();
-        if last_state_check.elapsed() > Duration::from_secs(2) && !pending.is_empty() && dead > failed as u64
+        let dead = || -> u64 {
+            pipeline
+                .metrics()
+                .iter()
+                .map(|(_, m)| m.dead_lettered.get())
+                .sum()
+        };
+        if last_state_check.elapsed() > Duration::from_secs(2)
+            && !pending.is_empty()
+            && dead() > failed as u64
         {
             last_state_check = Instant::now();
             let mut still = VecDeque::with_capacity(pending.len());

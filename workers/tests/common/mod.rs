@@ -115,7 +115,7 @@ pub(crate) async fn aws_store(
         keys: format!("kms://{alias}"),
         audit: format!("file://{}", root.join("audit.jsonl").display()),
     };
-    let env = docstore::conformance::process_env(endpoint, &config);
+    let env = docstore::conformance::process_env(&settings, &config);
     let store = Arc::new(config.open_with(true, &settings).await.unwrap());
     (env, store, settings)
 }
