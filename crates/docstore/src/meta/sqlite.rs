@@ -2,7 +2,10 @@
 //!
 //! WAL journal, `synchronous=FULL` (a committed version survives power loss), one writer at a time
 //! by SQLite's design; every commit starts with a write so concurrent writers queue on the busy
-//! timeout instead of failing on a read-to-write lock upgrade.
+//! timeout instead of failing on a read-to-write lock upgrade. Within one process the
+//! transactions also queue, first come first served, on a gate of their own ([`WriteGate`]):
+//! SQLite's busy handler polls with sleeps that grow to 100 ms, so under load the lock sat free
+//! while its waiters slept, and a statement waited up to a second behind seven others.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,6 +31,39 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteMetadata {
     pool: SqlitePool,
     path: String,
+    gate: WriteGate,
+}
+
+/// The process's queue for SQLite's write lock: a transaction holds it from `BEGIN` to its
+/// commit or rollback (its drop), and the next in line starts the moment it is released. Other
+/// processes on the same file still wait on the busy timeout.
+#[derive(Debug, Clone, Default)]
+struct WriteGate(std::sync::Arc<tokio::sync::Mutex<()>>);
+
+/// A transaction that holds the [`WriteGate`] while it lives.
+struct GatedTx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl GatedTx {
+    async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        // The turn is released after the commit returns, when `self` is dropped.
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for GatedTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for GatedTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 const VERSION_COLUMNS: &str = "document_id, version, version_id, patient_id, exam_id, kind, media_type, size, sha256, created_at, created_by, blob_key, key_block, state, renditions";
@@ -110,6 +146,7 @@ impl SqliteMetadata {
         Ok(SqliteMetadata {
             pool,
             path: ":memory:".into(),
+            gate: WriteGate::default(),
         })
     }
 
@@ -123,15 +160,22 @@ impl SqliteMetadata {
             .await
             .map_err(|e| map_err(e, &path))?;
         MIGRATOR.run(&pool).await.map_err(|e| migrate_err(e, &path))?;
-        Ok(SqliteMetadata { pool, path })
+        Ok(SqliteMetadata {
+            pool,
+            path,
+            gate: WriteGate::default(),
+        })
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> Error + '_ {
         |e| map_err(e, &self.path)
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.pool.begin().await.map_err(self.err())
+    /// Waits for the process's turn at the write lock, then begins.
+    async fn begin(&self) -> Result<GatedTx> {
+        let turn = self.gate.0.clone().lock_owned().await;
+        let tx = self.pool.begin().await.map_err(self.err())?;
+        Ok(GatedTx { tx, _turn: turn })
     }
 
     /// A transaction for the shared flows of [`super::sql`].
@@ -156,7 +200,7 @@ impl SqliteMetadata {
 /// One SQLite transaction. Every flow's first statement is a write, so the transaction holds
 /// SQLite's write lock from its start and its reads and writes are one step (see module docs).
 struct SqliteTx<'a> {
-    tx: Transaction<'static, Sqlite>,
+    tx: GatedTx,
     path: &'a str,
 }
 
