@@ -650,6 +650,37 @@ fn process_follow_handles_new_versions_until_sigterm() {
     );
 }
 
+/// `docstore load --rate`: exam `i`'s uploads start no earlier than `i / rate` seconds in, so 5
+/// exams at 4 a second take at least a second to upload; a rate that is not above 0 is refused.
+#[test]
+fn load_paces_uploads_at_the_given_rate() {
+    let cli = Cli::new();
+    let load = |rate: &str| {
+        Command::new(env!("CARGO_BIN_EXE_docstore"))
+            .args(["--json", "load", "--exams", "5", "--image-size", "300x200"])
+            .args(["--distinct-images", "1", &format!("--rate={rate}")])
+            .env("DOCSTORE_DATA_DIR", &cli.data)
+            .current_dir(&cli.work)
+            .output()
+            .unwrap()
+    };
+    let out = load("4");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plan"]["rate"], 4.0);
+    let uploads = v["report"]["upload_seconds"].as_f64().unwrap();
+    assert!(uploads >= 1.0, "5 exams at 4/s uploaded in {uploads} s");
+    assert_eq!(v["report"]["failed_documents"], 0);
+    for bad in ["0", "-1", "NaN"] {
+        let out = load(bad);
+        assert!(!out.status.success(), "--rate {bad} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("above 0"),
+            "--rate {bad}"
+        );
+    }
+}
+
 /// `docstore load` on the embedded default: a small day through every stage, figures in the JSON
 /// report; nothing from the documents or the keyring in any output, log line (at trace level)
 /// or the report.

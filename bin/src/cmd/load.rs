@@ -33,6 +33,10 @@ pub(crate) struct LoadArgs {
     /// Uploads in flight at once.
     #[arg(long, default_value_t = 8)]
     upload_concurrency: usize,
+    /// Pace the uploads at this many exams per second (e.g. 20, to read time to searchable at
+    /// a steady rate); without it they go as fast as --upload-concurrency allows.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Event bus: `memory://` (in this process) or `kafka://host:port[?partitions=N&prefix=P]`;
     /// every stage runs in this process either way, each in its own consumer group.
     #[arg(long, env = "DOCSTORE_BUS", default_value = "memory://")]
@@ -64,6 +68,13 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     match (n(w), n(h)) {
         (Some(w), Some(h)) => Ok((w, h)),
         _ => Err("width and height must be 1 to 20000".into()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("expected exams per second, a number above 0".into()),
     }
 }
 
@@ -100,6 +111,7 @@ pub(crate) async fn load(
         distinct_images: a.distinct_images,
         exams_per_report: a.exams_per_report.0..=a.exams_per_report.1,
         upload_concurrency: a.upload_concurrency,
+        rate: a.rate,
         seed: a.seed,
         clinic: a.clinic.clone(),
         timeout: a.timeout,
@@ -154,6 +166,7 @@ pub(crate) async fn load(
             "image_size": format!("{}x{}", a.image_size.0, a.image_size.1),
             "exams_per_report": format!("{}-{}", a.exams_per_report.0, a.exams_per_report.1),
             "bus": bus_kind(&a.bus), "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "rate": a.rate,
         },
         "report": report,
     });

@@ -39,6 +39,10 @@ pub struct LoadPlan {
     pub exams_per_report: RangeInclusive<usize>,
     /// Uploads in flight at once.
     pub upload_concurrency: usize,
+    /// Exams per second the uploads are paced at (exam `i`'s documents start no earlier than
+    /// `i / rate` seconds into the run), to measure time to searchable at a steady arrival rate
+    /// instead of a backlog; `None` uploads as fast as `upload_concurrency` allows.
+    pub rate: Option<f64>,
     /// Seed of the generator.
     pub seed: u64,
     /// Clinic name (stamps, index).
@@ -60,6 +64,7 @@ impl Default for LoadPlan {
             distinct_images: 8,
             exams_per_report: 3..=6,
             upload_concurrency: 8,
+            rate: None,
             seed: 2026,
             clinic: "Clínica São Lucas".into(),
             partitions: 4,
@@ -273,12 +278,20 @@ pub async fn run(
     let uploader = {
         let store = store.clone();
         let concurrency = plan.upload_concurrency.max(1);
+        // Uploads come exam by exam: the report, then its images.
+        let per_exam = 1 + plan.images_per_exam;
+        let pace = plan.rate.filter(|r| r.is_finite() && *r > 0.0);
+        let start = tokio::time::Instant::now();
         tokio::spawn(async move {
             let who = Identity::new("load:reception");
-            futures::stream::iter(uploads)
-                .for_each_concurrent(concurrency, |u| {
+            futures::stream::iter(uploads.into_iter().enumerate())
+                .for_each_concurrent(concurrency, |(i, u)| {
                     let (store, who, tx) = (store.clone(), who.clone(), tx.clone());
                     async move {
+                        if let Some(rate) = pace {
+                            let due = Duration::from_secs_f64((i / per_exam) as f64 / rate);
+                            tokio::time::sleep_until(start + due).await;
+                        }
                         let sent = match store.put(&who, u.request, &u.body[..]).await {
                             Ok(v) => Ok((v.document_id, Instant::now())),
                             Err(e) => Err(format!("upload: {e}")),
