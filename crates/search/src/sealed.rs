@@ -46,9 +46,9 @@ pub const FRAME_SIZE: u32 = 16 * 1024;
 /// cache misses every time, decrypting megabytes per query again; the ciphertext itself is 6 GB
 /// of page cache at that size, so this is a small share of what the index holds in memory.
 pub const FRAME_CACHE_BYTES: usize = 512 << 20;
-/// Reads larger than this share of the cache (32 MiB) are not kept: tantivy reads such files (fast fields,
-/// the term dictionary's FST) once when it opens a segment and holds them itself, and keeping
-/// them would only evict the hot lists.
+/// Reads larger than this share of the cache (32 MiB) are not kept: tantivy reads such files
+/// (fast fields, the term dictionary's FST) once when it opens a segment and holds them itself,
+/// and keeping them would only evict the hot lists.
 const LARGEST_CACHED: usize = FRAME_CACHE_BYTES / 16;
 /// The encryption context of the index data key (KMS binds it to the wrap).
 const PURPOSE: (&str, &str) = ("purpose", "docstore-search-index");
@@ -358,27 +358,24 @@ impl FileHandle for SealedFile {
         let fs = self.layout.frame_size as usize;
         let (first, last) = self.layout.frames_for(range.start as u64, range.end as u64);
         let base = first as usize * fs;
-        if first == last {
-            // Within one frame: the frame is what is kept, and the answer a view of it.
-            let frame = base..(base + fs).min(self.len());
-            let plain = match self.cached(&frame) {
-                Some(p) => p,
-                None => {
-                    let p = OwnedBytes::new(self.open_frames(first, first)?);
-                    self.keep(&frame, &p, p.len());
-                    p
-                }
-            };
-            return Ok(plain.slice(range.start - base..range.end - base));
-        }
-        if let Some(p) = self.cached(&range) {
-            return Ok(p);
-        }
-        let frames = OwnedBytes::new(self.open_frames(first, last)?);
-        let cost = frames.len();
-        let plain = frames.slice(range.start - base..range.end - base);
-        self.keep(&range, &plain, cost);
-        Ok(plain)
+        // A read within one frame keeps the whole frame, which the small reads near it share; a
+        // read across frames keeps exactly itself.
+        let kept_range = if first == last {
+            base..(base + fs).min(self.len())
+        } else {
+            range.clone()
+        };
+        let kept = match self.cached(&kept_range) {
+            Some(p) => p,
+            None => {
+                let frames = OwnedBytes::new(self.open_frames(first, last)?);
+                let cost = frames.len();
+                let p = frames.slice(kept_range.start - base..kept_range.end - base);
+                self.keep(&kept_range, &p, cost);
+                p
+            }
+        };
+        Ok(kept.slice(range.start - kept_range.start..range.end - kept_range.start))
     }
 }
 
